@@ -1,0 +1,151 @@
+//! The public entry points: free functions for the common cases and the [`Film`] module.
+
+use candle_core::Tensor;
+
+use crate::error::{FilmError, Result};
+use crate::gamma::GammaMode;
+use crate::layout::{check_param, check_residual, geometry, ChannelLayout};
+use crate::op::FusedFilm;
+use crate::reference;
+
+/// `relu?(γ ⊙ x + β) + residual?` in one pass over memory, differentiable in x, γ, β and
+/// the residual.
+///
+/// `x` is (N, C, *spatial) or (N, *, C) as `layout` says; `gamma` and `beta` are (N, C);
+/// `residual`, if any, has x's shape and is added after the ReLU (the FiLMed residual
+/// block's `out = r + relu(FiLM(o))`). A missing β means β = 0. Inputs of any strides are
+/// accepted (non-contiguous ones are copied first). On the CPU this runs the fused
+/// kernels; on other devices the [`reference`] composition.
+pub fn film_fused(
+    x: &Tensor,
+    gamma: &Tensor,
+    beta: Option<&Tensor>,
+    layout: ChannelLayout,
+    relu: bool,
+    residual: Option<&Tensor>,
+) -> Result<Tensor> {
+    if !x.device().is_cpu() {
+        return reference::film_composed(x, gamma, beta, layout, relu, residual);
+    }
+    let geo = geometry(x, layout)?;
+    check_param(x, &geo, "gamma", gamma)?;
+    let beta = match beta {
+        Some(beta) => {
+            check_param(x, &geo, "beta", beta)?;
+            beta.clone()
+        }
+        None => gamma.zeros_like()?,
+    };
+    if let Some(residual) = residual {
+        check_residual(x, residual)?;
+    }
+    // γ and β travel packed as one (N, 2C) operand: see `FusedFilm`.
+    let params = Tensor::cat(&[gamma, &beta], 1)?;
+    let x = x.contiguous()?;
+    let op = FusedFilm { geo, relu };
+    Ok(match residual {
+        None => x.apply_op2(&params, op)?,
+        Some(residual) => x.apply_op3(&params, &residual.contiguous()?, op)?,
+    })
+}
+
+/// FiLM of a channels-first feature map: γ ⊙ x + β with x (N, C, *spatial), γ and β (N, C).
+pub fn film(x: &Tensor, gamma: &Tensor, beta: &Tensor) -> Result<Tensor> {
+    film_fused(x, gamma, Some(beta), ChannelLayout::ChannelsFirst, false, None)
+}
+
+/// The FiLMed residual block's epilogue, channels-first: relu(γ ⊙ x + β), plus `residual`
+/// when given, in one pass.
+pub fn film_relu(x: &Tensor, gamma: &Tensor, beta: &Tensor, residual: Option<&Tensor>) -> Result<Tensor> {
+    film_fused(x, gamma, Some(beta), ChannelLayout::ChannelsFirst, true, residual)
+}
+
+/// A transformer's adaptive-LayerNorm "modulate": x · (1 + scale) + shift, with x
+/// (N, *, C) channels-last and `shift`, `scale` (N, C).
+pub fn modulate(x: &Tensor, shift: &Tensor, scale: &Tensor) -> Result<Tensor> {
+    let gamma = GammaMode::OnePlusDelta.apply(scale)?;
+    film_fused(x, &gamma, Some(shift), ChannelLayout::ChannelsLast, false, None)
+}
+
+/// Splits a FiLM generator's output of shape (N, K, 2C) into K pairs (γ_k, β_k) of shape
+/// (N, C): the first C values of each block are γ, the last C are β, as in the FiLM
+/// reference code. The pairs are views: nothing is copied.
+pub fn split_film_params(generator_output: &Tensor) -> Result<Vec<(Tensor, Tensor)>> {
+    let dims = generator_output.dims();
+    if dims.len() != 3 || dims[2] % 2 != 0 {
+        return Err(FilmError::GeneratorShape { got: dims.to_vec() });
+    }
+    let channels = dims[2] / 2;
+    (0..dims[1])
+        .map(|k| {
+            let block = generator_output.narrow(1, k, 1)?.squeeze(1)?;
+            Ok((
+                block.narrow(1, 0, channels)?,
+                block.narrow(1, channels, channels)?,
+            ))
+        })
+        .collect()
+}
+
+/// Options of a [`Film`] layer; the defaults are the FiLM paper's.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FilmConfig {
+    /// Where the channel axis is.
+    pub layout: ChannelLayout,
+    /// How the generator's raw γ output becomes the scale.
+    pub gamma: GammaMode,
+    /// Whether β is used; `false` is the paper's "β fixed to 0" ablation.
+    pub use_beta: bool,
+    /// Whether a ReLU follows the modulation in the same pass.
+    pub relu: bool,
+}
+
+impl Default for FilmConfig {
+    fn default() -> Self {
+        FilmConfig {
+            layout: ChannelLayout::ChannelsFirst,
+            gamma: GammaMode::OnePlusDelta,
+            use_beta: true,
+            relu: false,
+        }
+    }
+}
+
+/// A FiLM layer: feature-wise affine modulation of `x` by parameters that another network
+/// (the FiLM generator) predicts. It has no weights of its own.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Film {
+    config: FilmConfig,
+}
+
+impl Film {
+    pub fn new(config: FilmConfig) -> Self {
+        Film { config }
+    }
+
+    pub fn config(&self) -> &FilmConfig {
+        &self.config
+    }
+
+    /// Modulates `x` by the generator's raw γ output (mapped by the config's
+    /// [`GammaMode`]) and β (ignored when `use_beta` is off; its shape is still checked).
+    pub fn forward(&self, x: &Tensor, raw_gamma: &Tensor, beta: &Tensor) -> Result<Tensor> {
+        self.forward_with_residual(x, raw_gamma, beta, None)
+    }
+
+    /// As [`Film::forward`], then adds `residual` (after the ReLU, if any) in the same pass.
+    pub fn forward_with_residual(
+        &self,
+        x: &Tensor,
+        raw_gamma: &Tensor,
+        beta: &Tensor,
+        residual: Option<&Tensor>,
+    ) -> Result<Tensor> {
+        let geo = geometry(x, self.config.layout)?;
+        check_param(x, &geo, "gamma", raw_gamma)?;
+        check_param(x, &geo, "beta", beta)?;
+        let gamma = self.config.gamma.apply(raw_gamma)?;
+        let beta = self.config.use_beta.then_some(beta);
+        film_fused(x, &gamma, beta, self.config.layout, self.config.relu, residual)
+    }
+}
