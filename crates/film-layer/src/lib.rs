@@ -67,3 +67,8 @@ pub use error::{FilmError, Result};
 pub use film::{film, film_fused, film_relu, modulate, split_film_params, Film, FilmConfig};
 pub use gamma::GammaMode;
 pub use layout::ChannelLayout;
+
+/// Compiles the README's example as a doctest, so it cannot drift from the API.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
