@@ -1,0 +1,103 @@
+//! The question encoder: token ids → (γ, β) for every FiLMed block.
+
+use candle_core::{Result, Tensor};
+use candle_nn::{Embedding, Init, Linear, Module, VarBuilder};
+use serde::{Deserialize, Serialize};
+
+use crate::gru::Gru;
+
+/// Sizes of the FiLM generator; the defaults are the paper's CLEVR model.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QuestionEncoderConfig {
+    /// Number of question tokens, special tokens included.
+    pub vocab_size: usize,
+    /// Width of the word embeddings.
+    pub embedding_dim: usize,
+    /// Width of the GRU state.
+    pub hidden_dim: usize,
+    /// Number of FiLMed blocks to condition: one (γ, β) pair each.
+    pub num_blocks: usize,
+    /// Feature maps per block: the length of each γ and β.
+    pub channels: usize,
+}
+
+impl QuestionEncoderConfig {
+    /// The paper's sizes for a vocabulary of `vocab_size` tokens.
+    pub fn paper(vocab_size: usize) -> Self {
+        QuestionEncoderConfig {
+            vocab_size,
+            embedding_dim: 200,
+            hidden_dim: 4096,
+            num_blocks: 4,
+            channels: 128,
+        }
+    }
+}
+
+/// Embedding → GRU → state at the last real token → linear head → (N, K, 2C).
+///
+/// Weight names follow the FiLM reference code: `embed`, `rnn.weight_ih_l0`…, `decoder`.
+#[derive(Clone, Debug)]
+pub struct QuestionEncoder {
+    embedding: Embedding,
+    rnn: Gru,
+    decoder: Linear,
+    config: QuestionEncoderConfig,
+}
+
+/// PyTorch's default bias initialisation, U(-1/√fan_in, 1/√fan_in).
+fn bias_init(fan_in: usize) -> Init {
+    let bound = 1.0 / (fan_in as f64).sqrt();
+    Init::Uniform {
+        lo: -bound,
+        up: bound,
+    }
+}
+
+impl QuestionEncoder {
+    pub fn new(config: &QuestionEncoderConfig, vb: VarBuilder) -> Result<Self> {
+        let c = config;
+        // PyTorch's embedding init N(0, 1); the reference re-initialises only conv and
+        // linear weights (Kaiming uniform).
+        let table = vb.pp("embed").get_with_hints(
+            (c.vocab_size, c.embedding_dim),
+            "weight",
+            Init::Randn {
+                mean: 0.0,
+                stdev: 1.0,
+            },
+        )?;
+        let embedding = Embedding::new(table, c.embedding_dim);
+        let rnn = Gru::new(c.embedding_dim, c.hidden_dim, vb.pp("rnn"))?;
+        let out_dim = c.num_blocks * 2 * c.channels;
+        let decoder_vb = vb.pp("decoder");
+        let weight = decoder_vb.get_with_hints(
+            (out_dim, c.hidden_dim),
+            "weight",
+            candle_nn::init::DEFAULT_KAIMING_UNIFORM,
+        )?;
+        let bias = decoder_vb.get_with_hints(out_dim, "bias", bias_init(c.hidden_dim))?;
+        Ok(QuestionEncoder {
+            embedding,
+            rnn,
+            decoder: Linear::new(weight, Some(bias)),
+            config: config.clone(),
+        })
+    }
+
+    pub fn config(&self) -> &QuestionEncoderConfig {
+        &self.config
+    }
+
+    /// `tokens` (N, T) padded ids, `lengths` the real number of tokens of each row.
+    /// Returns the raw FiLM parameters (N, K, 2C): per block, Δγ then β
+    /// (`film_layer::split_film_params` cuts them apart).
+    pub fn forward(&self, tokens: &Tensor, lengths: &[usize]) -> Result<Tensor> {
+        let (batch, _) = tokens.dims2()?;
+        let embedded = self.embedding.forward(tokens)?;
+        let last = self.rnn.last_states(&embedded, lengths)?;
+        self.decoder
+            .forward(&last)?
+            .reshape((batch, self.config.num_blocks, 2 * self.config.channels))
+    }
+}

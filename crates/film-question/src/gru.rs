@@ -1,0 +1,78 @@
+//! A one-layer GRU over padded token embeddings, returning the state at each sequence's
+//! last real token.
+
+use candle_core::{Result, Tensor};
+use candle_nn::{Init, VarBuilder};
+
+/// PyTorch's GRU (gate order r, z, n; weights `weight_ih_l0`, `weight_hh_l0`,
+/// `bias_ih_l0`, `bias_hh_l0`) so checkpoints read the same from Python.
+#[derive(Clone, Debug)]
+pub struct Gru {
+    weight_ih: Tensor,
+    weight_hh: Tensor,
+    bias_ih: Tensor,
+    bias_hh: Tensor,
+    hidden_dim: usize,
+}
+
+impl Gru {
+    pub fn new(input_dim: usize, hidden_dim: usize, vb: VarBuilder) -> Result<Self> {
+        // PyTorch's default GRU initialisation: U(-1/√H, 1/√H) for every tensor.
+        let bound = 1.0 / (hidden_dim as f64).sqrt();
+        let init = Init::Uniform {
+            lo: -bound,
+            up: bound,
+        };
+        Ok(Gru {
+            weight_ih: vb.get_with_hints((3 * hidden_dim, input_dim), "weight_ih_l0", init)?,
+            weight_hh: vb.get_with_hints((3 * hidden_dim, hidden_dim), "weight_hh_l0", init)?,
+            bias_ih: vb.get_with_hints(3 * hidden_dim, "bias_ih_l0", init)?,
+            bias_hh: vb.get_with_hints(3 * hidden_dim, "bias_hh_l0", init)?,
+            hidden_dim,
+        })
+    }
+
+    /// Runs over `inputs` (N, T, D) and returns the hidden state (N, H) after each
+    /// sequence's `lengths[i]`-th step. Steps past a sequence's length never reach its
+    /// result, so padding cannot leak in; the loop stops at the longest length.
+    pub fn last_states(&self, inputs: &Tensor, lengths: &[usize]) -> Result<Tensor> {
+        let (batch, _, input_dim) = inputs.dims3()?;
+        if lengths.len() != batch {
+            candle_core::bail!("{} lengths for a batch of {batch}", lengths.len());
+        }
+        if let Some(i) = lengths.iter().position(|&l| l == 0) {
+            candle_core::bail!("sequence {i} is empty: every question has at least <START> and <END>");
+        }
+        let steps = lengths.iter().copied().max().unwrap_or(0);
+        let h = self.hidden_dim;
+        // The input projection of every step in one matrix product, instead of one per step.
+        let inputs = inputs.narrow(1, 0, steps)?.contiguous()?;
+        let projected = inputs
+            .reshape((batch * steps, input_dim))?
+            .matmul(&self.weight_ih.t()?)?
+            .broadcast_add(&self.bias_ih)?
+            .reshape((batch, steps, 3 * h))?;
+        let mut state = Tensor::zeros((batch, h), inputs.dtype(), inputs.device())?;
+        let mut states = Vec::with_capacity(steps);
+        for t in 0..steps {
+            let x = projected.narrow(1, t, 1)?.squeeze(1)?;
+            let hh = state.matmul(&self.weight_hh.t()?)?.broadcast_add(&self.bias_hh)?;
+            let (x_r, x_z, x_n) = (x.narrow(1, 0, h)?, x.narrow(1, h, h)?, x.narrow(1, 2 * h, h)?);
+            let (h_r, h_z, h_n) = (hh.narrow(1, 0, h)?, hh.narrow(1, h, h)?, hh.narrow(1, 2 * h, h)?);
+            let reset = candle_nn::ops::sigmoid(&(x_r + h_r)?)?;
+            let update = candle_nn::ops::sigmoid(&(x_z + h_z)?)?;
+            let candidate = (x_n + (reset * h_n)?)?.tanh()?;
+            // h' = (1 - z) ⊙ n + z ⊙ h = n + z ⊙ (h - n)
+            state = (&candidate + (update * (state - &candidate)?)?)?;
+            states.push(state.clone());
+        }
+        let all = Tensor::stack(&states, 1)?.reshape((batch * steps, h))?;
+        let last: Vec<u32> = lengths
+            .iter()
+            .enumerate()
+            .map(|(i, &l)| (i * steps + l - 1) as u32)
+            .collect();
+        let index = Tensor::from_vec(last, batch, inputs.device())?;
+        all.index_select(&index, 0)
+    }
+}

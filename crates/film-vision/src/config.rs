@@ -1,0 +1,129 @@
+//! The vision network's shape and the paper's architecture ablations, as one serde config.
+
+use film_layer::GammaMode;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// What the network looks at.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Stem {
+    /// RGB pixels, halved `downsamplings` times by 4x4 stride-2 convolutions (the paper's
+    /// raw-pixel model: 4, from 224x224 to 14x14).
+    Pixels { downsamplings: usize },
+    /// Pre-extracted feature maps of `in_channels` channels (the paper: ResNet-101 conv4,
+    /// 1024x14x14), projected by one 3x3 convolution.
+    Features { in_channels: usize },
+}
+
+/// Where FiLM sits inside a residual block (the paper's Table 2, "moving FiLM").
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FilmPosition {
+    /// conv3x3 → BN → FiLM → ReLU → + r: the paper's model.
+    #[default]
+    AfterNorm,
+    /// conv3x3 → FiLM → BN → ReLU → + r.
+    BeforeNorm,
+    /// conv3x3 → BN → ReLU → FiLM → + r.
+    AfterRelu,
+    /// conv3x3 → BN → ReLU → + r → FiLM.
+    AfterResidual,
+    /// FiLM on the block input, before the 1x1 convolution.
+    BeforeInputConv,
+}
+
+/// How the classifier reduces the spatial positions.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Pool {
+    #[default]
+    Max,
+    Mean,
+}
+
+/// Options shared by every FiLMed residual block.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BlockOptions {
+    pub film_position: FilmPosition,
+    /// How the generator's raw γ output becomes the scale.
+    #[serde(serialize_with = "gamma_to_str", deserialize_with = "gamma_from_str")]
+    pub gamma: GammaMode,
+    /// `false`: β fixed to 0.
+    pub use_beta: bool,
+    /// `false`: the block's output is its FiLMed branch alone.
+    pub residual: bool,
+}
+
+impl Default for BlockOptions {
+    fn default() -> Self {
+        BlockOptions {
+            film_position: FilmPosition::AfterNorm,
+            gamma: GammaMode::OnePlusDelta,
+            use_beta: true,
+            residual: true,
+        }
+    }
+}
+
+fn gamma_to_str<S: Serializer>(gamma: &GammaMode, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(gamma.name())
+}
+
+fn gamma_from_str<'de, D: Deserializer<'de>>(d: D) -> Result<GammaMode, D::Error> {
+    let name = String::deserialize(d)?;
+    name.parse().map_err(serde::de::Error::custom)
+}
+
+/// The FiLMed network; defaults follow the paper's CLEVR model on ResNet features.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VisionConfig {
+    pub stem: Stem,
+    /// Feature maps in the stem and every residual block (C).
+    pub channels: usize,
+    /// Number of FiLMed residual blocks (K).
+    pub num_blocks: usize,
+    /// Which blocks FiLM conditions; an unconditioned block uses γ = 1, β = 0.
+    pub conditioned: Vec<bool>,
+    pub block: BlockOptions,
+    /// Channels of the classifier's 1x1 projection.
+    pub classifier_channels: usize,
+    /// Width of the classifier's hidden layer.
+    pub classifier_hidden: usize,
+    pub pool: Pool,
+    pub num_answers: usize,
+}
+
+impl VisionConfig {
+    /// The paper's model on 1024x14x14 image features.
+    pub fn paper_features(num_answers: usize) -> Self {
+        VisionConfig {
+            stem: Stem::Features { in_channels: 1024 },
+            channels: 128,
+            num_blocks: 4,
+            conditioned: vec![true; 4],
+            block: BlockOptions::default(),
+            classifier_channels: 512,
+            classifier_hidden: 1024,
+            pool: Pool::Max,
+            num_answers,
+        }
+    }
+
+    /// Checks the options against each other, naming the first inconsistency.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.conditioned.len() != self.num_blocks {
+            return Err(format!(
+                "conditioned lists {} blocks but num_blocks is {}",
+                self.conditioned.len(),
+                self.num_blocks
+            ));
+        }
+        if self.num_blocks == 0 || self.channels == 0 || self.num_answers == 0 {
+            return Err("num_blocks, channels and num_answers must be positive".into());
+        }
+        if let Stem::Pixels { downsamplings: 0 } = self.stem {
+            return Err("a pixel stem needs at least one downsampling convolution".into());
+        }
+        Ok(())
+    }
+}

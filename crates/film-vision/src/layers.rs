@@ -1,0 +1,81 @@
+//! Convolutions, batch norms and linear layers initialised as the FiLM reference code does.
+
+use candle_core::{Result, Tensor};
+use candle_nn::{BatchNorm, BatchNormConfig, Conv2d, Conv2dConfig, Init, Linear, VarBuilder};
+
+/// PyTorch's default bias initialisation, U(-1/√fan_in, 1/√fan_in).
+fn bias_init(fan_in: usize) -> Init {
+    let bound = 1.0 / (fan_in as f64).sqrt();
+    Init::Uniform {
+        lo: -bound,
+        up: bound,
+    }
+}
+
+/// A convolution with bias; weights Kaiming-uniform as in the reference's `init_modules`.
+pub fn conv2d(
+    in_channels: usize,
+    out_channels: usize,
+    kernel: usize,
+    stride: usize,
+    padding: usize,
+    vb: VarBuilder,
+) -> Result<Conv2d> {
+    let weight = vb.get_with_hints(
+        (out_channels, in_channels, kernel, kernel),
+        "weight",
+        candle_nn::init::DEFAULT_KAIMING_UNIFORM,
+    )?;
+    let bias = vb.get_with_hints(out_channels, "bias", bias_init(in_channels * kernel * kernel))?;
+    let config = Conv2dConfig {
+        padding,
+        stride,
+        ..Default::default()
+    };
+    Ok(Conv2d::new(weight, Some(bias), config))
+}
+
+/// A linear layer; weights Kaiming-uniform as in the reference.
+pub fn linear(in_dim: usize, out_dim: usize, vb: VarBuilder) -> Result<Linear> {
+    let weight = vb.get_with_hints(
+        (out_dim, in_dim),
+        "weight",
+        candle_nn::init::DEFAULT_KAIMING_UNIFORM,
+    )?;
+    let bias = vb.get_with_hints(out_dim, "bias", bias_init(in_dim))?;
+    Ok(Linear::new(weight, Some(bias)))
+}
+
+/// PyTorch's BatchNorm defaults (eps 1e-5, momentum 0.1), with or without its own affine.
+pub fn batch_norm(channels: usize, affine: bool, vb: VarBuilder) -> Result<BatchNorm> {
+    let config = BatchNormConfig {
+        eps: 1e-5,
+        remove_mean: true,
+        affine,
+        momentum: 0.1,
+    };
+    candle_nn::batch_norm(channels, config, vb)
+}
+
+/// Two coordinate maps (x along the width, y along the height, each from -1 to 1) for a
+/// batch of `batch` feature maps of `height` x `width`: shape (N, 2, H, W).
+pub fn coordinate_maps(batch: usize, height: usize, width: usize, like: &Tensor) -> Result<Tensor> {
+    let ramp = |n: usize| -> Vec<f32> {
+        (0..n)
+            .map(|i| {
+                if n == 1 {
+                    0.0
+                } else {
+                    -1.0 + 2.0 * i as f32 / (n - 1) as f32
+                }
+            })
+            .collect()
+    };
+    let dev = like.device();
+    let xs = Tensor::from_vec(ramp(width), (1, 1, 1, width), dev)?.broadcast_as((1, 1, height, width))?;
+    let ys = Tensor::from_vec(ramp(height), (1, 1, height, 1), dev)?.broadcast_as((1, 1, height, width))?;
+    Tensor::cat(&[xs, ys], 1)?
+        .to_dtype(like.dtype())?
+        .broadcast_as((batch, 2, height, width))?
+        .contiguous()
+}

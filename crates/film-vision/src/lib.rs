@@ -1,0 +1,14 @@
+//! The FiLMed residual vision network of Perez et al. (2018).
+//!
+//! A stem turns pixels (or pre-extracted features) into C feature maps; K FiLMed residual
+//! blocks, each seeing two coordinate maps, are modulated by the question encoder's
+//! (γ, β); a classifier pools them into answer logits. Every architecture ablation of the
+//! paper's Table 2 is an option of [`VisionConfig`], not a copy of the block.
+
+mod config;
+mod layers;
+mod model;
+
+pub use config::{BlockOptions, FilmPosition, Pool, Stem, VisionConfig};
+pub use layers::coordinate_maps;
+pub use model::{Classifier, FilmedNetwork, FilmedResBlock};

@@ -1,0 +1,231 @@
+//! The FiLMed network, top to bottom as in Figure 3 of the paper: a stem, FiLMed residual
+//! blocks that see coordinate maps, and a classifier.
+
+use candle_core::{Module, ModuleT, Result, Tensor, D};
+use candle_nn::{BatchNorm, Conv2d, Linear, VarBuilder};
+use film_layer::{film_fused, split_film_params, ChannelLayout};
+
+use crate::config::{BlockOptions, FilmPosition, Pool, Stem, VisionConfig};
+use crate::layers::{batch_norm, conv2d, coordinate_maps, linear};
+
+/// conv → BatchNorm → ReLU, the unit of both stems.
+#[derive(Clone, Debug)]
+struct ConvNormRelu {
+    conv: Conv2d,
+    norm: BatchNorm,
+}
+
+impl ConvNormRelu {
+    fn new(
+        in_c: usize,
+        out_c: usize,
+        kernel: usize,
+        stride: usize,
+        padding: usize,
+        vb: VarBuilder,
+    ) -> Result<Self> {
+        Ok(ConvNormRelu {
+            conv: conv2d(in_c, out_c, kernel, stride, padding, vb.pp("conv"))?,
+            norm: batch_norm(out_c, true, vb.pp("bn"))?,
+        })
+    }
+
+    fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        self.norm.forward_t(&self.conv.forward(x)?, train)?.relu()
+    }
+}
+
+/// The FiLM parameters one block receives: the generator's raw Δγ and β, (N, C) each.
+pub struct BlockFilm<'a> {
+    pub raw_gamma: &'a Tensor,
+    pub beta: &'a Tensor,
+}
+
+/// A FiLMed residual block:
+/// r = ReLU(conv1x1([x, coords])); o = BN(conv3x3(r)); o = ReLU(FiLM(o)); out = r + o.
+#[derive(Clone, Debug)]
+pub struct FilmedResBlock {
+    input_conv: Conv2d,
+    conv: Conv2d,
+    norm: BatchNorm,
+    options: BlockOptions,
+}
+
+impl FilmedResBlock {
+    pub fn new(channels: usize, options: &BlockOptions, vb: VarBuilder) -> Result<Self> {
+        Ok(FilmedResBlock {
+            input_conv: conv2d(channels + 2, channels, 1, 1, 0, vb.pp("input_proj"))?,
+            conv: conv2d(channels, channels, 3, 1, 1, vb.pp("conv"))?,
+            // No affine parameters of its own: FiLM supplies the scale and shift.
+            norm: batch_norm(channels, false, vb.pp("bn"))?,
+            options: options.clone(),
+        })
+    }
+
+    /// `film` is `None` for an unconditioned block (γ = 1, β = 0).
+    pub fn forward_t(
+        &self,
+        x: &Tensor,
+        coords: &Tensor,
+        film: Option<BlockFilm>,
+        train: bool,
+    ) -> Result<Tensor> {
+        use FilmPosition::*;
+        let position = self.options.film_position;
+        let modulate = |t: &Tensor, relu: bool, residual: Option<&Tensor>| -> Result<Tensor> {
+            match &film {
+                Some(f) => self.film(t, f, relu, residual),
+                None => {
+                    let t = if relu { t.relu()? } else { t.clone() };
+                    residual.map_or(Ok(t.clone()), |r| &t + r)
+                }
+            }
+        };
+        let x = if position == BeforeInputConv {
+            modulate(x, false, None)?
+        } else {
+            x.clone()
+        };
+        let r = self.input_conv.forward(&Tensor::cat(&[&x, coords], 1)?)?.relu()?;
+        let o = self.conv.forward(&r)?;
+        let residual = self.options.residual.then_some(&r);
+        match position {
+            // The paper's block: BN, then FiLM, ReLU and the residual add in one fused pass.
+            AfterNorm => modulate(&self.norm.forward_t(&o, train)?, true, residual),
+            BeforeNorm => {
+                let o = self.norm.forward_t(&modulate(&o, false, None)?, train)?.relu()?;
+                add_residual(o, residual)
+            }
+            AfterRelu => modulate(&self.norm.forward_t(&o, train)?.relu()?, false, residual),
+            AfterResidual => {
+                let o = add_residual(self.norm.forward_t(&o, train)?.relu()?, residual)?;
+                modulate(&o, false, None)
+            }
+            BeforeInputConv => add_residual(self.norm.forward_t(&o, train)?.relu()?, residual),
+        }
+    }
+
+    fn film(&self, x: &Tensor, f: &BlockFilm, relu: bool, residual: Option<&Tensor>) -> Result<Tensor> {
+        let gamma = self.options.gamma.apply(f.raw_gamma)?;
+        let beta = self.options.use_beta.then_some(f.beta);
+        Ok(film_fused(
+            x,
+            &gamma,
+            beta,
+            ChannelLayout::ChannelsFirst,
+            relu,
+            residual,
+        )?)
+    }
+}
+
+fn add_residual(o: Tensor, residual: Option<&Tensor>) -> Result<Tensor> {
+    match residual {
+        Some(r) => o + r,
+        None => Ok(o),
+    }
+}
+
+/// [coords] → conv1x1 → BN → ReLU → global pool → linear → BN → ReLU → linear → logits.
+#[derive(Clone, Debug)]
+pub struct Classifier {
+    projection: ConvNormRelu,
+    hidden: Linear,
+    hidden_norm: BatchNorm,
+    output: Linear,
+    pool: Pool,
+}
+
+impl Classifier {
+    pub fn new(config: &VisionConfig, vb: VarBuilder) -> Result<Self> {
+        let (c, p, f) = (
+            config.channels,
+            config.classifier_channels,
+            config.classifier_hidden,
+        );
+        Ok(Classifier {
+            projection: ConvNormRelu::new(c + 2, p, 1, 1, 0, vb.pp("proj"))?,
+            hidden: linear(p, f, vb.pp("fc1"))?,
+            hidden_norm: batch_norm(f, true, vb.pp("fc_bn"))?,
+            output: linear(f, config.num_answers, vb.pp("fc2"))?,
+            pool: config.pool,
+        })
+    }
+
+    pub fn forward_t(&self, x: &Tensor, coords: &Tensor, train: bool) -> Result<Tensor> {
+        let x = self.projection.forward_t(&Tensor::cat(&[x, coords], 1)?, train)?;
+        let x = x.flatten_from(2)?;
+        let pooled = match self.pool {
+            Pool::Max => x.max(D::Minus1)?,
+            Pool::Mean => x.mean(D::Minus1)?,
+        };
+        let hidden = self
+            .hidden_norm
+            .forward_t(&self.hidden.forward(&pooled)?, train)?
+            .relu()?;
+        self.output.forward(&hidden)
+    }
+}
+
+/// The whole FiLMed network: image (or features) and FiLM parameters → answer logits.
+#[derive(Clone, Debug)]
+pub struct FilmedNetwork {
+    stem: Vec<ConvNormRelu>,
+    blocks: Vec<FilmedResBlock>,
+    classifier: Classifier,
+    config: VisionConfig,
+}
+
+impl FilmedNetwork {
+    pub fn new(config: &VisionConfig, vb: VarBuilder) -> Result<Self> {
+        config.validate().map_err(candle_core::Error::msg)?;
+        let c = config.channels;
+        let stem = match config.stem {
+            Stem::Pixels { downsamplings } => (0..downsamplings)
+                .map(|i| ConvNormRelu::new(if i == 0 { 3 } else { c }, c, 4, 2, 1, vb.pp("stem").pp(i)))
+                .collect::<Result<Vec<_>>>()?,
+            Stem::Features { in_channels } => {
+                vec![ConvNormRelu::new(in_channels, c, 3, 1, 1, vb.pp("stem").pp(0))?]
+            }
+        };
+        let blocks = (0..config.num_blocks)
+            .map(|i| FilmedResBlock::new(c, &config.block, vb.pp("blocks").pp(i)))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(FilmedNetwork {
+            stem,
+            blocks,
+            classifier: Classifier::new(config, vb.pp("classifier"))?,
+            config: config.clone(),
+        })
+    }
+
+    pub fn config(&self) -> &VisionConfig {
+        &self.config
+    }
+
+    /// `images` (N, 3, H, W) or features (N, C_in, H, W); `film_params` (N, K, 2C) from the
+    /// question encoder. Returns logits (N, answers).
+    pub fn forward_t(&self, images: &Tensor, film_params: &Tensor, train: bool) -> Result<Tensor> {
+        let mut x = images.clone();
+        for layer in &self.stem {
+            x = layer.forward_t(&x, train)?;
+        }
+        let (batch, _, height, width) = x.dims4()?;
+        let coords = coordinate_maps(batch, height, width, &x)?;
+        let params = split_film_params(film_params)?;
+        if params.len() != self.blocks.len() {
+            candle_core::bail!(
+                "{} FiLM parameter pairs for {} blocks",
+                params.len(),
+                self.blocks.len()
+            );
+        }
+        for ((block, (raw_gamma, beta)), &conditioned) in
+            self.blocks.iter().zip(&params).zip(&self.config.conditioned)
+        {
+            let film = conditioned.then_some(BlockFilm { raw_gamma, beta });
+            x = block.forward_t(&x, &coords, film, train)?;
+        }
+        self.classifier.forward_t(&x, &coords, train)
+    }
+}

@@ -1,0 +1,113 @@
+use candle_core::{DType, Device, Result, Tensor};
+use candle_nn::{VarBuilder, VarMap};
+use film_layer::GammaMode;
+use film_vision::{coordinate_maps, BlockOptions, FilmPosition, FilmedNetwork, Pool, Stem, VisionConfig};
+
+fn small(block: BlockOptions, pool: Pool) -> VisionConfig {
+    VisionConfig {
+        stem: Stem::Pixels { downsamplings: 2 },
+        channels: 6,
+        num_blocks: 2,
+        conditioned: vec![true, false],
+        block,
+        classifier_channels: 8,
+        classifier_hidden: 10,
+        pool,
+        num_answers: 7,
+    }
+}
+
+#[test]
+fn every_ablation_gives_logits_in_train_and_eval() -> Result<()> {
+    let dev = Device::Cpu;
+    let images = Tensor::randn(0f32, 1.0, (3, 3, 16, 16), &dev)?;
+    let params = Tensor::randn(0f32, 1.0, (3, 2, 12), &dev)?;
+    let positions = [
+        FilmPosition::AfterNorm,
+        FilmPosition::BeforeNorm,
+        FilmPosition::AfterRelu,
+        FilmPosition::AfterResidual,
+        FilmPosition::BeforeInputConv,
+    ];
+    for position in positions {
+        for (gamma, use_beta, residual, pool) in [
+            (GammaMode::OnePlusDelta, true, true, Pool::Max),
+            (GammaMode::Sigmoid, false, false, Pool::Mean),
+        ] {
+            let config = small(
+                BlockOptions {
+                    film_position: position,
+                    gamma,
+                    use_beta,
+                    residual,
+                },
+                pool,
+            );
+            let varmap = VarMap::new();
+            let net = FilmedNetwork::new(&config, VarBuilder::from_varmap(&varmap, DType::F32, &dev))?;
+            for train in [true, false] {
+                let logits = net.forward_t(&images, &params, train)?;
+                assert_eq!(logits.dims(), &[3, 7], "{position:?} train={train}");
+                let finite = logits.abs()?.max_all()?.to_scalar::<f32>()?.is_finite();
+                assert!(finite, "{position:?} gave non-finite logits");
+            }
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn features_stem_keeps_the_spatial_size() -> Result<()> {
+    let dev = Device::Cpu;
+    let mut config = small(BlockOptions::default(), Pool::Max);
+    config.stem = Stem::Features { in_channels: 16 };
+    let varmap = VarMap::new();
+    let net = FilmedNetwork::new(&config, VarBuilder::from_varmap(&varmap, DType::F32, &dev))?;
+    let logits = net.forward_t(
+        &Tensor::randn(0f32, 1.0, (2, 16, 5, 5), &dev)?,
+        &Tensor::zeros((2, 2, 12), DType::F32, &dev)?,
+        false,
+    )?;
+    assert_eq!(logits.dims(), &[2, 7]);
+    Ok(())
+}
+
+#[test]
+fn inconsistent_config_is_rejected() {
+    let mut config = small(BlockOptions::default(), Pool::Max);
+    config.conditioned = vec![true];
+    let varmap = VarMap::new();
+    let err = FilmedNetwork::new(
+        &config,
+        VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu),
+    )
+    .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("conditioned lists 1 blocks but num_blocks is 2"),
+        "{err}"
+    );
+}
+
+#[test]
+fn coordinate_maps_run_from_minus_one_to_one() -> Result<()> {
+    let like = Tensor::zeros(1, DType::F32, &Device::Cpu)?;
+    let maps = coordinate_maps(2, 3, 5, &like)?;
+    assert_eq!(maps.dims(), &[2, 2, 3, 5]);
+    let x = maps.get(1)?.get(0)?.to_vec2::<f32>()?;
+    let y = maps.get(1)?.get(1)?.to_vec2::<f32>()?;
+    assert_eq!(x[2], vec![-1.0, -0.5, 0.0, 0.5, 1.0]);
+    assert_eq!(
+        y.iter().map(|row| row[4]).collect::<Vec<_>>(),
+        vec![-1.0, 0.0, 1.0]
+    );
+    Ok(())
+}
+
+#[test]
+fn config_round_trips_through_json() {
+    let config = VisionConfig::paper_features(28);
+    let json = serde_json::to_string(&config).unwrap();
+    assert!(json.contains("\"gamma\":\"one-plus-delta\""), "{json}");
+    assert_eq!(serde_json::from_str::<VisionConfig>(&json).unwrap(), config);
+}
