@@ -257,7 +257,7 @@ fn main() {
     for split in ["train", "val", "test"] {
         let info = Info {
             split: split.to_string(),
-            license: "CC BY 4.0 (hand-made film-rs test fixture)".to_string(),
+            license: "MIT OR Apache-2.0 (hand-made film-rs test fixture)".to_string(),
             version: "1.0".to_string(),
             date: "2026".to_string(),
         };

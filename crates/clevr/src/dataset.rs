@@ -7,12 +7,15 @@
 
 use crate::json::JsonError;
 use crate::layout::{LayoutError, SplitFiles};
-use crate::question::{ProgramNode, Question};
+use crate::question::ProgramNode;
 use crate::question_type::QuestionType;
-use crate::stream::for_each_question;
+use crate::stream::for_each_record;
 use crate::vocab::{
     question_tokens, AnswerIndex, QuestionVocab, TokenizerConfig, VocabError, Vocabulary,
 };
+use rayon::prelude::*;
+use serde::de::{self, DeserializeOwned};
+use serde::Deserialize;
 use std::collections::{BTreeSet, HashMap};
 
 /// Marks a question without answer (test split) in [`QuestionSet::answers`].
@@ -30,6 +33,8 @@ pub enum DatasetError {
     Vocab(#[from] VocabError),
     #[error(transparent)]
     Layout(#[from] LayoutError),
+    #[error("more than 2^32 question tokens in one split")]
+    TooManyTokens,
 }
 
 /// What to keep while loading.
@@ -163,19 +168,34 @@ impl QuestionSet {
         vocab: &Vocabulary,
         options: LoadOptions,
     ) -> Result<(QuestionSet, LoadReport), DatasetError> {
+        if options.keep_programs {
+            Self::load_records::<Vec<ProgramNode>>(files, vocab, true)
+        } else {
+            Self::load_records::<LastFunction>(files, vocab, false)
+        }
+    }
+
+    fn load_records<P: ProgramField>(
+        files: &SplitFiles,
+        vocab: &Vocabulary,
+        keep_programs: bool,
+    ) -> Result<(QuestionSet, LoadReport), DatasetError> {
         let mut set = QuestionSet {
             offsets: vec![0],
-            programs: options.keep_programs.then(Vec::new),
+            programs: keep_programs.then(Vec::new),
             ..QuestionSet::default()
         };
         let mut report = LoadReport::default();
         let mut slots: HashMap<String, u32> = HashMap::new();
-        let mut encode_error = None;
-        let path = &files.questions;
-        for_each_question(path, |q| {
+        let mut pending: Vec<(Record<P>, u32)> = Vec::with_capacity(ENCODE_CHUNK);
+        let mut failure: Option<DatasetError> = None;
+        let outcome = for_each_record(&files.questions, |record: Record<P>| {
             let position = report.read;
             report.read += 1;
-            let answer = match &q.answer {
+            crate::layout::image_split(&record.image_filename).map_err(|e| e.to_string())?;
+            u32::try_from(record.image_index)
+                .map_err(|_| format!("image_index {} does not fit 32 bits", record.image_index))?;
+            let answer = match &record.answer {
                 None => NO_ANSWER,
                 Some(a) => match vocab.answers.id(a) {
                     Some(id) => id,
@@ -188,47 +208,144 @@ impl QuestionSet {
                     }
                 },
             };
-            crate::layout::image_split(&q.image_filename).map_err(|e| e.to_string())?;
-            let ids = match vocab.questions.encode(&q.question) {
-                Ok(ids) => ids,
-                Err(e) => {
-                    let message = e.to_string();
-                    encode_error = Some(e);
-                    return Err(message);
+            pending.push((record, answer));
+            if pending.len() == ENCODE_CHUNK {
+                set.append(&mut pending, &vocab.questions, &mut slots)
+                    .map_err(|e| {
+                        let message = e.to_string();
+                        failure = Some(e);
+                        message
+                    })?;
+            }
+            Ok(())
+        });
+        if let Err(e) = outcome {
+            return Err(failure.take().unwrap_or(DatasetError::Json(e)));
+        }
+        set.append(&mut pending, &vocab.questions, &mut slots)?;
+        report.kept = set.len();
+        Ok((set, report))
+    }
+
+    /// Encodes a chunk of records in parallel and appends them in file order.
+    fn append<P: ProgramField>(
+        &mut self,
+        pending: &mut Vec<(Record<P>, u32)>,
+        questions: &QuestionVocab,
+        slots: &mut HashMap<String, u32>,
+    ) -> Result<(), DatasetError> {
+        let encoded: Vec<Vec<u32>> = pending
+            .par_iter()
+            .map(|(record, _)| questions.encode(&record.question))
+            .collect::<Result<_, _>>()?;
+        for ((record, answer), ids) in pending.drain(..).zip(encoded) {
+            self.tokens.extend_from_slice(&ids);
+            let end = u32::try_from(self.tokens.len()).map_err(|_| DatasetError::TooManyTokens)?;
+            self.offsets.push(end);
+            // Checked when the record was read.
+            self.image_index.push(record.image_index as u32);
+            let next_slot = self.images.len() as u32;
+            let slot = match slots.get(&record.image_filename) {
+                Some(&slot) => slot,
+                None => {
+                    slots.insert(record.image_filename.clone(), next_slot);
+                    self.images.push(record.image_filename);
+                    next_slot
                 }
             };
-            set.tokens.extend_from_slice(&ids);
-            let end = u32::try_from(set.tokens.len())
-                .map_err(|_| "too many tokens for 32-bit offsets".to_string())?;
-            set.offsets.push(end);
-            let image_index = u32::try_from(q.image_index)
-                .map_err(|_| format!("image_index {} does not fit 32 bits", q.image_index))?;
-            set.image_index.push(image_index);
-            let next_slot = set.images.len() as u32;
-            let slot = *slots.entry(q.image_filename.clone()).or_insert_with(|| {
-                set.images.push(q.image_filename.clone());
-                next_slot
-            });
-            set.image_slot.push(slot);
-            set.answers.push(answer);
-            set.families.push(
-                q.question_family_index
+            self.image_slot.push(slot);
+            self.answers.push(answer);
+            self.families.push(
+                record
+                    .question_family_index
                     .and_then(|f| u16::try_from(f).ok())
                     .unwrap_or(NO_FAMILY),
             );
-            let qtype = q.program.as_deref().and_then(QuestionType::of_program);
-            set.types.push(qtype.map_or(NO_TYPE, |t| t.index() as u8));
-            if let Some(programs) = &mut set.programs {
-                programs.push(q.program.unwrap_or_default());
+            let qtype = record.program.as_ref().and_then(P::question_type);
+            self.types.push(qtype.map_or(NO_TYPE, |t| t.index() as u8));
+            if let Some(programs) = &mut self.programs {
+                programs.push(record.program.map(P::into_nodes).unwrap_or_default());
             }
-            report.kept += 1;
-            Ok(())
-        })
-        .map_err(|e| match encode_error.take() {
-            Some(v) => DatasetError::Vocab(v),
-            None => DatasetError::Json(e),
-        })?;
-        Ok((set, report))
+        }
+        Ok(())
+    }
+}
+
+/// Questions encoded together on the thread pool: large enough to keep all
+/// cores busy, small enough that the pending records are a few MB at most.
+const ENCODE_CHUNK: usize = 8192;
+
+/// The fields of a question record that training uses; the rest of the record
+/// is skipped by the parser without being allocated.
+#[derive(Deserialize)]
+struct Record<P> {
+    image_index: usize,
+    image_filename: String,
+    question: String,
+    #[serde(default)]
+    answer: Option<String>,
+    #[serde(default)]
+    question_family_index: Option<usize>,
+    #[serde(default = "none")]
+    program: Option<P>,
+}
+
+fn none<P>() -> Option<P> {
+    None
+}
+
+/// What is kept of a record's program.
+trait ProgramField: DeserializeOwned + Send + Sync {
+    fn question_type(&self) -> Option<QuestionType>;
+    fn into_nodes(self) -> Vec<ProgramNode>;
+}
+
+impl ProgramField for Vec<ProgramNode> {
+    fn question_type(&self) -> Option<QuestionType> {
+        QuestionType::of_program(self)
+    }
+    fn into_nodes(self) -> Vec<ProgramNode> {
+        self
+    }
+}
+
+/// Only the last node's function name, which decides the question type.
+struct LastFunction(Option<String>);
+
+impl ProgramField for LastFunction {
+    fn question_type(&self) -> Option<QuestionType> {
+        QuestionType::of_function(self.0.as_deref()?)
+    }
+    fn into_nodes(self) -> Vec<ProgramNode> {
+        Vec::new()
+    }
+}
+
+impl<'de> Deserialize<'de> for LastFunction {
+    fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        struct FunctionOnly {
+            #[serde(alias = "type")]
+            function: String,
+        }
+        struct Nodes;
+        impl<'de> de::Visitor<'de> for Nodes {
+            type Value = LastFunction;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a list of program nodes")
+            }
+            fn visit_seq<A: de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<LastFunction, A::Error> {
+                let mut last = None;
+                while let Some(node) = seq.next_element::<FunctionOnly>()? {
+                    last = Some(node.function);
+                }
+                Ok(LastFunction(last))
+            }
+        }
+        d.deserialize_seq(Nodes)
     }
 }
 
@@ -239,7 +356,13 @@ pub fn build_vocabulary(
 ) -> Result<Vocabulary, DatasetError> {
     let mut tokens = BTreeSet::new();
     let mut answers = BTreeSet::new();
-    for_each_question(&train.questions, |q: Question| {
+    #[derive(Deserialize)]
+    struct VocabRecord {
+        question: String,
+        #[serde(default)]
+        answer: Option<String>,
+    }
+    for_each_record(&train.questions, |q: VocabRecord| {
         for t in question_tokens(&q.question, config) {
             if !tokens.contains(&t) {
                 tokens.insert(t);

@@ -7,9 +7,12 @@
 use crate::json::{open, JsonError};
 use crate::question::Question;
 use crate::scene::Info;
-use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde::de::{
+    self, DeserializeOwned, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor,
+};
 use std::fmt;
 use std::io::Read;
+use std::marker::PhantomData;
 use std::path::Path;
 
 /// What the caller expects at a questions path, for "cannot open" errors.
@@ -23,7 +26,7 @@ pub fn for_each_question<F>(path: &Path, visit: F) -> Result<Info, JsonError>
 where
     F: FnMut(Question) -> Result<(), String>,
 {
-    for_each_question_in(path, open(path, WHAT)?, visit)
+    for_each_record(path, visit)
 }
 
 /// As [`for_each_question`], reading from `reader`; `path` is used in errors.
@@ -31,9 +34,33 @@ pub fn for_each_question_in<R: Read, F>(path: &Path, reader: R, visit: F) -> Res
 where
     F: FnMut(Question) -> Result<(), String>,
 {
+    for_each_record_in(path, reader, visit)
+}
+
+/// As [`for_each_question`], but each record is read as a `T`: a type with fewer
+/// fields than [`Question`] skips the rest without allocating them.
+pub fn for_each_record<T: DeserializeOwned, F>(path: &Path, visit: F) -> Result<Info, JsonError>
+where
+    F: FnMut(T) -> Result<(), String>,
+{
+    for_each_record_in(path, open(path, WHAT)?, visit)
+}
+
+/// As [`for_each_record`], reading from `reader`; `path` is used in errors.
+pub fn for_each_record_in<T: DeserializeOwned, R: Read, F>(
+    path: &Path,
+    reader: R,
+    visit: F,
+) -> Result<Info, JsonError>
+where
+    F: FnMut(T) -> Result<(), String>,
+{
     let mut json = serde_json::Deserializer::from_reader(reader);
     let mut track = serde_path_to_error::Track::new();
-    let seed = FileSeed { visit };
+    let seed = FileSeed {
+        visit,
+        record: PhantomData,
+    };
     let info = seed
         .deserialize(serde_path_to_error::Deserializer::new(
             &mut json, &mut track,
@@ -51,18 +78,21 @@ where
     Ok(info)
 }
 
-struct FileSeed<F> {
+struct FileSeed<T, F> {
     visit: F,
+    record: PhantomData<T>,
 }
 
-impl<'de, F: FnMut(Question) -> Result<(), String>> DeserializeSeed<'de> for FileSeed<F> {
+impl<'de, T: DeserializeOwned, F: FnMut(T) -> Result<(), String>> DeserializeSeed<'de>
+    for FileSeed<T, F>
+{
     type Value = Info;
     fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<Info, D::Error> {
         d.deserialize_map(self)
     }
 }
 
-impl<'de, F: FnMut(Question) -> Result<(), String>> Visitor<'de> for FileSeed<F> {
+impl<'de, T: DeserializeOwned, F: FnMut(T) -> Result<(), String>> Visitor<'de> for FileSeed<T, F> {
     type Value = Info;
 
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
@@ -78,6 +108,7 @@ impl<'de, F: FnMut(Question) -> Result<(), String>> Visitor<'de> for FileSeed<F>
                 "questions" => {
                     map.next_value_seed(QuestionsSeed {
                         visit: &mut self.visit,
+                        record: PhantomData,
                     })?;
                     saw_questions = true;
                 }
@@ -94,18 +125,23 @@ impl<'de, F: FnMut(Question) -> Result<(), String>> Visitor<'de> for FileSeed<F>
     }
 }
 
-struct QuestionsSeed<'a, F> {
+struct QuestionsSeed<'a, T, F> {
     visit: &'a mut F,
+    record: PhantomData<T>,
 }
 
-impl<'de, F: FnMut(Question) -> Result<(), String>> DeserializeSeed<'de> for QuestionsSeed<'_, F> {
+impl<'de, T: DeserializeOwned, F: FnMut(T) -> Result<(), String>> DeserializeSeed<'de>
+    for QuestionsSeed<'_, T, F>
+{
     type Value = ();
     fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
         d.deserialize_seq(self)
     }
 }
 
-impl<'de, F: FnMut(Question) -> Result<(), String>> Visitor<'de> for QuestionsSeed<'_, F> {
+impl<'de, T: DeserializeOwned, F: FnMut(T) -> Result<(), String>> Visitor<'de>
+    for QuestionsSeed<'_, T, F>
+{
     type Value = ();
 
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
@@ -118,6 +154,7 @@ impl<'de, F: FnMut(Question) -> Result<(), String>> Visitor<'de> for QuestionsSe
         while seq
             .next_element_seed(VisitOne {
                 visit: &mut *self.visit,
+                record: PhantomData::<T>,
             })?
             .is_some()
         {}
@@ -125,15 +162,18 @@ impl<'de, F: FnMut(Question) -> Result<(), String>> Visitor<'de> for QuestionsSe
     }
 }
 
-struct VisitOne<'a, F> {
+struct VisitOne<'a, T, F> {
     visit: &'a mut F,
+    record: PhantomData<T>,
 }
 
-impl<'de, F: FnMut(Question) -> Result<(), String>> DeserializeSeed<'de> for VisitOne<'_, F> {
+impl<'de, T: DeserializeOwned, F: FnMut(T) -> Result<(), String>> DeserializeSeed<'de>
+    for VisitOne<'_, T, F>
+{
     type Value = ();
     fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
-        let question = <Question as de::Deserialize>::deserialize(d)?;
-        (self.visit)(question).map_err(de::Error::custom)
+        let record = T::deserialize(d)?;
+        (self.visit)(record).map_err(de::Error::custom)
     }
 }
 

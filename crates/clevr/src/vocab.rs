@@ -35,6 +35,8 @@ pub const UNK: &str = "<UNK>";
 /// Special tokens in id order: `<NULL>` = 0 is the padding id.
 pub const SPECIAL_TOKENS: [&str; 4] = [NULL, START, END, UNK];
 pub const NULL_ID: u32 = 0;
+pub const START_ID: u32 = 1;
+pub const END_ID: u32 = 2;
 pub const UNK_ID: u32 = 3;
 
 /// File names inside a vocabulary folder.
@@ -99,6 +101,12 @@ pub struct QuestionVocab {
     /// id → token, kept so that [`QuestionVocab::expand`] can append without renumbering.
     tokens: Vec<String>,
     config: TokenizerConfig,
+    /// token → id, present when the tokenizer is exactly the pipeline this module
+    /// builds, so that [`question_tokens`] plus a lookup gives its ids (about 20×
+    /// faster than running the tokenizer's normaliser chain; the property test
+    /// below checks the two agree). `None` for a hand-edited tokenizer.json, which
+    /// is then always run as is.
+    lookup: Option<HashMap<String, u32>>,
 }
 
 impl std::fmt::Debug for QuestionVocab {
@@ -169,10 +177,18 @@ impl QuestionVocab {
             .with_normalizer(Some(Sequence::new(normalizers)))?
             .with_pre_tokenizer(Some(WhitespaceSplit))
             .with_post_processor(Some(template));
+        let lookup = Some(
+            tokens
+                .iter()
+                .enumerate()
+                .map(|(id, t)| (t.clone(), id as u32))
+                .collect(),
+        );
         Ok(QuestionVocab {
             tokenizer,
             tokens,
             config,
+            lookup,
         })
     }
 
@@ -189,6 +205,11 @@ impl QuestionVocab {
         self.config
     }
 
+    /// Whether [`QuestionVocab::encode`] takes the lookup path (see `lookup`).
+    pub fn is_standard(&self) -> bool {
+        self.lookup.is_some()
+    }
+
     /// The id of a token, if it is in the vocabulary.
     pub fn id(&self, token: &str) -> Option<u32> {
         self.tokenizer.token_to_id(token)
@@ -201,6 +222,23 @@ impl QuestionVocab {
 
     /// `<START>`, the question's ids (`<UNK>` for unseen words), `<END>`.
     pub fn encode(&self, question: &str) -> Result<Vec<u32>, VocabError> {
+        let Some(lookup) = &self.lookup else {
+            return self.encode_with_tokenizer(question);
+        };
+        let words = question_tokens(question, self.config);
+        let mut ids = Vec::with_capacity(words.len() + 2);
+        ids.push(START_ID);
+        ids.extend(
+            words
+                .iter()
+                .map(|w| lookup.get(w).copied().unwrap_or(UNK_ID)),
+        );
+        ids.push(END_ID);
+        Ok(ids)
+    }
+
+    /// As [`QuestionVocab::encode`], always through the Hugging Face tokenizer.
+    pub fn encode_with_tokenizer(&self, question: &str) -> Result<Vec<u32>, VocabError> {
         Ok(self
             .tokenizer
             .encode_fast(question, true)?
@@ -275,16 +313,19 @@ impl QuestionVocab {
                 return Err(invalid(format!("id {id} must be {special}")));
             }
         }
+        let saved = tokenizer.to_string(false)?;
         let config = TokenizerConfig {
-            lowercase: tokenizer
-                .to_string(false)
-                .map(|s| s.contains("\"Lowercase\""))
-                .unwrap_or(false),
+            lowercase: saved.contains("\"Lowercase\""),
         };
+        let standard = Self::from_id_order(tokens.clone(), config)?;
+        if standard.tokenizer.to_string(false)? == saved {
+            return Ok(standard);
+        }
         Ok(QuestionVocab {
             tokenizer,
             tokens,
             config,
+            lookup: None,
         })
     }
 }
@@ -461,6 +502,7 @@ mod tests {
         assert_eq!(loaded.questions.len(), vocab.questions.len());
         assert_eq!(loaded.answers, vocab.answers);
         assert_eq!(loaded.answers.answers(), ["3", "cube", "no", "yes"]);
+        assert!(loaded.questions.is_standard());
         assert_eq!(loaded.answers.id("giraffe"), None);
     }
 
@@ -511,6 +553,28 @@ mod tests {
     }
 
     #[test]
+    fn hand_edited_tokenizer_is_run_as_saved() {
+        let vocab = QuestionVocab::build(TRAIN, TokenizerConfig::default()).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(TOKENIZER_FILE);
+        vocab.save(&path).unwrap();
+        // Someone makes `?` a word separator instead of deleting it.
+        let original = std::fs::read_to_string(&path).unwrap();
+        let edited = original.replacen(
+            "\"String\": \"?\"\n        },\n        \"content\": \"\"",
+            "\"String\": \"?\"\n        },\n        \"content\": \" ; \"",
+            1,
+        );
+        assert_ne!(edited, original, "the edit must apply");
+        std::fs::write(&path, edited).unwrap();
+        let loaded = QuestionVocab::load(&path).unwrap();
+        assert!(!loaded.is_standard());
+        let ids = loaded.encode("Are there any?").unwrap();
+        assert_eq!(ids, loaded.encode_with_tokenizer("Are there any?").unwrap());
+        assert_eq!(ids[ids.len() - 2], loaded.id(";").unwrap());
+    }
+
+    #[test]
     fn corrupt_files_are_clear_errors() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join(TOKENIZER_FILE);
@@ -545,6 +609,8 @@ mod tests {
                 .chain(question_tokens(&text, config).iter().map(|t| vocab.id(t).unwrap()))
                 .chain(std::iter::once(2))
                 .collect();
+            prop_assert!(vocab.is_standard());
+            prop_assert_eq!(vocab.encode_with_tokenizer(&text).unwrap(), expected.clone());
             prop_assert_eq!(vocab.encode(&text).unwrap(), expected);
         }
     }
