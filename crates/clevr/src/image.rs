@@ -229,11 +229,15 @@ impl Normalization {
         std: [1.0; 3],
     };
 
-    /// Normalises a CHW u8 image (or a batch of them) into `out`.
+    /// Normalises a CHW u8 image (or a batch of them) into `out`; `plane` is H · W.
     pub fn apply_chw(&self, chw: &[u8], plane: usize, out: &mut [f32]) {
-        for (i, (&v, o)) in chw.iter().zip(out.iter_mut()).enumerate() {
-            let c = (i / plane) % 3;
-            *o = (v as f32 / 255.0 - self.mean[c]) / self.std[c];
+        for (c, (src, dst)) in chw.chunks(plane).zip(out.chunks_mut(plane)).enumerate() {
+            // One multiply-add per value: v · 1/(255 σ) − μ/σ.
+            let scale = 1.0 / (255.0 * self.std[c % 3]);
+            let shift = self.mean[c % 3] / self.std[c % 3];
+            for (o, &v) in dst.iter_mut().zip(src) {
+                *o = v as f32 * scale - shift;
+            }
         }
     }
 }

@@ -173,3 +173,70 @@ fn missing_files_say_what_was_expected_where() {
         "{err}"
     );
 }
+
+#[test]
+fn humans_questions_load_against_clevr_images_with_an_expanded_vocabulary() {
+    let dir = tempfile::tempdir().unwrap();
+    let humans = r#"{"questions": [
+        {"image_index": 0, "image_filename": "CLEVR_val_000000.png", "split": "val",
+         "question": "What colour is the ball closest to the cube?", "answer": "red"},
+        {"image_index": 1, "image_filename": "CLEVR_val_000001.png", "split": "val",
+         "question": "are there two yellow things", "answer": "yes"}]}"#;
+    std::fs::write(dir.path().join("CLEVR-Humans-val.json"), humans).unwrap();
+    let files = SplitFiles::humans(dir.path(), &fixture_root(), "val").unwrap();
+    assert!(
+        verify(&files).is_err(),
+        "Humans has no scenes to verify against"
+    );
+
+    let mut vocab = build_vocabulary(&split("train"), TokenizerConfig::default()).unwrap();
+    vocab.answers = AnswerIndex::build(["red", "yes", "no"]);
+    let before = vocab.questions.len();
+    let (set, _) = QuestionSet::load(&files, &vocab, LoadOptions::default()).unwrap();
+    let unk = |set: &QuestionSet| {
+        set.tokens
+            .iter()
+            .filter(|&&t| t == clevr::vocab::UNK_ID)
+            .count()
+    };
+    assert!(
+        unk(&set) > 0,
+        "unseen Humans words are <UNK> before expansion"
+    );
+    let texts = [
+        "What colour is the ball closest to the cube?",
+        "are there two yellow things",
+    ];
+    let added = vocab.questions.expand(texts).unwrap();
+    assert_eq!(vocab.questions.len(), before + added);
+    let (set, report) = QuestionSet::load(&files, &vocab, LoadOptions::default()).unwrap();
+    assert_eq!((report.kept, unk(&set)), (2, 0));
+    assert!(
+        set.types.iter().all(|&t| t == NO_TYPE),
+        "no programs, no types"
+    );
+    assert_eq!(
+        files.image_path(&set.images[1]).unwrap(),
+        fixture_root().join("images/val/CLEVR_val_000001.png")
+    );
+}
+
+#[test]
+fn verify_lists_questions_whose_scene_is_missing() {
+    let dir = tempfile::tempdir().unwrap();
+    let val = split("val");
+    let copy = SplitFiles::clevr(dir.path(), Release::V1, "val").unwrap();
+    std::fs::create_dir_all(copy.questions.parent().unwrap()).unwrap();
+    std::fs::create_dir_all(copy.scenes.as_ref().unwrap().parent().unwrap()).unwrap();
+    let text = std::fs::read_to_string(&val.questions).unwrap();
+    std::fs::write(
+        &copy.questions,
+        text.replacen("\"image_index\":1", "\"image_index\":5", 1),
+    )
+    .unwrap();
+    std::fs::copy(val.scenes.as_ref().unwrap(), copy.scenes.as_ref().unwrap()).unwrap();
+    let report = verify(&copy).unwrap();
+    assert_eq!(report.mismatches.len(), 1);
+    assert_eq!(report.mismatches[0].problem, Problem::NoScene);
+    assert_eq!(report.mismatches[0].image_index, 5);
+}
