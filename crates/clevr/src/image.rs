@@ -5,8 +5,9 @@
 //! than composited. Resizing is separable and antialiased in the manner of
 //! Pillow's `resize`: the filter's support widens by the downscale factor so that
 //! every source pixel contributes, weights are normalised per output pixel, and
-//! the result is rounded back to u8. The default filter is bicubic (Keys,
-//! a = -0.5), the filter the FiLM reference used through `scipy.misc.imresize`.
+//! each of the two passes rounds and clamps to u8 (matching Pillow to within 1).
+//! The default filter is bicubic (Keys, a = -0.5), the filter the FiLM reference
+//! used through `scipy.misc.imresize`.
 
 use serde::{Deserialize, Serialize};
 use std::io::BufReader;
@@ -166,6 +167,10 @@ fn coefficients(in_size: usize, out_size: usize, filter: Filter) -> Vec<(usize, 
         .collect()
 }
 
+fn to_u8(v: f32) -> u8 {
+    v.round().clamp(0.0, 255.0) as u8
+}
+
 /// Resizes to `width` × `height` with `filter`.
 pub fn resize(image: &RgbImage, width: usize, height: usize, filter: Filter) -> RgbImage {
     if image.width == width && image.height == height {
@@ -173,8 +178,9 @@ pub fn resize(image: &RgbImage, width: usize, height: usize, filter: Filter) -> 
     }
     let horizontal = coefficients(image.width, width, filter);
     let vertical = coefficients(image.height, height, filter);
-    // Horizontal pass into f32 (rows of the source height), then vertical to u8.
-    let mut rows = vec![0f32; image.height * width * 3];
+    // Horizontal pass, then vertical; like Pillow, the intermediate is rounded and
+    // clamped to u8, which is where bicubic overshoot near hard edges is cut off.
+    let mut rows = vec![0u8; image.height * width * 3];
     for y in 0..image.height {
         let src = &image.pixels[y * image.width * 3..(y + 1) * image.width * 3];
         let dst = &mut rows[y * width * 3..(y + 1) * width * 3];
@@ -186,7 +192,9 @@ pub fn resize(image: &RgbImage, width: usize, height: usize, filter: Filter) -> 
                 acc[1] += w * p[1] as f32;
                 acc[2] += w * p[2] as f32;
             }
-            dst[x * 3..x * 3 + 3].copy_from_slice(&acc);
+            for (d, a) in dst[x * 3..x * 3 + 3].iter_mut().zip(acc) {
+                *d = to_u8(a);
+            }
         }
     }
     let row_len = width * 3;
@@ -196,9 +204,9 @@ pub fn resize(image: &RgbImage, width: usize, height: usize, filter: Filter) -> 
         for (i, out) in dst.iter_mut().enumerate() {
             let mut acc = 0f32;
             for (k, w) in weights.iter().enumerate() {
-                acc += w * rows[(first + k) * row_len + i];
+                acc += w * rows[(first + k) * row_len + i] as f32;
             }
-            *out = acc.round().clamp(0.0, 255.0) as u8;
+            *out = to_u8(acc);
         }
     }
     RgbImage {
