@@ -9,3 +9,6 @@ pub mod png_out;
 pub mod render;
 pub mod sampler;
 pub mod shapes;
+pub mod dataset;
+pub mod questions;
+pub mod scene_graph;

@@ -3,17 +3,17 @@
 //! direction so that left/right/front/behind are never ambiguous, and every
 //! object visible; scenes that cannot satisfy them are re-drawn whole.
 
-use crate::attributes::{allowed_colors, Cogent, Color, Material, Size, SHAPES};
+use crate::attributes::{allowed_colors, color_rgb, shape_kind, size_scale, Cogent};
 use crate::camera::{Camera, CameraModel, Directions};
 use crate::math::Vec3;
 use crate::render::{RenderObject, Renderer};
-use crate::shapes::ShapeKind;
+use clevr::{Color, Material, Shape, Size};
 use rand::Rng;
 
 /// One sampled object.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct SceneObject {
-    pub shape: ShapeKind,
+    pub shape: Shape,
     pub color: Color,
     pub material: Material,
     pub size: Size,
@@ -25,11 +25,11 @@ pub struct SceneObject {
 impl SceneObject {
     pub fn render_object(&self) -> RenderObject {
         RenderObject {
-            shape: self.shape,
+            shape: shape_kind(self.shape),
             metal: self.material == Material::Metal,
-            color: self.color.rgb(),
+            color: color_rgb(self.color),
             center: self.position,
-            size: self.size.scale(),
+            size: size_scale(self.size),
             rotation_deg: self.rotation_deg,
         }
     }
@@ -134,7 +134,7 @@ impl<'a> SceneSampler<'a> {
         let mut objects: Vec<SceneObject> = Vec::with_capacity(count);
         for _ in 0..count {
             let size = Size::ALL[rng.random_range(0..Size::ALL.len())];
-            let r = size.scale();
+            let r = size_scale(size);
             let mut placed = None;
             for _ in 0..cfg.max_retries {
                 let x = rng.random_range(-cfg.extent..=cfg.extent);
@@ -148,7 +148,7 @@ impl<'a> SceneSampler<'a> {
                 }
             }
             let (x, y) = placed?;
-            let shape = SHAPES[rng.random_range(0..SHAPES.len())];
+            let shape = Shape::ALL[rng.random_range(0..Shape::ALL.len())];
             let colors = allowed_colors(shape, cfg.cogent);
             objects.push(SceneObject {
                 shape,
@@ -172,7 +172,7 @@ impl<'a> SceneSampler<'a> {
     ) -> bool {
         let dx = x - other.position.x;
         let dy = y - other.position.y;
-        if (dx * dx + dy * dy).sqrt() - r - other.size.scale() < self.config.min_gap {
+        if (dx * dx + dy * dy).sqrt() - r - size_scale(other.size) < self.config.min_gap {
             return false;
         }
         [dirs.left, dirs.right, dirs.front, dirs.behind]
@@ -251,7 +251,7 @@ mod tests {
                 assert!(allowed_colors(a.shape, config.cogent).contains(&a.color));
                 for b in &scene.objects[i + 1..] {
                     let d = a.position - b.position;
-                    let gap = (d.x * d.x + d.y * d.y).sqrt() - a.size.scale() - b.size.scale();
+                    let gap = (d.x * d.x + d.y * d.y).sqrt() - size_scale(a.size) - size_scale(b.size);
                     assert!(gap >= config.min_gap, "gap {gap}");
                     for dir in [scene.directions.left, scene.directions.front] {
                         assert!(d.dot(dir).abs() >= config.min_margin, "ambiguous relation");
