@@ -1,0 +1,401 @@
+//! Seeded, shuffled batches of questions and images as candle tensors, built on
+//! a background thread so the training loop does not wait on image work.
+//!
+//! Order: epoch `e` with seed `s` is a shuffle of all question positions by
+//! `StdRng::seed_from_u64(s ^ e·φ)` (rand 0.9's StdRng, ChaCha12), so the same seed
+//! gives the same batches on every run and machine with this rand version.
+//! Questions are padded with `<NULL>` (0) to the longest question of the batch;
+//! `lengths` holds each question's true length (with `<START>` and `<END>`).
+
+use crate::cache::ImageCache;
+use crate::dataset::{QuestionSet, NO_ANSWER};
+use crate::image::Normalization;
+use crate::vocab::NULL_ID;
+use candle_core::{Device, Tensor};
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use rayon::prelude::*;
+use std::sync::mpsc::{sync_channel, Receiver};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+/// Mixes the epoch into the seed (the golden-ratio constant spreads small integers).
+const EPOCH_MIX: u64 = 0x9E37_79B9_7F4A_7C15;
+
+#[derive(Debug, thiserror::Error)]
+pub enum BatchError {
+    #[error("batch tensors: {0}")]
+    Tensor(#[from] candle_core::Error),
+    #[error(
+        "question set and image cache disagree: question {question} uses image slot {slot}, cache has {cached} images"
+    )]
+    ImageSlot {
+        question: usize,
+        slot: usize,
+        cached: usize,
+    },
+    #[error("batch_size must be at least 1")]
+    EmptyBatch,
+}
+
+/// How batches are cut and produced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BatchConfig {
+    pub batch_size: usize,
+    pub seed: u64,
+    /// Shuffle each epoch (training); off gives file order (evaluation).
+    pub shuffle: bool,
+    /// Leave out the last batch when it is smaller than `batch_size`.
+    pub drop_last: bool,
+    /// Batches built ahead of the consumer.
+    pub prefetch: usize,
+}
+
+impl Default for BatchConfig {
+    /// The paper's batch size of 64, shuffled, two batches ahead.
+    fn default() -> Self {
+        BatchConfig {
+            batch_size: 64,
+            seed: 0,
+            shuffle: true,
+            drop_last: false,
+            prefetch: 2,
+        }
+    }
+}
+
+/// One batch. All tensors are on the CPU; the training loop moves them.
+#[derive(Debug, Clone)]
+pub struct Batch {
+    /// Question ids, `(N, T)` u32, padded with `<NULL>` = 0.
+    pub questions: Tensor,
+    /// True question lengths, `(N,)` u32.
+    pub lengths: Tensor,
+    /// Normalised images, `(N, 3, H, W)` f32.
+    pub images: Tensor,
+    /// Answer ids `(N,)` u32; `None` when any question of the batch has no answer
+    /// (test split), so an unanswered question can never reach a loss as an id.
+    pub answers: Option<Tensor>,
+    /// [`crate::QuestionType::index`] per question, `(N,)` u8, 255 when unknown.
+    pub types: Tensor,
+    /// Positions of the questions in the [`QuestionSet`].
+    pub positions: Vec<usize>,
+}
+
+/// Builds batches of a question set against its image cache.
+#[derive(Clone)]
+pub struct Batcher {
+    questions: Arc<QuestionSet>,
+    images: Arc<ImageCache>,
+    normalization: Normalization,
+    config: BatchConfig,
+}
+
+impl Batcher {
+    pub fn new(
+        questions: Arc<QuestionSet>,
+        images: Arc<ImageCache>,
+        normalization: Normalization,
+        config: BatchConfig,
+    ) -> Result<Self, BatchError> {
+        if config.batch_size == 0 {
+            return Err(BatchError::EmptyBatch);
+        }
+        if let Some((question, &slot)) = questions
+            .image_slot
+            .iter()
+            .enumerate()
+            .find(|(_, &s)| s as usize >= images.len())
+        {
+            return Err(BatchError::ImageSlot {
+                question,
+                slot: slot as usize,
+                cached: images.len(),
+            });
+        }
+        Ok(Batcher {
+            questions,
+            images,
+            normalization,
+            config,
+        })
+    }
+
+    /// Question positions of `epoch`, cut into batches.
+    pub fn plan(&self, epoch: u64) -> Vec<Vec<usize>> {
+        let mut order: Vec<usize> = (0..self.questions.len()).collect();
+        if self.config.shuffle {
+            let mut rng =
+                rand::rngs::StdRng::seed_from_u64(self.config.seed ^ epoch.wrapping_mul(EPOCH_MIX));
+            order.shuffle(&mut rng);
+        }
+        order
+            .chunks(self.config.batch_size)
+            .filter(|c| !self.config.drop_last || c.len() == self.config.batch_size)
+            .map(<[usize]>::to_vec)
+            .collect()
+    }
+
+    /// Builds the batch of the given question positions.
+    pub fn batch(&self, positions: &[usize]) -> Result<Batch, BatchError> {
+        let set = &*self.questions;
+        let n = positions.len();
+        let longest = positions
+            .iter()
+            .map(|&i| set.question_tokens(i).len())
+            .max()
+            .unwrap_or(0);
+        let mut ids = vec![NULL_ID; n * longest];
+        let mut lengths = Vec::with_capacity(n);
+        for (row, &i) in positions.iter().enumerate() {
+            let tokens = set.question_tokens(i);
+            ids[row * longest..row * longest + tokens.len()].copy_from_slice(tokens);
+            lengths.push(tokens.len() as u32);
+        }
+        let image_len = self.images.image_bytes();
+        let plane = self.images.width() * self.images.height();
+        let mut pixels = vec![0f32; n * image_len];
+        pixels
+            .par_chunks_mut(image_len)
+            .zip(positions.par_iter())
+            .for_each(|(out, &i)| {
+                let chw = self.images.image(set.image_slot[i] as usize);
+                self.normalization.apply_chw(chw, plane, out);
+            });
+        let answers: Vec<u32> = positions.iter().map(|&i| set.answers[i]).collect();
+        let types: Vec<u8> = positions.iter().map(|&i| set.types[i]).collect();
+        let cpu = &Device::Cpu;
+        Ok(Batch {
+            questions: Tensor::from_vec(ids, (n, longest), cpu)?,
+            lengths: Tensor::from_vec(lengths, n, cpu)?,
+            images: Tensor::from_vec(
+                pixels,
+                (n, 3, self.images.height(), self.images.width()),
+                cpu,
+            )?,
+            answers: if answers.contains(&NO_ANSWER) {
+                None
+            } else {
+                Some(Tensor::from_vec(answers, n, cpu)?)
+            },
+            types: Tensor::from_vec(types, n, cpu)?,
+            positions: positions.to_vec(),
+        })
+    }
+
+    /// The batches of `epoch`, built on a background thread up to
+    /// `prefetch` batches ahead of the consumer.
+    pub fn epoch(&self, epoch: u64) -> Prefetch {
+        let plan = self.plan(epoch);
+        let (sender, receiver) = sync_channel(self.config.prefetch.max(1));
+        let batcher = self.clone();
+        let worker = std::thread::Builder::new()
+            .name("clevr-batches".to_string())
+            .spawn(move || {
+                for positions in plan {
+                    // A send error means the consumer stopped early: nothing to do.
+                    if sender.send(batcher.batch(&positions)).is_err() {
+                        break;
+                    }
+                }
+            })
+            .expect("spawning the batch thread");
+        Prefetch {
+            receiver: Some(receiver),
+            worker: Some(worker),
+        }
+    }
+}
+
+/// Iterator over prefetched batches of one epoch.
+pub struct Prefetch {
+    receiver: Option<Receiver<Result<Batch, BatchError>>>,
+    worker: Option<JoinHandle<()>>,
+}
+
+impl Iterator for Prefetch {
+    type Item = Result<Batch, BatchError>;
+    fn next(&mut self) -> Option<Self::Item> {
+        self.receiver.as_ref()?.recv().ok()
+    }
+}
+
+impl Drop for Prefetch {
+    fn drop(&mut self) {
+        // Dropping the receiver first unblocks a worker waiting to send.
+        self.receiver.take();
+        if let Some(worker) = self.worker.take() {
+            let _ = worker.join();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cache::CacheConfig;
+    use crate::image::{write_png, ImageConfig, RgbImage};
+    use crate::layout::{Release, SplitFiles};
+
+    /// 7 questions over 3 images; question i has i % 4 + 3 tokens.
+    fn fixture() -> (tempfile::TempDir, Arc<QuestionSet>, Arc<ImageCache>) {
+        let root = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(root.path().join("images/val")).unwrap();
+        let images: Vec<String> = (0..3).map(|i| format!("CLEVR_val_{i:06}.png")).collect();
+        for (i, name) in images.iter().enumerate() {
+            let image = RgbImage {
+                width: 4,
+                height: 2,
+                pixels: [(i * 100) as u8, 0, 255].repeat(8),
+            };
+            write_png(&root.path().join("images/val").join(name), &image).unwrap();
+        }
+        let mut set = QuestionSet {
+            offsets: vec![0],
+            images: images.clone(),
+            ..QuestionSet::default()
+        };
+        for i in 0..7u32 {
+            let len = i % 4 + 3;
+            set.tokens.extend((0..len).map(|t| 1 + t + i));
+            set.offsets.push(set.tokens.len() as u32);
+            set.image_index.push(i % 3);
+            set.image_slot.push(i % 3);
+            set.answers.push(i);
+            set.families.push(0);
+            set.types.push((i % 5) as u8);
+        }
+        let files = SplitFiles::clevr(root.path(), Release::V1, "val").unwrap();
+        let config = ImageConfig {
+            width: 4,
+            height: 2,
+            ..ImageConfig::default()
+        };
+        let cache = CacheConfig {
+            dir: root.path().join("cache"),
+            shard_images: 2,
+            progress: false,
+        };
+        let (cache, _) = ImageCache::open_or_build(&files, &images, &config, &cache).unwrap();
+        (root, Arc::new(set), Arc::new(cache))
+    }
+
+    fn batcher(seed: u64, batch_size: usize, drop_last: bool) -> (tempfile::TempDir, Batcher) {
+        let (root, set, cache) = fixture();
+        let config = BatchConfig {
+            batch_size,
+            seed,
+            drop_last,
+            ..BatchConfig::default()
+        };
+        (
+            root,
+            Batcher::new(set, cache, Normalization::UNIT, config).unwrap(),
+        )
+    }
+
+    fn epoch_positions(b: &Batcher, epoch: u64) -> Vec<Vec<usize>> {
+        b.epoch(epoch)
+            .map(|batch| batch.unwrap().positions)
+            .collect()
+    }
+
+    #[test]
+    fn same_seed_same_batches_and_every_question_once() {
+        let (_r1, a) = batcher(42, 3, false);
+        let (_r2, b) = batcher(42, 3, false);
+        let first = epoch_positions(&a, 0);
+        assert_eq!(first, epoch_positions(&b, 0));
+        assert_eq!(first.iter().map(Vec::len).collect::<Vec<_>>(), [3, 3, 1]);
+        let mut all: Vec<usize> = first.concat();
+        all.sort();
+        assert_eq!(all, (0..7).collect::<Vec<_>>());
+        let (_r3, c) = batcher(43, 3, false);
+        assert_ne!(
+            first,
+            epoch_positions(&c, 0),
+            "another seed shuffles differently"
+        );
+        assert_ne!(
+            first,
+            epoch_positions(&a, 1),
+            "another epoch shuffles differently"
+        );
+        let (_r4, d) = batcher(42, 3, true);
+        assert_eq!(epoch_positions(&d, 0).len(), 2);
+    }
+
+    #[test]
+    fn batch_contents_match_the_question_set_and_cache() {
+        let (_root, b) = batcher(7, 4, false);
+        let positions = [6, 1, 3];
+        let batch = b.batch(&positions).unwrap();
+        assert_eq!(batch.questions.dims(), [3, 6]);
+        let ids = batch.questions.to_vec2::<u32>().unwrap();
+        let lengths = batch.lengths.to_vec1::<u32>().unwrap();
+        assert_eq!(lengths, [5, 4, 6]);
+        for (row, &i) in positions.iter().enumerate() {
+            let tokens = b.questions.question_tokens(i);
+            assert_eq!(&ids[row][..tokens.len()], tokens);
+            assert!(ids[row][tokens.len()..].iter().all(|&t| t == NULL_ID));
+        }
+        assert_eq!(batch.answers.unwrap().to_vec1::<u32>().unwrap(), [6, 1, 3]);
+        assert_eq!(batch.types.to_vec1::<u8>().unwrap(), [1, 1, 3]);
+        let images = batch
+            .images
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
+        // Question 6 uses image 0 (red 0), question 1 image 1 (red 100/255).
+        assert_eq!(images[0], 0.0);
+        assert!((images[24] - 100.0 / 255.0).abs() < 1e-6);
+        assert_eq!(images[8], 0.0, "green plane");
+        assert_eq!(images[16], 1.0, "blue plane");
+    }
+
+    #[test]
+    fn unanswered_questions_give_no_answer_tensor() {
+        let (_root, set, cache) = fixture();
+        let mut set = (*set).clone();
+        set.answers[2] = NO_ANSWER;
+        let b = Batcher::new(
+            Arc::new(set),
+            cache,
+            Normalization::UNIT,
+            BatchConfig::default(),
+        )
+        .unwrap();
+        assert!(b.batch(&[0, 2]).unwrap().answers.is_none());
+        assert!(b.batch(&[0, 1]).unwrap().answers.is_some());
+    }
+
+    #[test]
+    fn inconsistent_inputs_are_errors_not_panics() {
+        let (_root, set, cache) = fixture();
+        let mut bad = (*set).clone();
+        bad.image_slot[4] = 9;
+        let err = Batcher::new(
+            Arc::new(bad),
+            cache.clone(),
+            Normalization::UNIT,
+            BatchConfig::default(),
+        )
+        .err()
+        .unwrap();
+        assert!(err.to_string().contains("question 4"), "{err}");
+        let zero = BatchConfig {
+            batch_size: 0,
+            ..BatchConfig::default()
+        };
+        assert!(Batcher::new(set, cache, Normalization::UNIT, zero).is_err());
+    }
+
+    #[test]
+    fn stopping_early_does_not_hang() {
+        let (_root, b) = batcher(1, 1, false);
+        let mut epoch = b.epoch(0);
+        assert!(epoch.next().unwrap().is_ok());
+        drop(epoch);
+    }
+}

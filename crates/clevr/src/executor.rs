@@ -1,0 +1,667 @@
+//! Runs CLEVR functional programs on scene graphs.
+//!
+//! Semantics follow the CLEVR generator's question engine: object sets are
+//! sorted index lists, `relate` reads the scene's precomputed `relationships`,
+//! `same_*` excludes the object itself, and `unique` on anything but exactly one
+//! object makes the question ill-posed (an [`ExecError::NotUnique`], which the
+//! question generator uses to reject candidate questions).
+
+use crate::attributes::{AttributeKind, AttributeValue, Relation, UnknownValue};
+use crate::question::ProgramNode;
+use crate::scene::Scene;
+use std::fmt;
+
+/// The answer of a program: what the last node evaluates to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Answer {
+    Bool(bool),
+    Count(usize),
+    Attribute(AttributeValue),
+}
+
+impl fmt::Display for Answer {
+    /// The spelling used in the `answer` field of the released questions.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Answer::Bool(true) => f.write_str("yes"),
+            Answer::Bool(false) => f.write_str("no"),
+            Answer::Count(n) => write!(f, "{n}"),
+            Answer::Attribute(v) => f.write_str(v.as_str()),
+        }
+    }
+}
+
+/// A CLEVR program function with its literal argument already parsed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Function {
+    Scene,
+    Filter(AttributeValue),
+    Unique,
+    Relate(Relation),
+    Union,
+    Intersect,
+    Count,
+    Exist,
+    Query(AttributeKind),
+    Same(AttributeKind),
+    EqualInteger,
+    LessThan,
+    GreaterThan,
+    Equal(AttributeKind),
+}
+
+impl Function {
+    /// Parses a node's `function` name and `value_inputs`.
+    pub fn parse(node: &ProgramNode) -> Result<Function, FunctionError> {
+        let name = node.function.as_str();
+        let value = || {
+            node.value_inputs
+                .first()
+                .map(String::as_str)
+                .ok_or_else(|| FunctionError::MissingValue(name.to_string()))
+        };
+        let simple = match name {
+            "scene" => Some(Function::Scene),
+            "unique" => Some(Function::Unique),
+            "union" => Some(Function::Union),
+            "intersect" => Some(Function::Intersect),
+            "count" => Some(Function::Count),
+            "exist" => Some(Function::Exist),
+            "equal_integer" => Some(Function::EqualInteger),
+            "less_than" => Some(Function::LessThan),
+            "greater_than" => Some(Function::GreaterThan),
+            "relate" => Some(Function::Relate(value()?.parse()?)),
+            _ => None,
+        };
+        if let Some(f) = simple {
+            return Ok(f);
+        }
+        let (prefix, attribute) = name
+            .split_once('_')
+            .ok_or_else(|| FunctionError::Unknown(name.to_string()))?;
+        let kind: AttributeKind = attribute
+            .parse()
+            .map_err(|_| FunctionError::Unknown(name.to_string()))?;
+        match prefix {
+            "filter" => Ok(Function::Filter(kind.parse_value(value()?)?)),
+            "query" => Ok(Function::Query(kind)),
+            "same" => Ok(Function::Same(kind)),
+            "equal" => Ok(Function::Equal(kind)),
+            _ => Err(FunctionError::Unknown(name.to_string())),
+        }
+    }
+
+    /// How many program inputs the function takes.
+    pub fn arity(self) -> usize {
+        match self {
+            Function::Scene => 0,
+            Function::Union
+            | Function::Intersect
+            | Function::EqualInteger
+            | Function::LessThan
+            | Function::GreaterThan
+            | Function::Equal(_) => 2,
+            _ => 1,
+        }
+    }
+}
+
+/// A node whose function name or literal argument is not CLEVR's.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FunctionError {
+    #[error("unknown function {0:?}")]
+    Unknown(String),
+    #[error("function {0:?} needs a value input and has none")]
+    MissingValue(String),
+    #[error(transparent)]
+    BadValue(#[from] UnknownValue),
+}
+
+/// Why a program could not be run on a scene. `node` is the index in the program.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ExecError {
+    #[error("empty program")]
+    Empty,
+    #[error("node {node}: {source}")]
+    Function { node: usize, source: FunctionError },
+    #[error("node {node} ({function}): takes {expected} inputs, got {found}")]
+    Arity {
+        node: usize,
+        function: String,
+        expected: usize,
+        found: usize,
+    },
+    #[error("node {node} ({function}): input {input} does not refer to an earlier node")]
+    ForwardInput {
+        node: usize,
+        function: String,
+        input: usize,
+    },
+    #[error("node {node} ({function}): expected {expected} as input, got {found}")]
+    Type {
+        node: usize,
+        function: String,
+        expected: &'static str,
+        found: &'static str,
+    },
+    #[error("node {node} (unique): expected exactly one object, found {found}")]
+    NotUnique { node: usize, found: usize },
+    #[error("node {node} ({function}): object {object} is not in the scene ({objects} objects)")]
+    BadObject {
+        node: usize,
+        function: String,
+        object: usize,
+        objects: usize,
+    },
+    #[error("program ends in a node of type {found}, which is not an answer")]
+    NotAnAnswer { found: &'static str },
+}
+
+/// The value flowing along a program edge.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Value {
+    Objects(Vec<usize>),
+    Object(usize),
+    Integer(usize),
+    Bool(bool),
+    Attribute(AttributeValue),
+}
+
+impl Value {
+    fn type_name(&self) -> &'static str {
+        match self {
+            Value::Objects(_) => "an object set",
+            Value::Object(_) => "an object",
+            Value::Integer(_) => "an integer",
+            Value::Bool(_) => "a boolean",
+            Value::Attribute(_) => "an attribute value",
+        }
+    }
+}
+
+/// Runs `program` on `scene` and returns the value of its last node.
+pub fn execute(program: &[ProgramNode], scene: &Scene) -> Result<Answer, ExecError> {
+    let mut values: Vec<Value> = Vec::with_capacity(program.len());
+    for (index, node) in program.iter().enumerate() {
+        let value = execute_node(index, node, &values, scene)?;
+        values.push(value);
+    }
+    match values.pop() {
+        None => Err(ExecError::Empty),
+        Some(Value::Bool(b)) => Ok(Answer::Bool(b)),
+        Some(Value::Integer(n)) => Ok(Answer::Count(n)),
+        Some(Value::Attribute(v)) => Ok(Answer::Attribute(v)),
+        Some(other) => Err(ExecError::NotAnAnswer {
+            found: other.type_name(),
+        }),
+    }
+}
+
+fn execute_node(
+    index: usize,
+    node: &ProgramNode,
+    earlier: &[Value],
+    scene: &Scene,
+) -> Result<Value, ExecError> {
+    let function = Function::parse(node).map_err(|source| ExecError::Function {
+        node: index,
+        source,
+    })?;
+    let name = || node.function.clone();
+    if node.inputs.len() != function.arity() {
+        return Err(ExecError::Arity {
+            node: index,
+            function: name(),
+            expected: function.arity(),
+            found: node.inputs.len(),
+        });
+    }
+    let mut inputs = Vec::with_capacity(node.inputs.len());
+    for &input in &node.inputs {
+        let value = earlier.get(input).ok_or_else(|| ExecError::ForwardInput {
+            node: index,
+            function: name(),
+            input,
+        })?;
+        inputs.push(value);
+    }
+    let type_error = |expected: &'static str, found: &Value| ExecError::Type {
+        node: index,
+        function: name(),
+        expected,
+        found: found.type_name(),
+    };
+    let objects = |v: &Value| match v {
+        Value::Objects(set) => Ok(set.clone()),
+        other => Err(type_error("an object set", other)),
+    };
+    let object = |v: &Value| match v {
+        Value::Object(i) if *i < scene.objects.len() => Ok(*i),
+        Value::Object(i) => Err(ExecError::BadObject {
+            node: index,
+            function: name(),
+            object: *i,
+            objects: scene.objects.len(),
+        }),
+        other => Err(type_error("an object", other)),
+    };
+    let integer = |v: &Value| match v {
+        Value::Integer(n) => Ok(*n),
+        other => Err(type_error("an integer", other)),
+    };
+    let attribute = |v: &Value, kind: AttributeKind| match v {
+        Value::Attribute(a) if a.kind() == kind => Ok(*a),
+        other => Err(type_error("an attribute value of the compared kind", other)),
+    };
+
+    Ok(match function {
+        Function::Scene => Value::Objects((0..scene.objects.len()).collect()),
+        Function::Filter(wanted) => Value::Objects(
+            objects(inputs[0])?
+                .into_iter()
+                .filter(|&i| {
+                    scene
+                        .objects
+                        .get(i)
+                        .is_some_and(|o| o.attribute(wanted.kind()) == wanted)
+                })
+                .collect(),
+        ),
+        Function::Unique => match objects(inputs[0])?.as_slice() {
+            [single] => Value::Object(*single),
+            set => {
+                return Err(ExecError::NotUnique {
+                    node: index,
+                    found: set.len(),
+                })
+            }
+        },
+        Function::Relate(relation) => {
+            let i = object(inputs[0])?;
+            let mut related = scene
+                .relationships
+                .get(relation)
+                .get(i)
+                .cloned()
+                .ok_or_else(|| ExecError::BadObject {
+                    node: index,
+                    function: name(),
+                    object: i,
+                    objects: scene.relationships.get(relation).len(),
+                })?;
+            related.sort_unstable();
+            Value::Objects(related)
+        }
+        Function::Union => {
+            let mut set = objects(inputs[0])?;
+            set.extend(objects(inputs[1])?);
+            set.sort_unstable();
+            set.dedup();
+            Value::Objects(set)
+        }
+        Function::Intersect => {
+            let right = objects(inputs[1])?;
+            Value::Objects(
+                objects(inputs[0])?
+                    .into_iter()
+                    .filter(|i| right.contains(i))
+                    .collect(),
+            )
+        }
+        Function::Count => Value::Integer(objects(inputs[0])?.len()),
+        Function::Exist => Value::Bool(!objects(inputs[0])?.is_empty()),
+        Function::Query(kind) => {
+            Value::Attribute(scene.objects[object(inputs[0])?].attribute(kind))
+        }
+        Function::Same(kind) => {
+            let i = object(inputs[0])?;
+            let target = scene.objects[i].attribute(kind);
+            Value::Objects(
+                (0..scene.objects.len())
+                    .filter(|&j| j != i && scene.objects[j].attribute(kind) == target)
+                    .collect(),
+            )
+        }
+        Function::EqualInteger => Value::Bool(integer(inputs[0])? == integer(inputs[1])?),
+        Function::LessThan => Value::Bool(integer(inputs[0])? < integer(inputs[1])?),
+        Function::GreaterThan => Value::Bool(integer(inputs[0])? > integer(inputs[1])?),
+        Function::Equal(kind) => {
+            Value::Bool(attribute(inputs[0], kind)? == attribute(inputs[1], kind)?)
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::attributes::{Color, Shape};
+    use crate::scene::ScenesFile;
+    use crate::testing::reference_dir;
+
+    fn n(function: &str, inputs: &[usize]) -> ProgramNode {
+        ProgramNode::new(function, inputs)
+    }
+    fn v(function: &str, inputs: &[usize], value: &str) -> ProgramNode {
+        ProgramNode::with_value(function, inputs, value)
+    }
+
+    fn real_scenes() -> Option<Vec<Scene>> {
+        let dir = reference_dir()?;
+        Some(
+            ScenesFile::read(&dir.join("CLEVR_val_scenes_500.json"))
+                .unwrap()
+                .scenes,
+        )
+    }
+
+    /// Real val scene 0: 0 large brown rubber cylinder, 1 large gray rubber cube,
+    /// 2 small green rubber cylinder, 3 large purple metal sphere, 4 small gray
+    /// metal cube; right[2] = [1, 3, 4], left[4] = [0, 1, 2, 3], behind[0] = [2, 3].
+    #[test]
+    fn answers_hand_checked_questions_on_real_scene_0() {
+        let Some(scenes) = real_scenes() else { return };
+        let scene = &scenes[0];
+        let cases: Vec<(Vec<ProgramNode>, &str)> = vec![
+            // How many cylinders are there?
+            (
+                vec![
+                    n("scene", &[]),
+                    v("filter_shape", &[0], "cylinder"),
+                    n("count", &[1]),
+                ],
+                "2",
+            ),
+            // Are there any red things?
+            (
+                vec![
+                    n("scene", &[]),
+                    v("filter_color", &[0], "red"),
+                    n("exist", &[1]),
+                ],
+                "no",
+            ),
+            // What material is the sphere?
+            (
+                vec![
+                    n("scene", &[]),
+                    v("filter_shape", &[0], "sphere"),
+                    n("unique", &[1]),
+                    n("query_material", &[2]),
+                ],
+                "metal",
+            ),
+            // How many things are right of the green cylinder?
+            (
+                vec![
+                    n("scene", &[]),
+                    v("filter_color", &[0], "green"),
+                    n("unique", &[1]),
+                    v("relate", &[2], "right"),
+                    n("count", &[3]),
+                ],
+                "3",
+            ),
+            // What colour is the metal cube left of which everything else is? (object 4)
+            (
+                vec![
+                    n("scene", &[]),
+                    v("filter_material", &[0], "metal"),
+                    v("filter_shape", &[1], "cube"),
+                    n("unique", &[2]),
+                    n("query_color", &[3]),
+                ],
+                "gray",
+            ),
+            // How many other things have the same colour as the small metal cube?
+            (
+                vec![
+                    n("scene", &[]),
+                    v("filter_size", &[0], "small"),
+                    v("filter_material", &[1], "metal"),
+                    n("unique", &[2]),
+                    n("same_color", &[3]),
+                    n("count", &[4]),
+                ],
+                "1",
+            ),
+            // Are there fewer spheres than cubes?
+            (
+                vec![
+                    n("scene", &[]),
+                    v("filter_shape", &[0], "sphere"),
+                    n("count", &[1]),
+                    n("scene", &[]),
+                    v("filter_shape", &[3], "cube"),
+                    n("count", &[4]),
+                    n("less_than", &[2, 5]),
+                ],
+                "yes",
+            ),
+            // Is the number of large things greater than the number of rubber things? (3 vs 3)
+            (
+                vec![
+                    n("scene", &[]),
+                    v("filter_size", &[0], "large"),
+                    n("count", &[1]),
+                    n("scene", &[]),
+                    v("filter_material", &[3], "rubber"),
+                    n("count", &[4]),
+                    n("greater_than", &[2, 5]),
+                ],
+                "no",
+            ),
+            // Same number of large things and rubber things?
+            (
+                vec![
+                    n("scene", &[]),
+                    v("filter_size", &[0], "large"),
+                    n("count", &[1]),
+                    n("scene", &[]),
+                    v("filter_material", &[3], "rubber"),
+                    n("count", &[4]),
+                    n("equal_integer", &[2, 5]),
+                ],
+                "yes",
+            ),
+            // Is the sphere the same size as the brown cylinder?
+            (
+                vec![
+                    n("scene", &[]),
+                    v("filter_shape", &[0], "sphere"),
+                    n("unique", &[1]),
+                    n("query_size", &[2]),
+                    n("scene", &[]),
+                    v("filter_color", &[4], "brown"),
+                    n("unique", &[5]),
+                    n("query_size", &[6]),
+                    n("equal_size", &[3, 7]),
+                ],
+                "yes",
+            ),
+            // How many things are behind the brown thing or metal?
+            (
+                vec![
+                    n("scene", &[]),
+                    v("filter_color", &[0], "brown"),
+                    n("unique", &[1]),
+                    v("relate", &[2], "behind"),
+                    n("scene", &[]),
+                    v("filter_material", &[4], "metal"),
+                    n("union", &[3, 5]),
+                    n("count", &[6]),
+                ],
+                "3",
+            ),
+            // How many things are both left of the gray metal cube and rubber?
+            (
+                vec![
+                    n("scene", &[]),
+                    v("filter_color", &[0], "gray"),
+                    v("filter_material", &[1], "metal"),
+                    n("unique", &[2]),
+                    v("relate", &[3], "left"),
+                    n("scene", &[]),
+                    v("filter_material", &[5], "rubber"),
+                    n("intersect", &[4, 6]),
+                    n("count", &[7]),
+                ],
+                "3",
+            ),
+        ];
+        for (program, expected) in cases {
+            let answer = execute(&program, scene).unwrap();
+            assert_eq!(answer.to_string(), expected, "program {program:?}");
+        }
+    }
+
+    /// Cross-checks the executor against direct computation from the scene data
+    /// on all 500 real scenes: counts per colour and shape, relation counts.
+    #[test]
+    fn agrees_with_direct_counts_on_all_real_scenes() {
+        let Some(scenes) = real_scenes() else { return };
+        for scene in &scenes {
+            for &color in Color::ALL {
+                for &shape in Shape::ALL {
+                    let program = [
+                        n("scene", &[]),
+                        v("filter_color", &[0], color.as_str()),
+                        v("filter_shape", &[1], shape.as_str()),
+                        n("count", &[2]),
+                    ];
+                    let direct = scene
+                        .objects
+                        .iter()
+                        .filter(|o| o.color == color && o.shape == shape)
+                        .count();
+                    assert_eq!(execute(&program, scene).unwrap(), Answer::Count(direct));
+                }
+            }
+            for i in 0..scene.objects.len() {
+                // Real scenes may hold twins (same four attributes): then `unique`
+                // must refuse, reporting how many it found.
+                let o = &scene.objects[i];
+                let twins = scene.objects.iter().filter(|p| {
+                    (p.color, p.shape, p.size, p.material) == (o.color, o.shape, o.size, o.material)
+                });
+                let twins = twins.count();
+                let program = [
+                    n("scene", &[]),
+                    v("filter_color", &[0], o.color.as_str()),
+                    v("filter_shape", &[1], o.shape.as_str()),
+                    v("filter_size", &[2], o.size.as_str()),
+                    v("filter_material", &[3], o.material.as_str()),
+                    n("unique", &[4]),
+                    v("relate", &[5], "left"),
+                    n("count", &[6]),
+                ];
+                let expected = if twins == 1 {
+                    Ok(Answer::Count(scene.relationships.left[i].len()))
+                } else {
+                    Err(ExecError::NotUnique {
+                        node: 5,
+                        found: twins,
+                    })
+                };
+                assert_eq!(execute(&program, scene), expected);
+            }
+        }
+    }
+
+    fn tiny_scene() -> Scene {
+        serde_json::from_str(
+            r#"{"image_index": 0, "image_filename": "CLEVR_val_000000.png", "split": "val",
+            "objects": [
+              {"color": "red", "size": "large", "rotation": 0.0, "shape": "cube",
+               "3d_coords": [0.0, 0.0, 0.7], "material": "metal", "pixel_coords": [10, 10, 5.0]},
+              {"color": "red", "size": "small", "rotation": 0.0, "shape": "sphere",
+               "3d_coords": [1.0, 0.0, 0.35], "material": "rubber", "pixel_coords": [20, 10, 5.0]}],
+            "relationships": {"right": [[1], []], "left": [[], [0]], "front": [[], []], "behind": [[], []]},
+            "directions": {"right": [1, 0, 0], "left": [-1, 0, 0], "front": [0, -1, 0],
+              "behind": [0, 1, 0], "above": [0, 0, 1], "below": [0, 0, -1]}}"#,
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn ill_posed_and_malformed_programs_are_errors() {
+        let scene = tiny_scene();
+        let not_unique = [
+            n("scene", &[]),
+            v("filter_color", &[0], "red"),
+            n("unique", &[1]),
+        ];
+        assert_eq!(
+            execute(&not_unique, &scene),
+            Err(ExecError::NotUnique { node: 2, found: 2 })
+        );
+        let forward = [n("scene", &[]), n("count", &[3])];
+        assert!(matches!(
+            execute(&forward, &scene),
+            Err(ExecError::ForwardInput { input: 3, .. })
+        ));
+        let unknown = [n("scene", &[]), n("teleport", &[0])];
+        assert!(matches!(
+            execute(&unknown, &scene),
+            Err(ExecError::Function { node: 1, .. })
+        ));
+        let bad_value = [n("scene", &[]), v("filter_color", &[0], "pink")];
+        let err = execute(&bad_value, &scene).unwrap_err();
+        assert!(err.to_string().contains("pink"), "{err}");
+        let wrong_type = [n("scene", &[]), n("query_color", &[0])];
+        assert!(matches!(
+            execute(&wrong_type, &scene),
+            Err(ExecError::Type { node: 1, .. })
+        ));
+        let mixed_kinds = [
+            n("scene", &[]),
+            v("filter_size", &[0], "large"),
+            n("unique", &[1]),
+            n("query_color", &[2]),
+            n("query_shape", &[2]),
+            n("equal_color", &[3, 4]),
+        ];
+        assert!(matches!(
+            execute(&mixed_kinds, &scene),
+            Err(ExecError::Type { node: 5, .. })
+        ));
+        assert_eq!(
+            execute(&[n("scene", &[])], &scene),
+            Err(ExecError::NotAnAnswer {
+                found: "an object set"
+            })
+        );
+        assert_eq!(execute(&[], &scene), Err(ExecError::Empty));
+        let arity = [n("scene", &[]), n("union", &[0])];
+        assert!(matches!(
+            execute(&arity, &scene),
+            Err(ExecError::Arity { .. })
+        ));
+    }
+
+    #[test]
+    fn same_excludes_the_object_itself() {
+        let scene = tiny_scene();
+        let program = [
+            n("scene", &[]),
+            v("filter_shape", &[0], "cube"),
+            n("unique", &[1]),
+            n("same_color", &[2]),
+            n("query_shape", &[3]),
+        ];
+        // same_color of the cube is {sphere}; unique is implicit in query, so it must be
+        // a type error (set, not object) rather than silently picking one.
+        assert!(matches!(
+            execute(&program, &scene),
+            Err(ExecError::Type { .. })
+        ));
+        let program = [
+            n("scene", &[]),
+            v("filter_shape", &[0], "cube"),
+            n("unique", &[1]),
+            n("same_color", &[2]),
+            n("unique", &[3]),
+            n("query_shape", &[4]),
+        ];
+        assert_eq!(execute(&program, &scene).unwrap().to_string(), "sphere");
+    }
+}
