@@ -1,0 +1,14 @@
+//! clevr-synth: the embedded default dataset. Samples CLEVR-like scenes,
+//! renders them with a small ray tracer, generates CLEVR-style questions
+//! and writes everything in the CLEVR v1.0 layout.
+
+pub mod attributes;
+pub mod camera;
+pub mod math;
+pub mod png_out;
+pub mod render;
+pub mod sampler;
+pub mod shapes;
+pub mod dataset;
+pub mod questions;
+pub mod scene_graph;

@@ -1,0 +1,150 @@
+//! CLEVR-style questions: candidates from the families in [`families`],
+//! answered by the clevr crate's executor (which also rejects ambiguous
+//! references), then a sequential pass that keeps answers balanced within
+//! each family.
+
+pub mod families;
+pub mod program;
+pub mod reference;
+pub mod words;
+
+use clevr::{execute, Question, Scene};
+use families::{Candidate, FAMILIES};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use rayon::prelude::*;
+use std::collections::{HashMap, HashSet};
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct QuestionConfig {
+    pub per_image: usize,
+    /// Candidates drawn per wanted question, so the balancer has a choice.
+    pub candidates_per_question: usize,
+    /// An answer is accepted while its count in the family stays below
+    /// `balance_ratio` × the mean count of the family's answers so far
+    /// (plus `balance_slack`, so the first questions are not refused).
+    pub balance_ratio: f64,
+    pub balance_slack: usize,
+}
+
+impl Default for QuestionConfig {
+    fn default() -> Self {
+        Self {
+            per_image: 10,
+            candidates_per_question: 6,
+            balance_ratio: 1.1,
+            balance_slack: 3,
+        }
+    }
+}
+
+/// An answered candidate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Answered {
+    pub candidate: Candidate,
+    pub answer: String,
+}
+
+/// Answered, well-posed, distinct candidates for one scene; deterministic
+/// for `seed`.
+pub fn candidates(scene: &Scene, count: usize, seed: u64) -> Vec<Answered> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let mut seen = HashSet::new();
+    let mut out = Vec::with_capacity(count);
+    // Some families rarely fit a given scene; bound the attempts.
+    for _ in 0..count * ATTEMPTS_PER_CANDIDATE {
+        if out.len() == count || scene.objects.is_empty() {
+            break;
+        }
+        let family = rng.random_range(0..FAMILIES.len());
+        let Some(candidate) = families::generate(family, scene, &mut rng) else {
+            continue;
+        };
+        // The executor is the judge: a program that does not run (e.g. a
+        // `unique` over zero or several objects) is a degenerate question.
+        let Ok(answer) = execute(&candidate.program, scene) else {
+            continue;
+        };
+        if seen.insert(candidate.text.clone()) {
+            out.push(Answered {
+                candidate,
+                answer: answer.to_string(),
+            });
+        }
+    }
+    out
+}
+
+const ATTEMPTS_PER_CANDIDATE: usize = 8;
+
+/// Keeps per-family answer counts and decides which candidates to keep.
+#[derive(Debug, Default)]
+pub struct Balancer {
+    counts: Vec<HashMap<String, usize>>,
+}
+
+impl Balancer {
+    fn accepts(&self, family: usize, answer: &str, config: &QuestionConfig) -> bool {
+        let Some(counts) = self.counts.get(family) else {
+            return true;
+        };
+        let total: usize = counts.values().sum();
+        let mean = total as f64 / counts.len().max(1) as f64;
+        let current = counts.get(answer).copied().unwrap_or(0);
+        (current as f64) < config.balance_ratio * mean + config.balance_slack as f64
+    }
+
+    fn record(&mut self, family: usize, answer: &str) {
+        if self.counts.len() <= family {
+            self.counts.resize(family + 1, HashMap::new());
+        }
+        *self.counts[family].entry(answer.to_string()).or_insert(0) += 1;
+    }
+
+    /// Picks up to `want` candidates in order, skipping answers that would
+    /// dominate their family.
+    pub fn select(&mut self, candidates: Vec<Answered>, want: usize, config: &QuestionConfig) -> Vec<Answered> {
+        let mut out = Vec::with_capacity(want);
+        for c in candidates {
+            if out.len() == want {
+                break;
+            }
+            if self.accepts(c.candidate.family, &c.answer, config) {
+                self.record(c.candidate.family, &c.answer);
+                out.push(c);
+            }
+        }
+        out
+    }
+}
+
+/// Questions for every scene, numbered in scene order. Candidate generation
+/// runs in parallel; balancing is one sequential pass, so the result
+/// depends only on `seed`.
+pub fn generate_questions(scenes: &[Scene], split: &str, config: &QuestionConfig, seed: u64) -> Vec<Question> {
+    let want = config.per_image;
+    let pools: Vec<Vec<Answered>> = scenes
+        .par_iter()
+        .map(|scene| {
+            let scene_seed = seed ^ (scene.image_index as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+            candidates(scene, want * config.candidates_per_question, scene_seed)
+        })
+        .collect();
+    let mut balancer = Balancer::default();
+    let mut questions = Vec::new();
+    for (scene, pool) in scenes.iter().zip(pools) {
+        for chosen in balancer.select(pool, want, config) {
+            questions.push(Question {
+                image_index: scene.image_index,
+                program: Some(chosen.candidate.program),
+                question_index: Some(questions.len()),
+                image_filename: scene.image_filename.clone(),
+                question_family_index: Some(chosen.candidate.family),
+                split: split.to_string(),
+                answer: Some(chosen.answer),
+                question: chosen.candidate.text,
+            });
+        }
+    }
+    questions
+}
