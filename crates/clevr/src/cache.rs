@@ -347,16 +347,16 @@ fn build(
     };
     let mut first = 0;
     for entry in &manifest.shards {
-        let pixels: Vec<Vec<u8>> = paths[first..first + entry.count]
-            .par_iter()
-            .map(|path| {
-                let chw = load_resized_chw(path, image);
+        // Decoded straight into the shard buffer: one shard in memory at a time.
+        let image_bytes = 3 * image.width * image.height;
+        let mut data = vec![0u8; entry.count * image_bytes];
+        data.par_chunks_mut(image_bytes)
+            .zip(&paths[first..first + entry.count])
+            .try_for_each(|(out, path)| {
+                out.copy_from_slice(&load_resized_chw(path, image)?);
                 bar.inc(1);
-                chw
-            })
-            .collect::<Result<_, _>>()?;
-        let data = pixels.concat();
-        drop(pixels);
+                Ok::<(), CacheError>(())
+            })?;
         let shape = vec![entry.count, 3, image.height, image.width];
         let path = dir.join(&entry.file);
         let write_error = |message: String| CacheError::Write {
