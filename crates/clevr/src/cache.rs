@@ -393,7 +393,7 @@ fn rename(from: &Path, to: &Path) -> Result<(), CacheError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::image::{write_png, RgbImage};
+    use crate::image::{decode_png, resize, write_png, RgbImage};
     use crate::layout::Release;
 
     fn write_images(root: &Path, count: usize) -> Vec<String> {
@@ -496,6 +496,46 @@ mod tests {
             "{status:?}"
         );
         assert!(cache_now.image(1).iter().all(|&v| v == 0));
+    }
+
+    #[test]
+    fn caches_real_rgba_clevr_images() {
+        let Some(reference) = crate::testing::reference_dir() else {
+            return;
+        };
+        let root = tempfile::tempdir().unwrap();
+        let files = SplitFiles::clevr(root.path(), Release::V1, "val").unwrap();
+        std::fs::create_dir_all(root.path().join("images/val")).unwrap();
+        let images: Vec<String> = (10..20).map(|i| format!("CLEVR_val_{i:06}.png")).collect();
+        for name in &images {
+            std::fs::copy(
+                reference.join("images").join(name),
+                files.image_path(name).unwrap(),
+            )
+            .unwrap();
+        }
+        let config = ImageConfig {
+            width: 32,
+            height: 32,
+            ..ImageConfig::default()
+        };
+        let cache = CacheConfig {
+            dir: root.path().join("cache"),
+            shard_images: 4,
+            progress: false,
+        };
+        let (cache, _) = ImageCache::open_or_build(&files, &images, &config, &cache).unwrap();
+        assert_eq!(cache.len(), 10);
+        for (slot, name) in images.iter().enumerate() {
+            let chw = cache.image(slot);
+            let expected = resize(
+                &decode_png(&files.image_path(name).unwrap()).unwrap(),
+                32,
+                32,
+                Filter::Bicubic,
+            );
+            assert_eq!(chw, expected.to_chw().as_slice(), "image {slot}");
+        }
     }
 
     #[test]
