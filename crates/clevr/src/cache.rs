@@ -372,6 +372,7 @@ fn build(
         first += entry.count;
     }
     bar.finish_and_clear();
+    remove_unlisted_shards(dir, manifest)?;
     let partial = dir.join(format!("{MANIFEST_FILE}.partial"));
     let text = serde_json::to_vec_pretty(manifest).expect("manifest serialises");
     std::fs::write(&partial, text).map_err(|source| CacheError::Io {
@@ -380,6 +381,30 @@ fn build(
         source,
     })?;
     rename(&partial, &manifest_path)
+}
+
+/// Deletes shard files a previous, larger cache left behind, so the folder holds
+/// exactly what the manifest lists.
+fn remove_unlisted_shards(dir: &Path, manifest: &Manifest) -> Result<(), CacheError> {
+    let io = |source| CacheError::Io {
+        path: dir.to_path_buf(),
+        what: "cannot list cache folder",
+        source,
+    };
+    for entry in std::fs::read_dir(dir).map_err(io)? {
+        let name = entry.map_err(io)?.file_name();
+        let name = name.to_string_lossy();
+        let is_shard = name.starts_with("shard-") && name.ends_with(".safetensors");
+        if is_shard && !manifest.shards.iter().any(|s| s.file == name) {
+            let path = dir.join(name.as_ref());
+            std::fs::remove_file(&path).map_err(|source| CacheError::Io {
+                path,
+                what: "cannot remove stale shard",
+                source,
+            })?;
+        }
+    }
+    Ok(())
 }
 
 fn rename(from: &Path, to: &Path) -> Result<(), CacheError> {
@@ -452,6 +477,15 @@ mod tests {
         assert_eq!(status, CacheStatus::Reused);
         assert_eq!(again.image(4), built.image(4));
         assert_eq!(std::fs::read_dir(&cache.dir).unwrap().count(), 3 + 1);
+
+        // A smaller image list rebuilds with fewer shards and removes the old extra one.
+        let (fewer, status) =
+            ImageCache::open_or_build(&files, &images[..3], &config, &cache).unwrap();
+        assert!(
+            matches!(status, CacheStatus::Built { ref reason } if reason.contains("list of images"))
+        );
+        assert_eq!(fewer.len(), 3);
+        assert_eq!(std::fs::read_dir(&cache.dir).unwrap().count(), 2 + 1);
     }
 
     #[test]
