@@ -270,6 +270,8 @@ fn fingerprint(paths: &[PathBuf]) -> Result<u64, CacheError> {
             Ok((meta.len(), modified))
         })
         .collect::<Result<Vec<_>, CacheError>>()?;
+    // SipHash with fixed keys: stable from run to run. A Rust release may change
+    // it, which can only cause a needless rebuild, never reuse of a stale cache.
     let mut hasher = DefaultHasher::new();
     for (path, stat) in paths.iter().zip(stats) {
         path.file_name().hash(&mut hasher);
