@@ -6,11 +6,12 @@
 use clevr::batch::{BatchConfig, Batcher};
 use clevr::cache::{CacheConfig, ImageCache};
 use clevr::dataset::QuestionSet;
-use clevr::image::{resize, write_png, Filter, ImageConfig, Normalization, RgbImage};
+use clevr::image::{decode_png, resize, write_png, Filter, ImageConfig, Normalization, RgbImage};
 use clevr::layout::{Release, SplitFiles};
 use clevr::vocab::{QuestionVocab, TokenizerConfig};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use std::hint::black_box;
+use std::path::Path;
 use std::sync::Arc;
 
 const QUESTION: &str =
@@ -40,6 +41,26 @@ fn clevr_sized(seed: usize) -> RgbImage {
         height,
         pixels,
     }
+}
+
+/// Decoding a real CLEVR PNG (480 × 320 RGBA), when the reference data is present.
+fn decoding(c: &mut Criterion) {
+    let reference = std::env::var_os("CLEVR_REFERENCE_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| {
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/clevr-reference")
+        });
+    let path = reference.join("images/CLEVR_val_000010.png");
+    if !path.is_file() {
+        eprintln!("skipped decode bench: {} not found", path.display());
+        return;
+    }
+    let mut group = c.benchmark_group("decode real CLEVR PNG 480x320 RGBA");
+    group.throughput(Throughput::Elements(1));
+    group.bench_function("decode_png", |b| {
+        b.iter(|| decode_png(black_box(&path)).unwrap())
+    });
+    group.finish();
 }
 
 fn resizing(c: &mut Criterion) {
@@ -104,5 +125,5 @@ fn batching(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, encoding, resizing, batching);
+criterion_group!(benches, encoding, decoding, resizing, batching);
 criterion_main!(benches);

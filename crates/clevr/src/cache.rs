@@ -270,6 +270,8 @@ fn fingerprint(paths: &[PathBuf]) -> Result<u64, CacheError> {
             Ok((meta.len(), modified))
         })
         .collect::<Result<Vec<_>, CacheError>>()?;
+    // SipHash with fixed keys: stable from run to run. A Rust release may change
+    // it, which can only cause a needless rebuild, never reuse of a stale cache.
     let mut hasher = DefaultHasher::new();
     for (path, stat) in paths.iter().zip(stats) {
         path.file_name().hash(&mut hasher);
@@ -347,16 +349,16 @@ fn build(
     };
     let mut first = 0;
     for entry in &manifest.shards {
-        let pixels: Vec<Vec<u8>> = paths[first..first + entry.count]
-            .par_iter()
-            .map(|path| {
-                let chw = load_resized_chw(path, image);
+        // Decoded straight into the shard buffer: one shard in memory at a time.
+        let image_bytes = 3 * image.width * image.height;
+        let mut data = vec![0u8; entry.count * image_bytes];
+        data.par_chunks_mut(image_bytes)
+            .zip(&paths[first..first + entry.count])
+            .try_for_each(|(out, path)| {
+                out.copy_from_slice(&load_resized_chw(path, image)?);
                 bar.inc(1);
-                chw
-            })
-            .collect::<Result<_, _>>()?;
-        let data = pixels.concat();
-        drop(pixels);
+                Ok::<(), CacheError>(())
+            })?;
         let shape = vec![entry.count, 3, image.height, image.width];
         let path = dir.join(&entry.file);
         let write_error = |message: String| CacheError::Write {
@@ -372,6 +374,7 @@ fn build(
         first += entry.count;
     }
     bar.finish_and_clear();
+    remove_unlisted_shards(dir, manifest)?;
     let partial = dir.join(format!("{MANIFEST_FILE}.partial"));
     let text = serde_json::to_vec_pretty(manifest).expect("manifest serialises");
     std::fs::write(&partial, text).map_err(|source| CacheError::Io {
@@ -380,6 +383,30 @@ fn build(
         source,
     })?;
     rename(&partial, &manifest_path)
+}
+
+/// Deletes shard files a previous, larger cache left behind, so the folder holds
+/// exactly what the manifest lists.
+fn remove_unlisted_shards(dir: &Path, manifest: &Manifest) -> Result<(), CacheError> {
+    let io = |source| CacheError::Io {
+        path: dir.to_path_buf(),
+        what: "cannot list cache folder",
+        source,
+    };
+    for entry in std::fs::read_dir(dir).map_err(io)? {
+        let name = entry.map_err(io)?.file_name();
+        let name = name.to_string_lossy();
+        let is_shard = name.starts_with("shard-") && name.ends_with(".safetensors");
+        if is_shard && !manifest.shards.iter().any(|s| s.file == name) {
+            let path = dir.join(name.as_ref());
+            std::fs::remove_file(&path).map_err(|source| CacheError::Io {
+                path,
+                what: "cannot remove stale shard",
+                source,
+            })?;
+        }
+    }
+    Ok(())
 }
 
 fn rename(from: &Path, to: &Path) -> Result<(), CacheError> {
@@ -393,7 +420,7 @@ fn rename(from: &Path, to: &Path) -> Result<(), CacheError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::image::{write_png, RgbImage};
+    use crate::image::{decode_png, resize, write_png, RgbImage};
     use crate::layout::Release;
 
     fn write_images(root: &Path, count: usize) -> Vec<String> {
@@ -452,6 +479,15 @@ mod tests {
         assert_eq!(status, CacheStatus::Reused);
         assert_eq!(again.image(4), built.image(4));
         assert_eq!(std::fs::read_dir(&cache.dir).unwrap().count(), 3 + 1);
+
+        // A smaller image list rebuilds with fewer shards and removes the old extra one.
+        let (fewer, status) =
+            ImageCache::open_or_build(&files, &images[..3], &config, &cache).unwrap();
+        assert!(
+            matches!(status, CacheStatus::Built { ref reason } if reason.contains("list of images"))
+        );
+        assert_eq!(fewer.len(), 3);
+        assert_eq!(std::fs::read_dir(&cache.dir).unwrap().count(), 2 + 1);
     }
 
     #[test]
@@ -496,6 +532,46 @@ mod tests {
             "{status:?}"
         );
         assert!(cache_now.image(1).iter().all(|&v| v == 0));
+    }
+
+    #[test]
+    fn caches_real_rgba_clevr_images() {
+        let Some(reference) = crate::testing::reference_dir() else {
+            return;
+        };
+        let root = tempfile::tempdir().unwrap();
+        let files = SplitFiles::clevr(root.path(), Release::V1, "val").unwrap();
+        std::fs::create_dir_all(root.path().join("images/val")).unwrap();
+        let images: Vec<String> = (10..20).map(|i| format!("CLEVR_val_{i:06}.png")).collect();
+        for name in &images {
+            std::fs::copy(
+                reference.join("images").join(name),
+                files.image_path(name).unwrap(),
+            )
+            .unwrap();
+        }
+        let config = ImageConfig {
+            width: 32,
+            height: 32,
+            ..ImageConfig::default()
+        };
+        let cache = CacheConfig {
+            dir: root.path().join("cache"),
+            shard_images: 4,
+            progress: false,
+        };
+        let (cache, _) = ImageCache::open_or_build(&files, &images, &config, &cache).unwrap();
+        assert_eq!(cache.len(), 10);
+        for (slot, name) in images.iter().enumerate() {
+            let chw = cache.image(slot);
+            let expected = resize(
+                &decode_png(&files.image_path(name).unwrap()).unwrap(),
+                32,
+                32,
+                Filter::Bicubic,
+            );
+            assert_eq!(chw, expected.to_chw().as_slice(), "image {slot}");
+        }
     }
 
     #[test]

@@ -6,7 +6,7 @@
 //! keeps the train split at about a hundred bytes per question.
 
 use crate::json::JsonError;
-use crate::layout::{LayoutError, SplitFiles};
+use crate::layout::SplitFiles;
 use crate::question::ProgramNode;
 use crate::question_type::QuestionType;
 use crate::stream::for_each_record;
@@ -31,8 +31,6 @@ pub enum DatasetError {
     Json(#[from] JsonError),
     #[error(transparent)]
     Vocab(#[from] VocabError),
-    #[error(transparent)]
-    Layout(#[from] LayoutError),
     #[error("more than 2^32 question tokens in one split")]
     TooManyTokens,
 }
@@ -151,10 +149,10 @@ impl QuestionSet {
                         .map(|n| {
                             std::mem::size_of::<ProgramNode>()
                                 + n.function.capacity()
-                                + n.inputs.capacity() * 8
+                                + n.inputs.capacity() * std::mem::size_of::<usize>()
                                 + n.value_inputs
                                     .iter()
-                                    .map(|s| 24 + s.capacity())
+                                    .map(|s| std::mem::size_of::<String>() + s.capacity())
                                     .sum::<usize>()
                         })
                         .sum::<usize>()

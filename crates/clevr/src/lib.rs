@@ -1,9 +1,18 @@
 //! CLEVR for Rust: reads the real CLEVR v1.0, CoGenT and CLEVR-Humans files (and
 //! the generated default in the same layout) through one code path.
 //!
-//! - [`scene`], [`question`]: the JSON records, field for field.
-//! - [`executor`]: runs functional programs on scene graphs.
+//! - [`layout`]: where a release's files live, by their real names.
+//! - [`scene`], [`question`], [`attributes`]: the JSON records, field for field.
+//! - [`json`], [`stream`]: JSON reading with `file:line:column: field` errors;
+//!   streaming over the questions list.
+//! - [`dataset`]: a split's questions in the flat form training uses.
 //! - [`question_type`]: the paper's five question-type columns.
+//! - [`vocab`]: the `tokenizer.json` question vocabulary and the answer index.
+//! - [`image`], [`cache`]: PNG decode, resize, normalise; the safetensors cache.
+//! - [`batch`]: seeded, prefetched batches as candle tensors.
+//! - [`executor`], [`verify`]: functional programs on scene graphs; dataset checks.
+//!
+//! Formats, measured figures and error behaviour: `docs/clevr-loader.md`.
 
 pub mod attributes;
 pub mod batch;
