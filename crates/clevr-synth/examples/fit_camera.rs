@@ -29,9 +29,7 @@ const HEIGHT: u32 = 320;
 fn errors(model: &CameraModel, scenes: &[Vec<(Vec3, [f32; 3])>]) -> Vec<f32> {
     let mut out = Vec::new();
     for obs in scenes {
-        let pos = model
-            .fit_position(WIDTH, HEIGHT, obs)
-            .expect("scene has objects");
+        let pos = model.fit_position(WIDTH, HEIGHT, obs).expect("scene has objects");
         let cam = model.at(pos, WIDTH, HEIGHT);
         for (w, p) in obs {
             let q = cam.project(*w);
@@ -103,10 +101,7 @@ fn main() {
     println!("yaw_deg = {:.3}", model.yaw.to_degrees());
     println!("pitch_deg = {:.3}", model.pitch.to_degrees());
     println!("focal_per_width = {:.5}", model.focal_per_width);
-    println!(
-        "base_position = [{:.3}, {:.3}, {:.3}]",
-        mean.x, mean.y, mean.z
-    );
+    println!("base_position = [{:.3}, {:.3}, {:.3}]", mean.x, mean.y, mean.z);
     println!(
         "max |position - mean| per axis = [{:.3}, {:.3}, {:.3}]",
         spread.x, spread.y, spread.z

@@ -66,7 +66,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     )?);
     let start = Instant::now();
     let summary = generate(&config, &bar)?;
-    println!("wrote {} in {:.1} s", config.out.display(), start.elapsed().as_secs_f64());
+    println!(
+        "wrote {} in {:.1} s",
+        config.out.display(),
+        start.elapsed().as_secs_f64()
+    );
     for (split, images, questions) in summary.splits {
         println!("  {split}: {images} images, {questions} questions");
     }

@@ -82,12 +82,7 @@ impl CameraModel {
     /// with a known depth pins the camera down exactly, so the least-squares
     /// position is the mean of the per-object estimates. `None` without
     /// observations.
-    pub fn fit_position(
-        &self,
-        width: u32,
-        height: u32,
-        observations: &[(Vec3, [f32; 3])],
-    ) -> Option<Vec3> {
+    pub fn fit_position(&self, width: u32, height: u32, observations: &[(Vec3, [f32; 3])]) -> Option<Vec3> {
         if observations.is_empty() {
             return None;
         }

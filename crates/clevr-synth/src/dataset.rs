@@ -63,11 +63,20 @@ pub enum GenerateError {
     #[error("{path}: {source}")]
     Io { path: PathBuf, source: std::io::Error },
     #[error("{path}: cannot encode PNG: {source}")]
-    Png { path: PathBuf, source: png::EncodingError },
+    Png {
+        path: PathBuf,
+        source: png::EncodingError,
+    },
     #[error("{path}: cannot write JSON: {source}")]
-    Json { path: PathBuf, source: serde_json::Error },
+    Json {
+        path: PathBuf,
+        source: serde_json::Error,
+    },
     #[error("{path}: cannot read scenes: {source}")]
-    Scenes { path: PathBuf, source: clevr::json::JsonError },
+    Scenes {
+        path: PathBuf,
+        source: clevr::json::JsonError,
+    },
     #[error("{path} already exists and is not empty; choose another --out or remove it")]
     OutputExists { path: PathBuf },
     #[error("image size {width}x{height}: both sides must be at least 16 pixels")]
@@ -121,14 +130,18 @@ pub fn generate(config: &GenerateConfig, progress: &ProgressBar) -> Result<Gener
         let seed = config.seed ^ QUESTION_STREAM ^ split_number as u64;
         let questions = generate_questions(&plan.scenes, &plan.split, &question_config, seed);
         write_json(
-            &partial.join("scenes").join(format!("CLEVR_{}_scenes.json", plan.split)),
+            &partial
+                .join("scenes")
+                .join(format!("CLEVR_{}_scenes.json", plan.split)),
             &ScenesFile {
                 info: info(&plan.split),
                 scenes: plan.scenes.clone(),
             },
         )?;
         write_json(
-            &partial.join("questions").join(format!("CLEVR_{}_questions.json", plan.split)),
+            &partial
+                .join("questions")
+                .join(format!("CLEVR_{}_questions.json", plan.split)),
             &QuestionsFile {
                 info: info(&plan.split),
                 questions: &questions,
@@ -167,7 +180,11 @@ struct SplitPlan {
     cameras: Vec<crate::camera::Camera>,
 }
 
-fn plan_splits(config: &GenerateConfig, model: &CameraModel, renderer: &Renderer) -> Result<Vec<SplitPlan>, GenerateError> {
+fn plan_splits(
+    config: &GenerateConfig,
+    model: &CameraModel,
+    renderer: &Renderer,
+) -> Result<Vec<SplitPlan>, GenerateError> {
     if let Some((path, split)) = &config.scenes {
         let file = ScenesFile::read(path).map_err(|source| GenerateError::Scenes {
             path: path.clone(),

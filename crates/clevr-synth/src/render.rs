@@ -107,12 +107,7 @@ const GRID: usize = (TILE / GRID_STEP) as usize + 1;
 const CUBE_EXTENT: f32 = 0.88;
 const NO_OBJECT: u8 = u8::MAX;
 /// Offsets of the extra anti-aliasing samples (rotated grid), in pixels.
-const AA_OFFSETS: [(f32, f32); 4] = [
-    (-0.125, -0.375),
-    (0.375, -0.125),
-    (0.125, 0.375),
-    (-0.375, 0.125),
-];
+const AA_OFFSETS: [(f32, f32); 4] = [(-0.125, -0.375), (0.375, -0.125), (0.125, 0.375), (-0.375, 0.125)];
 
 pub struct Renderer {
     look: Look,
@@ -158,13 +153,8 @@ impl Renderer {
                     for x in tx..x1 {
                         let dir = camera.ray_direction(x as f32 + 0.5, y as f32 + 0.5);
                         let at = ((x - tx) as f32 + 0.5, (y - ty) as f32 + 0.5);
-                        let (c, id) = scene.shade_primary(
-                            camera.position,
-                            dir,
-                            &tile,
-                            &all,
-                            Some((&grid, at)),
-                        );
+                        let (c, id) =
+                            scene.shade_primary(camera.position, dir, &tile, &all, Some((&grid, at)));
                         let i = (y * w + x) as usize;
                         linear[i] = c;
                         ids[i] = id;
@@ -188,9 +178,7 @@ impl Renderer {
                     scene.fill_tile_lists(camera, [x, y, x + 1, y + 1], &mut tile);
                     for (dx, dy) in AA_OFFSETS {
                         let dir = camera.ray_direction(x as f32 + 0.5 + dx, y as f32 + 0.5 + dy);
-                        c += scene
-                            .shade_primary(camera.position, dir, &tile, &all, None)
-                            .0;
+                        c += scene.shade_primary(camera.position, dir, &tile, &all, None).0;
                     }
                     c = c * (1.0 / (AA_OFFSETS.len() + 1) as f32);
                 }
@@ -209,12 +197,7 @@ impl Renderer {
     /// How many pixels of each object are visible (primary rays only, on
     /// every `stride`-th pixel in each direction, scaled back up): the
     /// sampler's test that every object is at least partly visible.
-    pub fn visible_pixels(
-        &self,
-        camera: &Camera,
-        objects: &[RenderObject],
-        stride: u32,
-    ) -> Vec<u32> {
+    pub fn visible_pixels(&self, camera: &Camera, objects: &[RenderObject], stride: u32) -> Vec<u32> {
         let scene = SceneGeometry::new(&self.look, objects);
         let mut counts = vec![0u32; objects.len()];
         let mut tile = TileLists::default();
@@ -230,9 +213,7 @@ impl Renderer {
                 for y in (ty..y1).step_by(stride as usize) {
                     for x in (tx..x1).step_by(stride as usize) {
                         let dir = camera.ray_direction(x as f32 + 0.5, y as f32 + 0.5);
-                        if let Some((i, _)) =
-                            scene.nearest(camera.position, dir, &tile.visible, NO_OBJECT)
-                        {
+                        if let Some((i, _)) = scene.nearest(camera.position, dir, &tile.visible, NO_OBJECT) {
                             counts[i as usize] += stride * stride;
                         }
                     }
@@ -333,12 +314,7 @@ impl<'a> SceneGeometry<'a> {
             }
         }
         // The tile's ground footprint: where its corner rays meet z = 0.
-        let mut g = [
-            f32::INFINITY,
-            f32::INFINITY,
-            f32::NEG_INFINITY,
-            f32::NEG_INFINITY,
-        ];
+        let mut g = [f32::INFINITY, f32::INFINITY, f32::NEG_INFINITY, f32::NEG_INFINITY];
         for (x, y) in [(fx0, fy0), (fx1, fy0), (fx0, fy1), (fx1, fy1)] {
             let d = camera.ray_direction(x, y);
             let t = if d.z < -1e-4 {
@@ -359,11 +335,7 @@ impl<'a> SceneGeometry<'a> {
         for (i, p) in self.prims.iter().enumerate() {
             let reach = p.bound * OCCLUSION_REACH;
             let c = p.center;
-            if c.x + reach >= g[0]
-                && c.x - reach <= g[2]
-                && c.y + reach >= g[1]
-                && c.y - reach <= g[3]
-            {
+            if c.x + reach >= g[0] && c.x - reach <= g[2] && c.y + reach >= g[1] && c.y - reach <= g[3] {
                 out.occluders.push(i as u8);
             }
         }
@@ -521,9 +493,7 @@ impl<'a> SceneGeometry<'a> {
         };
         // Coloured metal: the reflection is tinted by the base colour.
         let tint = albedo * 1.2;
-        reflected.mul_elem(tint)
-            + (diffuse + ambient).mul_elem(albedo) * self.look.metal_diffuse
-            + specular
+        reflected.mul_elem(tint) + (diffuse + ambient).mul_elem(albedo) * self.look.metal_diffuse + specular
     }
 }
 
@@ -554,11 +524,7 @@ fn interpolate(grid: &ShadowGrid, gx: f32, gy: f32) -> [f32; LIGHTS] {
 
 /// Where a ray meets the ground plane (far away for rays that never do).
 fn ground_point(origin: Vec3, dir: Vec3) -> Vec3 {
-    let t = if dir.z < -1e-6 {
-        -origin.z / dir.z
-    } else {
-        1e4
-    };
+    let t = if dir.z < -1e-6 { -origin.z / dir.z } else { 1e4 };
     origin + dir * t
 }
 
@@ -567,21 +533,11 @@ const OCCLUSION_REACH: f32 = 2.5;
 
 /// Screen-space bounding box of a primitive's bounding sphere.
 fn screen_box(camera: &Camera, p: &Primitive) -> [f32; 4] {
-    let mut b = [
-        f32::INFINITY,
-        f32::INFINITY,
-        f32::NEG_INFINITY,
-        f32::NEG_INFINITY,
-    ];
+    let mut b = [f32::INFINITY, f32::INFINITY, f32::NEG_INFINITY, f32::NEG_INFINITY];
     for corner in 0..8 {
         let s = |bit: i32| if corner & bit != 0 { p.bound } else { -p.bound };
         let q = camera.project(p.center + Vec3::new(s(1), s(2), s(4)));
-        b = [
-            b[0].min(q[0]),
-            b[1].min(q[1]),
-            b[2].max(q[0]),
-            b[3].max(q[1]),
-        ];
+        b = [b[0].min(q[0]), b[1].min(q[1]), b[2].max(q[0]), b[3].max(q[1])];
     }
     b
 }
@@ -589,12 +545,7 @@ fn screen_box(camera: &Camera, p: &Primitive) -> [f32; 4] {
 /// Ground-plane box that contains the shadow (and penumbra) of `p` cast by
 /// `light`.
 fn shadow_box(light: &Light, p: &Primitive) -> [f32; 4] {
-    let mut b = [
-        f32::INFINITY,
-        f32::INFINITY,
-        f32::NEG_INFINITY,
-        f32::NEG_INFINITY,
-    ];
+    let mut b = [f32::INFINITY, f32::INFINITY, f32::NEG_INFINITY, f32::NEG_INFINITY];
     for corner in 0..8 {
         // The same inflated sphere that `Primitive::soft_shadow` marches in.
         let r = p.bound * 2.0;

@@ -105,11 +105,9 @@ impl<'a> SceneSampler<'a> {
                 rng.random_range(-j..=j),
                 rng.random_range(-j..=j),
             );
-            let camera = self.camera_model.at(
-                self.camera_model.base_position + jitter,
-                cfg.width,
-                cfg.height,
-            );
+            let camera =
+                self.camera_model
+                    .at(self.camera_model.base_position + jitter, cfg.width, cfg.height);
             let count = rng.random_range(cfg.min_objects..=cfg.max_objects);
             let Some(objects) = self.place_objects(count, &directions, rng) else {
                 continue;
@@ -124,12 +122,7 @@ impl<'a> SceneSampler<'a> {
         }
     }
 
-    fn place_objects(
-        &self,
-        count: usize,
-        dirs: &Directions,
-        rng: &mut impl Rng,
-    ) -> Option<Vec<SceneObject>> {
+    fn place_objects(&self, count: usize, dirs: &Directions, rng: &mut impl Rng) -> Option<Vec<SceneObject>> {
         let cfg = &self.config;
         let mut objects: Vec<SceneObject> = Vec::with_capacity(count);
         for _ in 0..count {
@@ -139,10 +132,7 @@ impl<'a> SceneSampler<'a> {
             for _ in 0..cfg.max_retries {
                 let x = rng.random_range(-cfg.extent..=cfg.extent);
                 let y = rng.random_range(-cfg.extent..=cfg.extent);
-                if objects
-                    .iter()
-                    .all(|o| self.well_separated(x, y, r, o, dirs))
-                {
+                if objects.iter().all(|o| self.well_separated(x, y, r, o, dirs)) {
                     placed = Some((x, y));
                     break;
                 }
@@ -162,25 +152,16 @@ impl<'a> SceneSampler<'a> {
         Some(objects)
     }
 
-    fn well_separated(
-        &self,
-        x: f32,
-        y: f32,
-        r: f32,
-        other: &SceneObject,
-        dirs: &Directions,
-    ) -> bool {
+    fn well_separated(&self, x: f32, y: f32, r: f32, other: &SceneObject, dirs: &Directions) -> bool {
         let dx = x - other.position.x;
         let dy = y - other.position.y;
         if (dx * dx + dy * dy).sqrt() - r - size_scale(other.size) < self.config.min_gap {
             return false;
         }
-        [dirs.left, dirs.right, dirs.front, dirs.behind]
-            .iter()
-            .all(|d| {
-                let margin = dx * d.x + dy * d.y;
-                !(0.0 < margin && margin < self.config.min_margin)
-            })
+        [dirs.left, dirs.right, dirs.front, dirs.behind].iter().all(|d| {
+            let margin = dx * d.x + dy * d.y;
+            !(0.0 < margin && margin < self.config.min_margin)
+        })
     }
 
     fn all_visible(&self, camera: &Camera, objects: &[SceneObject]) -> bool {
@@ -201,10 +182,7 @@ pub const RELATION_EPSILON: f32 = 0.2;
 
 /// For each relation (left, right, front, behind) and each object i, the
 /// sorted indices j of the objects in that relation to i.
-pub fn relationships(
-    positions: &[Vec3],
-    dirs: &Directions,
-) -> [(&'static str, Vec<Vec<usize>>); 4] {
+pub fn relationships(positions: &[Vec3], dirs: &Directions) -> [(&'static str, Vec<Vec<usize>>); 4] {
     let related = |d: Vec3| -> Vec<Vec<usize>> {
         positions
             .iter()

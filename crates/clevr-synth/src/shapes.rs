@@ -114,11 +114,7 @@ impl Primitive {
         };
         // A point on a face exactly at the core boundary would give a zero
         // vector; fall back on the dominant axis there.
-        let n = if n.dot(n) < 1e-12 {
-            dominant_axis(p)
-        } else {
-            n
-        };
+        let n = if n.dot(n) < 1e-12 { dominant_axis(p) } else { n };
         self.world_of(n).normalized()
     }
 
@@ -173,14 +169,7 @@ impl Primitive {
     /// narrowest clearance relative to distance travelled is sampled at a
     /// few points around the closest approach (a convex object's clearance
     /// along a line has one minimum, so a handful of samples finds it).
-    fn sampled_shadow(
-        &self,
-        origin: Vec3,
-        dir: Vec3,
-        closest_t: f32,
-        end: f32,
-        sharpness: f32,
-    ) -> f32 {
+    fn sampled_shadow(&self, origin: Vec3, dir: Vec3, closest_t: f32, end: f32, sharpness: f32) -> f32 {
         if self.intersect(origin, dir, 1e-3, end).is_some() {
             return 0.0;
         }
@@ -216,11 +205,7 @@ fn dominant_axis(p: Vec3) -> Vec3 {
 fn slab(o: Vec3, d: Vec3, half: Vec3) -> Option<f32> {
     let inv = Vec3::new(1.0 / d.x, 1.0 / d.y, 1.0 / d.z);
     let n = Vec3::new(o.x * inv.x, o.y * inv.y, o.z * inv.z);
-    let k = Vec3::new(
-        half.x * inv.x.abs(),
-        half.y * inv.y.abs(),
-        half.z * inv.z.abs(),
-    );
+    let k = Vec3::new(half.x * inv.x.abs(), half.y * inv.y.abs(), half.z * inv.z.abs());
     let t_near = (-n.x - k.x).max((-n.y - k.y).max(-n.z - k.z));
     let t_far = (-n.x + k.x).min((-n.y + k.y).min(-n.z + k.z));
     (t_near <= t_far && t_far > 0.0).then_some(t_near)
@@ -267,11 +252,7 @@ mod tests {
             let p = Primitive::new(kind, Vec3::new(0.0, 0.0, 0.7), 0.7, 30.0);
             let t = p.intersect(origin, down, 0.0, 100.0).expect("hit");
             let hit = origin + down * t;
-            assert!(
-                p.distance(hit).abs() < 0.02,
-                "{kind:?}: {}",
-                p.distance(hit)
-            );
+            assert!(p.distance(hit).abs() < 0.02, "{kind:?}: {}", p.distance(hit));
             assert!(p.normal(hit).z > 0.9, "{kind:?} top normal points up");
         }
     }
@@ -280,9 +261,7 @@ mod tests {
     fn rays_passing_beside_miss_and_shadows_soften_with_clearance() {
         let p = Primitive::new(ShapeKind::Cube, Vec3::new(0.0, 0.0, 0.7), 0.7, 45.0);
         let dir = Vec3::new(1.0, 0.0, 0.0);
-        assert!(p
-            .intersect(Vec3::new(-5.0, 1.5, 0.7), dir, 0.0, 100.0)
-            .is_none());
+        assert!(p.intersect(Vec3::new(-5.0, 1.5, 0.7), dir, 0.0, 100.0).is_none());
         let blocked = p.soft_shadow(Vec3::new(-5.0, 0.0, 0.5), dir, 20.0, 8.0);
         let grazing = p.soft_shadow(Vec3::new(-5.0, 1.1, 0.5), dir, 20.0, 8.0);
         let clear = p.soft_shadow(Vec3::new(-5.0, 3.0, 0.5), dir, 20.0, 8.0);

@@ -29,15 +29,10 @@ struct Object {
 fn reference_scenes() -> Option<File> {
     let dir = std::env::var_os("CLEVR_REFERENCE_DIR")
         .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/clevr-reference")
-        });
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/clevr-reference"));
     let path = dir.join("CLEVR_val_scenes_500.json");
     let Ok(text) = std::fs::read_to_string(&path) else {
-        eprintln!(
-            "skipping: {} not found (set CLEVR_REFERENCE_DIR)",
-            path.display()
-        );
+        eprintln!("skipping: {} not found (set CLEVR_REFERENCE_DIR)", path.display());
         return None;
     };
     Some(serde_json::from_str(&text).expect("reference scenes parse"))
@@ -65,10 +60,7 @@ fn fitted_camera_projects_real_objects_onto_their_pixel_coords() {
     errors.sort_by(f32::total_cmp);
     let median = errors[errors.len() / 2];
     let mean = errors.iter().sum::<f32>() / errors.len() as f32;
-    assert!(
-        median < 3.0 && mean < 3.5,
-        "median {median} px, mean {mean} px"
-    );
+    assert!(median < 3.0 && mean < 3.5, "median {median} px, mean {mean} px");
 }
 
 #[test]
@@ -80,16 +72,9 @@ fn fitted_directions_and_relationship_rule_match_real_scenes() {
     for scene in &file.scenes {
         for (name, ours) in [("left", dirs.left), ("front", dirs.front)] {
             let real = Vec3::from_array(scene.directions[name]);
-            assert!(
-                (real - ours).length() < 2e-3,
-                "{name}: {real:?} vs {ours:?}"
-            );
+            assert!((real - ours).length() < 2e-3, "{name}: {real:?} vs {ours:?}");
         }
-        let positions: Vec<Vec3> = scene
-            .objects
-            .iter()
-            .map(|o| Vec3::from_array(o.coords))
-            .collect();
+        let positions: Vec<Vec3> = scene.objects.iter().map(|o| Vec3::from_array(o.coords)).collect();
         let real_dirs = clevr_synth::camera::Directions {
             left: Vec3::from_array(scene.directions["left"]),
             right: Vec3::from_array(scene.directions["right"]),

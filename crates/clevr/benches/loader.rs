@@ -47,9 +47,7 @@ fn clevr_sized(seed: usize) -> RgbImage {
 fn decoding(c: &mut Criterion) {
     let reference = std::env::var_os("CLEVR_REFERENCE_DIR")
         .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| {
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/clevr-reference")
-        });
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/clevr-reference"));
     let path = reference.join("images/CLEVR_val_000010.png");
     if !path.is_file() {
         eprintln!("skipped decode bench: {} not found", path.display());
@@ -57,9 +55,7 @@ fn decoding(c: &mut Criterion) {
     }
     let mut group = c.benchmark_group("decode real CLEVR PNG 480x320 RGBA");
     group.throughput(Throughput::Elements(1));
-    group.bench_function("decode_png", |b| {
-        b.iter(|| decode_png(black_box(&path)).unwrap())
-    });
+    group.bench_function("decode_png", |b| b.iter(|| decode_png(black_box(&path)).unwrap()));
     group.finish();
 }
 
@@ -81,11 +77,7 @@ fn batching(c: &mut Criterion) {
     std::fs::create_dir_all(root.path().join("images/train")).unwrap();
     let images: Vec<String> = (0..N).map(|i| format!("CLEVR_train_{i:06}.png")).collect();
     for (i, name) in images.iter().enumerate() {
-        write_png(
-            &root.path().join("images/train").join(name),
-            &clevr_sized(i),
-        )
-        .unwrap();
+        write_png(&root.path().join("images/train").join(name), &clevr_sized(i)).unwrap();
     }
     let files = SplitFiles::clevr(root.path(), Release::V1, "train").unwrap();
     let config = ImageConfig::default();

@@ -57,11 +57,7 @@ fn question(rng: &mut StdRng, index: usize) -> Question {
     let (first, a) = describe(rng, &mut program, 0);
     program.push(ProgramNode::new("unique", &[a]));
     let relation = pick(rng, &RELATIONS);
-    program.push(ProgramNode::with_value(
-        "relate",
-        &[program.len() - 1],
-        relation,
-    ));
+    program.push(ProgramNode::with_value("relate", &[program.len() - 1], relation));
     let related = program.len() - 1;
     let (second, b) = describe(rng, &mut program, related);
     let (text, answer) = match rng.random_range(0..3) {

@@ -49,9 +49,7 @@ fn relationships(objects: &[Object]) -> Relationships {
                 (0..objects.len())
                     .filter(|&j| {
                         let d: f64 = (0..3)
-                            .map(|k| {
-                                (objects[j].coords_3d[k] - objects[i].coords_3d[k]) * direction[k]
-                            })
+                            .map(|k| (objects[j].coords_3d[k] - objects[i].coords_3d[k]) * direction[k])
                             .sum();
                         j != i && d > MARGIN
                     })
@@ -84,10 +82,7 @@ fn rgb(color: Color) -> [u8; 3] {
 fn draw(scene: &Scene) -> RgbImage {
     let mut pixels = [160u8, 160, 155].repeat(WIDTH * HEIGHT);
     for o in &scene.objects {
-        let (cx, cy) = (
-            o.pixel_coords.0 as f64 / 10.0,
-            o.pixel_coords.1 as f64 / 10.0,
-        );
+        let (cx, cy) = (o.pixel_coords.0 as f64 / 10.0, o.pixel_coords.1 as f64 / 10.0);
         let r = if o.size == Size::Large { 4.0 } else { 2.5 };
         for y in 0..HEIGHT {
             for x in 0..WIDTH {
@@ -130,22 +125,14 @@ fn templates() -> Vec<(usize, String, Vec<ProgramNode>)> {
         out.push((
             0,
             format!("How many {shape}s are there?"),
-            vec![
-                n("scene", &[]),
-                v("filter_shape", &[0], shape),
-                n("count", &[1]),
-            ],
+            vec![n("scene", &[]), v("filter_shape", &[0], shape), n("count", &[1])],
         ));
     }
     for color in ["red", "blue", "yellow", "gray"] {
         out.push((
             1,
             format!("Are there any {color} things?"),
-            vec![
-                n("scene", &[]),
-                v("filter_color", &[0], color),
-                n("exist", &[1]),
-            ],
+            vec![n("scene", &[]), v("filter_color", &[0], color), n("exist", &[1])],
         ));
         out.push((
             2,
@@ -311,9 +298,7 @@ fn main() {
         // CLEVR v1.0 releases no test scene graphs; neither does the fixture.
         if split != "test" {
             write_json(
-                &root
-                    .join("scenes")
-                    .join(format!("CLEVR_{split}_scenes.json")),
+                &root.join("scenes").join(format!("CLEVR_{split}_scenes.json")),
                 &ScenesFile {
                     info: info.clone(),
                     scenes: scene_list,

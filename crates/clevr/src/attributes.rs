@@ -190,10 +190,7 @@ mod tests {
 
     #[test]
     fn serde_uses_the_json_spelling() {
-        assert_eq!(
-            serde_json::to_string(&Shape::Cylinder).unwrap(),
-            "\"cylinder\""
-        );
+        assert_eq!(serde_json::to_string(&Shape::Cylinder).unwrap(), "\"cylinder\"");
         let m: Material = serde_json::from_str("\"metal\"").unwrap();
         assert_eq!(m, Material::Metal);
     }

@@ -125,8 +125,7 @@ impl Batcher {
     pub fn plan(&self, epoch: u64) -> Vec<Vec<usize>> {
         let mut order: Vec<usize> = (0..self.questions.len()).collect();
         if self.config.shuffle {
-            let mut rng =
-                rand::rngs::StdRng::seed_from_u64(self.config.seed ^ epoch.wrapping_mul(EPOCH_MIX));
+            let mut rng = rand::rngs::StdRng::seed_from_u64(self.config.seed ^ epoch.wrapping_mul(EPOCH_MIX));
             order.shuffle(&mut rng);
         }
         order
@@ -168,11 +167,7 @@ impl Batcher {
         Ok(Batch {
             questions: Tensor::from_vec(ids, (n, longest), cpu)?,
             lengths: Tensor::from_vec(lengths, n, cpu)?,
-            images: Tensor::from_vec(
-                pixels,
-                (n, 3, self.images.height(), self.images.width()),
-                cpu,
-            )?,
+            images: Tensor::from_vec(pixels, (n, 3, self.images.height(), self.images.width()), cpu)?,
             answers: if answers.contains(&NO_ANSWER) {
                 None
             } else {
@@ -295,9 +290,7 @@ mod tests {
     }
 
     fn epoch_positions(b: &Batcher, epoch: u64) -> Vec<Vec<usize>> {
-        b.epoch(epoch)
-            .map(|batch| batch.unwrap().positions)
-            .collect()
+        b.epoch(epoch).map(|batch| batch.unwrap().positions).collect()
     }
 
     #[test]
@@ -311,11 +304,7 @@ mod tests {
         all.sort();
         assert_eq!(all, (0..7).collect::<Vec<_>>());
         let (_r3, c) = batcher(43, 3, false);
-        assert_ne!(
-            first,
-            epoch_positions(&c, 0),
-            "another seed shuffles differently"
-        );
+        assert_ne!(first, epoch_positions(&c, 0), "another seed shuffles differently");
         assert_ne!(
             first,
             epoch_positions(&a, 1),
@@ -341,12 +330,7 @@ mod tests {
         }
         assert_eq!(batch.answers.unwrap().to_vec1::<u32>().unwrap(), [6, 1, 3]);
         assert_eq!(batch.types.to_vec1::<u8>().unwrap(), [1, 1, 3]);
-        let images = batch
-            .images
-            .flatten_all()
-            .unwrap()
-            .to_vec1::<f32>()
-            .unwrap();
+        let images = batch.images.flatten_all().unwrap().to_vec1::<f32>().unwrap();
         // Question 6 uses image 0 (red 0), question 1 image 1 (red 100/255).
         assert_eq!(images[0], 0.0);
         assert!((images[24] - 100.0 / 255.0).abs() < 1e-6);
@@ -359,13 +343,7 @@ mod tests {
         let (_root, set, cache) = fixture();
         let mut set = (*set).clone();
         set.answers[2] = NO_ANSWER;
-        let b = Batcher::new(
-            Arc::new(set),
-            cache,
-            Normalization::UNIT,
-            BatchConfig::default(),
-        )
-        .unwrap();
+        let b = Batcher::new(Arc::new(set), cache, Normalization::UNIT, BatchConfig::default()).unwrap();
         assert!(b.batch(&[0, 2]).unwrap().answers.is_none());
         assert!(b.batch(&[0, 1]).unwrap().answers.is_some());
     }

@@ -157,10 +157,7 @@ impl ImageCache {
             },
         };
         build(&paths, &wanted, image, cache)?;
-        Ok((
-            Self::open(&cache.dir, &wanted)?,
-            CacheStatus::Built { reason },
-        ))
+        Ok((Self::open(&cache.dir, &wanted)?, CacheStatus::Built { reason }))
     }
 
     fn open(dir: &Path, manifest: &Manifest) -> Result<ImageCache, CacheError> {
@@ -260,8 +257,8 @@ fn fingerprint(paths: &[PathBuf]) -> Result<u64, CacheError> {
     let stats = paths
         .par_iter()
         .map(|path| {
-            let meta = std::fs::metadata(path)
-                .map_err(|_| CacheError::MissingImage { path: path.clone() })?;
+            let meta =
+                std::fs::metadata(path).map_err(|_| CacheError::MissingImage { path: path.clone() })?;
             let modified = meta
                 .modified()
                 .ok()
@@ -294,9 +291,7 @@ fn describe_difference(found: &Manifest, wanted: &Manifest) -> String {
             found.source.display(),
             wanted.source.display()
         )
-    } else if (found.width, found.height, found.filter)
-        != (wanted.width, wanted.height, wanted.filter)
-    {
+    } else if (found.width, found.height, found.filter) != (wanted.width, wanted.height, wanted.filter) {
         format!(
             "cache holds {}x{} {:?}, wanted {}x{} {:?}",
             found.width, found.height, found.filter, wanted.width, wanted.height, wanted.filter
@@ -481,11 +476,8 @@ mod tests {
         assert_eq!(std::fs::read_dir(&cache.dir).unwrap().count(), 3 + 1);
 
         // A smaller image list rebuilds with fewer shards and removes the old extra one.
-        let (fewer, status) =
-            ImageCache::open_or_build(&files, &images[..3], &config, &cache).unwrap();
-        assert!(
-            matches!(status, CacheStatus::Built { ref reason } if reason.contains("list of images"))
-        );
+        let (fewer, status) = ImageCache::open_or_build(&files, &images[..3], &config, &cache).unwrap();
+        assert!(matches!(status, CacheStatus::Built { ref reason } if reason.contains("list of images")));
         assert_eq!(fewer.len(), 3);
         assert_eq!(std::fs::read_dir(&cache.dir).unwrap().count(), 2 + 1);
     }
@@ -525,8 +517,7 @@ mod tests {
             },
         )
         .unwrap();
-        let (cache_now, status) =
-            ImageCache::open_or_build(&files, &images, &bigger, &cache).unwrap();
+        let (cache_now, status) = ImageCache::open_or_build(&files, &images, &bigger, &cache).unwrap();
         assert!(
             matches!(status, CacheStatus::Built { ref reason } if reason.contains("changed")),
             "{status:?}"

@@ -10,9 +10,7 @@ use crate::layout::SplitFiles;
 use crate::question::ProgramNode;
 use crate::question_type::QuestionType;
 use crate::stream::for_each_record;
-use crate::vocab::{
-    question_tokens, AnswerIndex, QuestionVocab, TokenizerConfig, VocabError, Vocabulary,
-};
+use crate::vocab::{question_tokens, AnswerIndex, QuestionVocab, TokenizerConfig, VocabError, Vocabulary};
 use rayon::prelude::*;
 use serde::de::{self, DeserializeOwned};
 use serde::Deserialize;
@@ -332,10 +330,7 @@ impl<'de> Deserialize<'de> for LastFunction {
             fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
                 f.write_str("a list of program nodes")
             }
-            fn visit_seq<A: de::SeqAccess<'de>>(
-                self,
-                mut seq: A,
-            ) -> Result<LastFunction, A::Error> {
+            fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<LastFunction, A::Error> {
                 let mut last = None;
                 while let Some(node) = seq.next_element::<FunctionOnly>()? {
                     last = Some(node.function);
@@ -348,10 +343,7 @@ impl<'de> Deserialize<'de> for LastFunction {
 }
 
 /// Builds both vocabularies from a training questions file in one streaming pass.
-pub fn build_vocabulary(
-    train: &SplitFiles,
-    config: TokenizerConfig,
-) -> Result<Vocabulary, DatasetError> {
+pub fn build_vocabulary(train: &SplitFiles, config: TokenizerConfig) -> Result<Vocabulary, DatasetError> {
     let mut tokens = BTreeSet::new();
     let mut answers = BTreeSet::new();
     #[derive(Deserialize)]

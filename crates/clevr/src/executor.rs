@@ -203,10 +203,7 @@ fn execute_node(
     earlier: &[Value],
     scene: &Scene,
 ) -> Result<Value, ExecError> {
-    let function = Function::parse(node).map_err(|source| ExecError::Function {
-        node: index,
-        source,
-    })?;
+    let function = Function::parse(node).map_err(|source| ExecError::Function { node: index, source })?;
     let name = || node.function.clone();
     if node.inputs.len() != function.arity() {
         return Err(ExecError::Arity {
@@ -278,17 +275,18 @@ fn execute_node(
         },
         Function::Relate(relation) => {
             let i = object(inputs[0])?;
-            let mut related = scene
-                .relationships
-                .get(relation)
-                .get(i)
-                .cloned()
-                .ok_or_else(|| ExecError::BadObject {
-                    node: index,
-                    function: name(),
-                    object: i,
-                    objects: scene.relationships.get(relation).len(),
-                })?;
+            let mut related =
+                scene
+                    .relationships
+                    .get(relation)
+                    .get(i)
+                    .cloned()
+                    .ok_or_else(|| ExecError::BadObject {
+                        node: index,
+                        function: name(),
+                        object: i,
+                        objects: scene.relationships.get(relation).len(),
+                    })?;
             related.sort_unstable();
             Value::Objects(related)
         }
@@ -310,9 +308,7 @@ fn execute_node(
         }
         Function::Count => Value::Integer(objects(inputs[0])?.len()),
         Function::Exist => Value::Bool(!objects(inputs[0])?.is_empty()),
-        Function::Query(kind) => {
-            Value::Attribute(scene.objects[object(inputs[0])?].attribute(kind))
-        }
+        Function::Query(kind) => Value::Attribute(scene.objects[object(inputs[0])?].attribute(kind)),
         Function::Same(kind) => {
             let i = object(inputs[0])?;
             let target = scene.objects[i].attribute(kind);
@@ -325,9 +321,7 @@ fn execute_node(
         Function::EqualInteger => Value::Bool(integer(inputs[0])? == integer(inputs[1])?),
         Function::LessThan => Value::Bool(integer(inputs[0])? < integer(inputs[1])?),
         Function::GreaterThan => Value::Bool(integer(inputs[0])? > integer(inputs[1])?),
-        Function::Equal(kind) => {
-            Value::Bool(attribute(inputs[0], kind)? == attribute(inputs[1], kind)?)
-        }
+        Function::Equal(kind) => Value::Bool(attribute(inputs[0], kind)? == attribute(inputs[1], kind)?),
     })
 }
 
@@ -373,11 +367,7 @@ mod tests {
             ),
             // Are there any red things?
             (
-                vec![
-                    n("scene", &[]),
-                    v("filter_color", &[0], "red"),
-                    n("exist", &[1]),
-                ],
+                vec![n("scene", &[]), v("filter_color", &[0], "red"), n("exist", &[1])],
                 "no",
             ),
             // What material is the sphere?
@@ -585,11 +575,7 @@ mod tests {
     #[test]
     fn ill_posed_and_malformed_programs_are_errors() {
         let scene = tiny_scene();
-        let not_unique = [
-            n("scene", &[]),
-            v("filter_color", &[0], "red"),
-            n("unique", &[1]),
-        ];
+        let not_unique = [n("scene", &[]), v("filter_color", &[0], "red"), n("unique", &[1])];
         assert_eq!(
             execute(&not_unique, &scene),
             Err(ExecError::NotUnique { node: 2, found: 2 })
@@ -632,10 +618,7 @@ mod tests {
         );
         assert_eq!(execute(&[], &scene), Err(ExecError::Empty));
         let arity = [n("scene", &[]), n("union", &[0])];
-        assert!(matches!(
-            execute(&arity, &scene),
-            Err(ExecError::Arity { .. })
-        ));
+        assert!(matches!(execute(&arity, &scene), Err(ExecError::Arity { .. })));
     }
 
     #[test]
@@ -650,10 +633,7 @@ mod tests {
         ];
         // same_color of the cube is {sphere}; unique is implicit in query, so it must be
         // a type error (set, not object) rather than silently picking one.
-        assert!(matches!(
-            execute(&program, &scene),
-            Err(ExecError::Type { .. })
-        ));
+        assert!(matches!(execute(&program, &scene), Err(ExecError::Type { .. })));
         let program = [
             n("scene", &[]),
             v("filter_shape", &[0], "cube"),

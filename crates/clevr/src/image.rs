@@ -16,10 +16,7 @@ use std::path::{Path, PathBuf};
 #[derive(Debug, thiserror::Error)]
 pub enum ImageError {
     #[error("{}: cannot open image: {source}", path.display())]
-    Open {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Open { path: PathBuf, source: std::io::Error },
     #[error("{}: not a readable PNG (truncated or corrupt?): {source}", path.display())]
     Decode {
         path: PathBuf,
@@ -389,11 +386,8 @@ mod tests {
             (image.width, image.height, image.pixels.len()),
             (480, 320, 480 * 320 * 3)
         );
-        let chw = load_resized_chw(
-            &dir.join("images/CLEVR_val_000010.png"),
-            &ImageConfig::default(),
-        )
-        .unwrap();
+        let chw =
+            load_resized_chw(&dir.join("images/CLEVR_val_000010.png"), &ImageConfig::default()).unwrap();
         assert_eq!(chw.len(), 3 * 224 * 224);
     }
 

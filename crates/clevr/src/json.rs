@@ -31,10 +31,7 @@ pub enum JsonError {
 }
 
 impl JsonError {
-    pub(crate) fn from_path_error(
-        path: &Path,
-        err: serde_path_to_error::Error<serde_json::Error>,
-    ) -> Self {
+    pub(crate) fn from_path_error(path: &Path, err: serde_path_to_error::Error<serde_json::Error>) -> Self {
         let field = err.path().to_string();
         let inner = err.into_inner();
         JsonError::Parse {
@@ -68,13 +65,9 @@ pub(crate) fn open(path: &Path, what: &'static str) -> Result<BufReader<File>, J
 }
 
 /// Parses a whole reader as one `T`, reporting errors against `path`.
-pub(crate) fn from_reader<T: DeserializeOwned, R: Read>(
-    path: &Path,
-    reader: R,
-) -> Result<T, JsonError> {
+pub(crate) fn from_reader<T: DeserializeOwned, R: Read>(path: &Path, reader: R) -> Result<T, JsonError> {
     let mut de = serde_json::Deserializer::from_reader(reader);
-    let value = serde_path_to_error::deserialize(&mut de)
-        .map_err(|e| JsonError::from_path_error(path, e))?;
+    let value = serde_path_to_error::deserialize(&mut de).map_err(|e| JsonError::from_path_error(path, e))?;
     de.end().map_err(|e| JsonError::Parse {
         path: path.to_path_buf(),
         line: e.line(),
@@ -112,10 +105,7 @@ mod tests {
         let err = from_reader::<Doc, _>(Path::new("x.json"), text.as_bytes()).unwrap_err();
         match &err {
             JsonError::Parse {
-                line,
-                column,
-                field,
-                ..
+                line, column, field, ..
             } => {
                 assert_eq!((*line, field.as_str()), (3, "items[1].name"));
                 assert!(*column > 0);
@@ -129,8 +119,7 @@ mod tests {
 
     #[test]
     fn missing_file_names_path_and_expectation() {
-        let err =
-            read_json::<Doc>(Path::new("/no/such/file.json"), "CLEVR scenes JSON").unwrap_err();
+        let err = read_json::<Doc>(Path::new("/no/such/file.json"), "CLEVR scenes JSON").unwrap_err();
         let shown = err.to_string();
         assert!(shown.contains("/no/such/file.json"), "{shown}");
         assert!(shown.contains("CLEVR scenes JSON"), "{shown}");

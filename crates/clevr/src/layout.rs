@@ -83,10 +83,7 @@ impl SplitFiles {
             questions: root
                 .join("questions")
                 .join(format!("CLEVR_{split}_questions.json")),
-            scenes: Some(
-                root.join("scenes")
-                    .join(format!("CLEVR_{split}_scenes.json")),
-            ),
+            scenes: Some(root.join("scenes").join(format!("CLEVR_{split}_scenes.json"))),
             images_root: root.join("images"),
         })
     }
@@ -149,10 +146,7 @@ mod tests {
     #[test]
     fn real_file_names_per_release() {
         let v1 = SplitFiles::clevr(Path::new("/d"), Release::V1, "train").unwrap();
-        assert_eq!(
-            v1.questions,
-            Path::new("/d/questions/CLEVR_train_questions.json")
-        );
+        assert_eq!(v1.questions, Path::new("/d/questions/CLEVR_train_questions.json"));
         assert_eq!(
             v1.scenes.as_deref(),
             Some(Path::new("/d/scenes/CLEVR_train_scenes.json"))

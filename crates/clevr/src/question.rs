@@ -77,10 +77,7 @@ mod tests {
         let older: ProgramNode = serde_json::from_str(older).unwrap();
         let program = release.program.as_ref().unwrap();
         assert_eq!(program[1], older);
-        assert_eq!(
-            program[1],
-            ProgramNode::with_value("filter_size", &[0], "large")
-        );
+        assert_eq!(program[1], ProgramNode::with_value("filter_size", &[0], "large"));
         assert_eq!(release.answer.as_deref(), Some("yes"));
     }
 

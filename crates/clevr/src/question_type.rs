@@ -77,8 +77,7 @@ mod tests {
 
     #[test]
     fn last_function_decides_the_column() {
-        let program =
-            |last: &str| vec![ProgramNode::new("scene", &[]), ProgramNode::new(last, &[0])];
+        let program = |last: &str| vec![ProgramNode::new("scene", &[]), ProgramNode::new(last, &[0])];
         assert_eq!(
             QuestionType::of_program(&program("exist")),
             Some(QuestionType::Exist)

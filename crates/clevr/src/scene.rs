@@ -123,8 +123,7 @@ mod tests {
 
         // Field names and number types must survive a round trip exactly, since
         // clevr-synth writes its files with these types.
-        let original: serde_json::Value =
-            serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        let original: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
         let rewritten = serde_json::to_value(&file).unwrap();
         assert_eq!(original, rewritten);
     }

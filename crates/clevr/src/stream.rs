@@ -7,9 +7,7 @@
 use crate::json::{open, JsonError};
 use crate::question::Question;
 use crate::scene::Info;
-use serde::de::{
-    self, DeserializeOwned, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor,
-};
+use serde::de::{self, DeserializeOwned, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use std::fmt;
 use std::io::Read;
 use std::marker::PhantomData;
@@ -62,12 +60,8 @@ where
         record: PhantomData,
     };
     let info = seed
-        .deserialize(serde_path_to_error::Deserializer::new(
-            &mut json, &mut track,
-        ))
-        .map_err(|e| {
-            JsonError::from_path_error(path, serde_path_to_error::Error::new(track.path(), e))
-        })?;
+        .deserialize(serde_path_to_error::Deserializer::new(&mut json, &mut track))
+        .map_err(|e| JsonError::from_path_error(path, serde_path_to_error::Error::new(track.path(), e)))?;
     json.end().map_err(|e| JsonError::Parse {
         path: path.to_path_buf(),
         line: e.line(),
@@ -83,9 +77,7 @@ struct FileSeed<T, F> {
     record: PhantomData<T>,
 }
 
-impl<'de, T: DeserializeOwned, F: FnMut(T) -> Result<(), String>> DeserializeSeed<'de>
-    for FileSeed<T, F>
-{
+impl<'de, T: DeserializeOwned, F: FnMut(T) -> Result<(), String>> DeserializeSeed<'de> for FileSeed<T, F> {
     type Value = Info;
     fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<Info, D::Error> {
         d.deserialize_map(self)
@@ -139,9 +131,7 @@ impl<'de, T: DeserializeOwned, F: FnMut(T) -> Result<(), String>> DeserializeSee
     }
 }
 
-impl<'de, T: DeserializeOwned, F: FnMut(T) -> Result<(), String>> Visitor<'de>
-    for QuestionsSeed<'_, T, F>
-{
+impl<'de, T: DeserializeOwned, F: FnMut(T) -> Result<(), String>> Visitor<'de> for QuestionsSeed<'_, T, F> {
     type Value = ();
 
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
@@ -225,10 +215,7 @@ mod tests {
     fn missing_field_names_the_record() {
         let text = GOOD.replace("\"question\": \"How many?\", ", "");
         let err = run(&text).unwrap_err().to_string();
-        assert!(
-            err.contains("questions[1]") && err.contains("question"),
-            "{err}"
-        );
+        assert!(err.contains("questions[1]") && err.contains("question"), "{err}");
     }
 
     #[test]

@@ -133,10 +133,7 @@ impl QuestionVocab {
     }
 
     /// Builds from an already collected token set (as the streaming loader does).
-    pub fn from_sorted_tokens(
-        tokens: BTreeSet<String>,
-        config: TokenizerConfig,
-    ) -> Result<Self, VocabError> {
+    pub fn from_sorted_tokens(tokens: BTreeSet<String>, config: TokenizerConfig) -> Result<Self, VocabError> {
         let mut all: Vec<String> = SPECIAL_TOKENS.iter().map(|s| s.to_string()).collect();
         all.extend(
             tokens
@@ -228,31 +225,20 @@ impl QuestionVocab {
         let words = question_tokens(question, self.config);
         let mut ids = Vec::with_capacity(words.len() + 2);
         ids.push(START_ID);
-        ids.extend(
-            words
-                .iter()
-                .map(|w| lookup.get(w).copied().unwrap_or(UNK_ID)),
-        );
+        ids.extend(words.iter().map(|w| lookup.get(w).copied().unwrap_or(UNK_ID)));
         ids.push(END_ID);
         Ok(ids)
     }
 
     /// As [`QuestionVocab::encode`], always through the Hugging Face tokenizer.
     pub fn encode_with_tokenizer(&self, question: &str) -> Result<Vec<u32>, VocabError> {
-        Ok(self
-            .tokenizer
-            .encode_fast(question, true)?
-            .get_ids()
-            .to_vec())
+        Ok(self.tokenizer.encode_fast(question, true)?.get_ids().to_vec())
     }
 
     /// Appends the tokens of `questions` that are not yet known, sorted, after the
     /// existing ids, which keep their meaning (the reference's `--expand_vocab`,
     /// used to fine-tune a CLEVR model on CLEVR-Humans). Returns how many were added.
-    pub fn expand<'a>(
-        &mut self,
-        questions: impl IntoIterator<Item = &'a str>,
-    ) -> Result<usize, VocabError> {
+    pub fn expand<'a>(&mut self, questions: impl IntoIterator<Item = &'a str>) -> Result<usize, VocabError> {
         let mut new = BTreeSet::new();
         for q in questions {
             for t in question_tokens(q, self.config) {
@@ -392,14 +378,12 @@ impl AnswerIndex {
     }
 
     pub fn load(path: &Path) -> Result<Self, VocabError> {
-        let file: AnswersFile =
-            crate::json::read_json(path, "an answer index ({\"answers\": [...]})").map_err(
-                |e| VocabError::Read {
-                    path: path.to_path_buf(),
-                    what: "an answer index",
-                    message: e.to_string(),
-                },
-            )?;
+        let file: AnswersFile = crate::json::read_json(path, "an answer index ({\"answers\": [...]})")
+            .map_err(|e| VocabError::Read {
+                path: path.to_path_buf(),
+                what: "an answer index",
+                message: e.to_string(),
+            })?;
         let distinct: BTreeSet<&String> = file.answers.iter().collect();
         if distinct.len() != file.answers.len() {
             return Err(VocabError::Invalid {
@@ -457,10 +441,7 @@ mod tests {
         );
         assert_eq!(
             tokens,
-            [
-                "There", "is", "a", "big", "cube", ";", "what", "color", "is", "it", ",", "the",
-                "ball"
-            ]
+            ["There", "is", "a", "big", "cube", ";", "what", "color", "is", "it", ",", "the", "ball"]
         );
     }
 
@@ -470,9 +451,7 @@ mod tests {
         for (i, s) in SPECIAL_TOKENS.iter().enumerate() {
             assert_eq!(vocab.id(s), Some(i as u32));
         }
-        let rest: Vec<&str> = (4..vocab.len() as u32)
-            .map(|i| vocab.token(i).unwrap())
-            .collect();
+        let rest: Vec<&str> = (4..vocab.len() as u32).map(|i| vocab.token(i).unwrap()).collect();
         let mut sorted = rest.clone();
         sorted.sort();
         assert_eq!(rest, sorted);
@@ -511,17 +490,11 @@ mod tests {
         let mut vocab = QuestionVocab::build(TRAIN, TokenizerConfig::default()).unwrap();
         let before = vocab.encode(TRAIN[0]).unwrap();
         let old_len = vocab.len();
-        assert_eq!(
-            vocab.encode("Which hue has the giraffe").unwrap()[1],
-            UNK_ID
-        );
+        assert_eq!(vocab.encode("Which hue has the giraffe").unwrap()[1], UNK_ID);
         let added = vocab
             .expand(["Which hue has the giraffe?", "zebra giraffe"])
             .unwrap();
-        assert_eq!(
-            added, 5,
-            "Which, giraffe, has, hue, zebra are new; the is known"
-        );
+        assert_eq!(added, 5, "Which, giraffe, has, hue, zebra are new; the is known");
         assert_eq!(vocab.len(), old_len + 5);
         assert_eq!(vocab.encode(TRAIN[0]).unwrap(), before);
         assert_eq!(

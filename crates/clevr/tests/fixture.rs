@@ -35,9 +35,7 @@ fn train_vocabulary_loads_val_and_batches_it() {
     assert_eq!(report.kept, set.len());
     assert!(report.skipped.is_empty(), "{report}");
     assert!(set.programs.is_none());
-    let types: std::collections::BTreeSet<_> = (0..set.len())
-        .filter_map(|i| set.question_type(i))
-        .collect();
+    let types: std::collections::BTreeSet<_> = (0..set.len()).filter_map(|i| set.question_type(i)).collect();
     assert_eq!(
         types.len(),
         5,
@@ -64,8 +62,7 @@ fn train_vocabulary_loads_val_and_batches_it() {
         seed: 3,
         ..BatchConfig::default()
     };
-    let batcher =
-        Batcher::new(Arc::new(set), Arc::new(images), image.normalization, config).unwrap();
+    let batcher = Batcher::new(Arc::new(set), Arc::new(images), image.normalization, config).unwrap();
     let batches: Vec<_> = batcher.epoch(0).collect::<Result<_, _>>().unwrap();
     assert_eq!(batches.len(), 4);
     assert_eq!(batches[0].images.dims(), [8, 3, 12, 16]);
@@ -80,10 +77,9 @@ fn answers_outside_the_index_are_skipped_and_reported() {
     let (set, report) = QuestionSet::load(&split("val"), &vocab, LoadOptions::default()).unwrap();
     assert_eq!(report.read, report.kept + report.skipped.len());
     assert!(!report.skipped.is_empty());
-    assert!(report
-        .skipped
-        .iter()
-        .all(|s| matches!(&s.reason, SkipReason::UnknownAnswer { answer } if answer != "yes" && answer != "no")));
+    assert!(report.skipped.iter().all(
+        |s| matches!(&s.reason, SkipReason::UnknownAnswer { answer } if answer != "yes" && answer != "no")
+    ));
     assert!(set.answers.iter().all(|&a| a < 2));
     assert!(
         report.to_string().contains("is not in the answer index"),
@@ -94,9 +90,7 @@ fn answers_outside_the_index_are_skipped_and_reported() {
 #[test]
 fn test_split_has_no_answers_programs_or_types() {
     let vocab = build_vocabulary(&split("train"), TokenizerConfig::default()).unwrap();
-    let options = LoadOptions {
-        keep_programs: true,
-    };
+    let options = LoadOptions { keep_programs: true };
     let (set, _) = QuestionSet::load(&split("test"), &vocab, options).unwrap();
     assert_eq!(set.len(), 12);
     assert!(set.answers.iter().all(|&a| a == NO_ANSWER));
@@ -107,9 +101,7 @@ fn test_split_has_no_answers_programs_or_types() {
 #[test]
 fn kept_programs_give_the_question_types() {
     let vocab = build_vocabulary(&split("train"), TokenizerConfig::default()).unwrap();
-    let options = LoadOptions {
-        keep_programs: true,
-    };
+    let options = LoadOptions { keep_programs: true };
     let (set, _) = QuestionSet::load(&split("train"), &vocab, options).unwrap();
     let programs = set.programs.as_ref().unwrap();
     for (i, program) in programs.iter().enumerate() {
@@ -150,10 +142,7 @@ fn verify_agrees_on_the_fixture_and_catches_a_wrong_answer() {
         &report.mismatches[0].problem,
         Problem::WrongAnswer { expected, executed } if expected == "7" && executed == "1"
     ));
-    assert!(
-        report.to_string().contains("program gives \"1\""),
-        "{report}"
-    );
+    assert!(report.to_string().contains("program gives \"1\""), "{report}");
 }
 
 #[test]
@@ -184,25 +173,14 @@ fn humans_questions_load_against_clevr_images_with_an_expanded_vocabulary() {
          "question": "are there two yellow things", "answer": "yes"}]}"#;
     std::fs::write(dir.path().join("CLEVR-Humans-val.json"), humans).unwrap();
     let files = SplitFiles::humans(dir.path(), &fixture_root(), "val").unwrap();
-    assert!(
-        verify(&files).is_err(),
-        "Humans has no scenes to verify against"
-    );
+    assert!(verify(&files).is_err(), "Humans has no scenes to verify against");
 
     let mut vocab = build_vocabulary(&split("train"), TokenizerConfig::default()).unwrap();
     vocab.answers = AnswerIndex::build(["red", "yes", "no"]);
     let before = vocab.questions.len();
     let (set, _) = QuestionSet::load(&files, &vocab, LoadOptions::default()).unwrap();
-    let unk = |set: &QuestionSet| {
-        set.tokens
-            .iter()
-            .filter(|&&t| t == clevr::vocab::UNK_ID)
-            .count()
-    };
-    assert!(
-        unk(&set) > 0,
-        "unseen Humans words are <UNK> before expansion"
-    );
+    let unk = |set: &QuestionSet| set.tokens.iter().filter(|&&t| t == clevr::vocab::UNK_ID).count();
+    assert!(unk(&set) > 0, "unseen Humans words are <UNK> before expansion");
     let texts = [
         "What colour is the ball closest to the cube?",
         "are there two yellow things",
@@ -211,10 +189,7 @@ fn humans_questions_load_against_clevr_images_with_an_expanded_vocabulary() {
     assert_eq!(vocab.questions.len(), before + added);
     let (set, report) = QuestionSet::load(&files, &vocab, LoadOptions::default()).unwrap();
     assert_eq!((report.kept, unk(&set)), (2, 0));
-    assert!(
-        set.types.iter().all(|&t| t == NO_TYPE),
-        "no programs, no types"
-    );
+    assert!(set.types.iter().all(|&t| t == NO_TYPE), "no programs, no types");
     assert_eq!(
         files.image_path(&set.images[1]).unwrap(),
         fixture_root().join("images/val/CLEVR_val_000001.png")

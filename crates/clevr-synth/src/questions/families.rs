@@ -94,7 +94,11 @@ pub fn generate(family: usize, scene: &Scene, rng: &mut impl Rng) -> Option<Cand
             p.node("count", &[u], None);
             let mut w = Words::new(rng);
             let opening = w.pick(&["how many", "what number of"]);
-            format!("{opening} things are either {} or {}", a.plural(&mut w), b.plural(&mut w))
+            format!(
+                "{opening} things are either {} or {}",
+                a.plural(&mut w),
+                b.plural(&mut w)
+            )
         }
         "compare_more" | "compare_fewer" | "compare_equal" => {
             let (a, b) = two_distinct_sets(scene, hops(rng).min(1), rng)?;
@@ -220,14 +224,21 @@ pub fn generate(family: usize, scene: &Scene, rng: &mut impl Rng) -> Option<Cand
             let mut node = p.node("intersect", &[rx, ry], None);
             let filter = describe_set(scene, 0, rng)?.filters;
             for v in filter.values() {
-                node = p.node(&format!("filter_{}", v.kind().as_str()), &[node], Some(v.as_str()));
+                node = p.node(
+                    &format!("filter_{}", v.kind().as_str()),
+                    &[node],
+                    Some(v.as_str()),
+                );
             }
             p.node("exist", &[node], None);
             let mut w = Words::new(rng);
             let noun = w.noun_phrase(&filter, false);
             let (sa, sb) = (a.singular(&mut w), b.singular(&mut w));
             let (pa, pb) = (relation_phrase(ra, w.rng()), relation_phrase(rb, w.rng()));
-            format!("is there {} {noun} that is {pa} {sa} and {pb} {sb}", article(&noun))
+            format!(
+                "is there {} {noun} that is {pa} {sa} and {pb} {sb}",
+                article(&noun)
+            )
         }
         other => unreachable!("family {other} has no template"),
     };

@@ -165,9 +165,10 @@ pub fn describe_unique(
             }
         }
         options.shuffle(rng);
-        let (anchor, relation) = options.into_iter().take(4).find_map(|(a, r)| {
-            describe_unique(scene, a, hops - 1, None, rng).map(|p| (p, r))
-        })?;
+        let (anchor, relation) = options
+            .into_iter()
+            .take(4)
+            .find_map(|(a, r)| describe_unique(scene, a, hops - 1, None, rng).map(|p| (p, r)))?;
         Base::Related {
             relation,
             anchor: Box::new(anchor),

@@ -1,0 +1,494 @@
+//! The command line: one subcommand per job, and the default run when none is given.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{bail, Context, Result};
+use candle_core::{Device, Tensor, D};
+use clap::{Args, Parser, Subcommand};
+use clevr::QuestionType;
+use clevr_synth::attributes::Cogent;
+use clevr_synth::dataset::{generate, GenerateConfig};
+use film_layer::GammaMode;
+use film_vision::{FilmPosition, Pool};
+use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::data::{image_config, split_files};
+use crate::evaluate::{evaluate, type_key, Evaluation};
+use crate::presets::{self, Preset};
+use crate::train::{load_eval_split, load_run, train, TrainRequest};
+
+/// Where the default run keeps its data and its run directory (both git-ignored).
+const DEFAULT_DATA: &str = "data/mini-clevr";
+const DEFAULT_RUN: &str = "runs/default";
+
+#[derive(Parser)]
+#[command(
+    name = "film-train",
+    version,
+    about = "Train, evaluate and question FiLM visual-reasoning models."
+)]
+#[command(long_about = "Train, evaluate and question FiLM visual-reasoning models.\n\n\
+    With no subcommand: generate the embedded CLEVR-format dataset into data/mini-clevr (unless a \
+    complete one is there), train the `mini` preset into runs/default within its time budget \
+    (resuming it if unfinished), evaluate it on the validation split and print what to try next.")]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    /// Threads for the CPU kernels (default: all cores).
+    #[arg(long, global = true)]
+    threads: Option<usize>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// List the presets, or print one as JSON.
+    Presets { name: Option<String> },
+    /// Generate a CLEVR-format dataset with the embedded renderer and question generator.
+    Generate(GenerateArgs),
+    /// Run every question's program on its scene and compare with its answer.
+    Verify {
+        #[arg(long)]
+        data: PathBuf,
+        #[arg(long, default_value = "val")]
+        split: String,
+    },
+    /// Train (or resume) a model.
+    Train(TrainArgs),
+    /// Accuracy of a trained run on a split: overall, per question type and family.
+    Eval {
+        #[arg(long)]
+        run: PathBuf,
+        /// The dataset folder (default: the one the run was trained on).
+        #[arg(long)]
+        data: Option<PathBuf>,
+        #[arg(long, default_value = "val")]
+        split: String,
+        /// Print one JSON object instead of tables.
+        #[arg(long)]
+        json: bool,
+        #[arg(long, default_value = "cpu")]
+        device: String,
+    },
+    /// Ask a trained run a question about an image.
+    Ask {
+        #[arg(long)]
+        run: PathBuf,
+        #[arg(long)]
+        image: PathBuf,
+        question: String,
+        #[arg(long, default_value = "cpu")]
+        device: String,
+    },
+}
+
+#[derive(Args)]
+struct GenerateArgs {
+    #[arg(long)]
+    out: PathBuf,
+    #[arg(long, default_value_t = GenerateConfig::default().train_images)]
+    train_images: usize,
+    #[arg(long, default_value_t = GenerateConfig::default().val_images)]
+    val_images: usize,
+    #[arg(long, default_value_t = GenerateConfig::default().questions_per_image)]
+    questions_per_image: usize,
+    /// Image size, WIDTHxHEIGHT.
+    #[arg(long, default_value = "480x320")]
+    size: String,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// CoGenT condition A or B.
+    #[arg(long)]
+    cogent: Option<String>,
+    /// Render and ask about an existing CLEVR scenes JSON instead of sampling scenes.
+    #[arg(long, requires = "split")]
+    scenes: Option<PathBuf>,
+    /// The split name to write `--scenes` as.
+    #[arg(long)]
+    split: Option<String>,
+}
+
+#[derive(Args)]
+struct TrainArgs {
+    /// A CLEVR-layout folder (questions/, scenes/, images/).
+    #[arg(long)]
+    data: PathBuf,
+    #[arg(long, default_value = "mini")]
+    preset: String,
+    /// The run directory; an unfinished run there is resumed.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Resume the run in this directory (same as --out).
+    #[arg(long, conflicts_with = "out")]
+    resume: Option<PathBuf>,
+    #[arg(long, conflicts_with = "minutes")]
+    epochs: Option<usize>,
+    #[arg(long)]
+    minutes: Option<f64>,
+    #[arg(long)]
+    batch: Option<usize>,
+    #[arg(long)]
+    lr: Option<f64>,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    #[arg(long, default_value = "cpu")]
+    device: String,
+    /// Validation questions scored at each evaluation (default: all).
+    #[arg(long)]
+    val_limit: Option<usize>,
+    /// Where FiLM sits in each block.
+    #[arg(long, value_parser = parse_position)]
+    film_position: Option<FilmPosition>,
+    /// Which blocks are conditioned, e.g. 1,0,0,0.
+    #[arg(long)]
+    condition_blocks: Option<String>,
+    /// γ parametrisation: plain, one-plus-delta, sigmoid, tanh, exp, fixed.
+    #[arg(long)]
+    gamma: Option<GammaMode>,
+    /// Fix β to 0.
+    #[arg(long)]
+    no_beta: bool,
+    /// Remove the residual connection of each block.
+    #[arg(long)]
+    no_residual: bool,
+    /// Classifier pooling: max or mean.
+    #[arg(long, value_parser = parse_pool)]
+    pool: Option<Pool>,
+    /// Number of FiLMed blocks.
+    #[arg(long)]
+    blocks: Option<usize>,
+    /// No progress bar.
+    #[arg(long)]
+    quiet: bool,
+}
+
+fn parse_position(s: &str) -> Result<FilmPosition, String> {
+    serde_json::from_value(serde_json::Value::String(s.to_string())).map_err(|_| {
+        format!("unknown FiLM position {s:?}: expected after-norm, before-norm, after-relu, after-residual or before-input-conv")
+    })
+}
+
+fn parse_pool(s: &str) -> Result<Pool, String> {
+    serde_json::from_value(serde_json::Value::String(s.to_string()))
+        .map_err(|_| format!("unknown pooling {s:?}: expected max or mean"))
+}
+
+/// The device named on the command line.
+fn device(name: &str) -> Result<Device> {
+    match name {
+        "cpu" => Ok(Device::Cpu),
+        "cuda" if candle_core::utils::cuda_is_available() => Ok(Device::new_cuda(0)?),
+        "cuda" => bail!("--device cuda: this film-train was built without CUDA support; rebuild with `--features cuda` (see docs/gpu.md)"),
+        other => bail!("unknown device {other:?}: expected cpu or cuda"),
+    }
+}
+
+pub fn run(cli: Cli) -> Result<ExitCode> {
+    if let Some(threads) = cli.threads {
+        // candle and film-layer size their thread pools from this variable on first use.
+        std::env::set_var("RAYON_NUM_THREADS", threads.to_string());
+    }
+    match cli.command {
+        None => default_run(),
+        Some(Command::Presets { name }) => {
+            match name {
+                Some(name) => println!("{}", serde_json::to_string_pretty(&presets::by_name(&name)?)?),
+                None => {
+                    for p in presets::all() {
+                        println!("{:<16} {}", p.name, p.description);
+                    }
+                    println!("\n`film-train presets NAME` prints one as JSON.");
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Some(Command::Generate(args)) => {
+            run_generate(&args)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Some(Command::Verify { data, split }) => {
+            let report = clevr::verify::verify(&split_files(&data, &split)?)?;
+            print!("{report}");
+            Ok(if report.passed() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
+        Some(Command::Train(args)) => {
+            let request = train_request(&args)?;
+            let outcome = train(&request, &device(&args.device)?)?;
+            println!(
+                "trained {} steps; best validation accuracy {}; run directory {}",
+                outcome.state.step,
+                outcome
+                    .state
+                    .best_val_accuracy
+                    .map_or("n/a".into(), |a| format!("{:.1}%", 100.0 * a)),
+                outcome.run.display()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Some(Command::Eval {
+            run,
+            data,
+            split,
+            json,
+            device: dev,
+        }) => {
+            let dev = device(&dev)?;
+            let (config, vocab, model) = load_run(&run, &dev)?;
+            let data = data.unwrap_or(config.data.clone());
+            let split_data = load_eval_split(&data, &split, &vocab, config.model.image_size)?;
+            let eval = evaluate(&model, &split_data, 64, None, &dev)?;
+            if json {
+                println!("{}", eval.summary_json());
+            } else {
+                print_evaluation(&eval, &vocab, &split);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Some(Command::Ask {
+            run,
+            image,
+            question,
+            device: dev,
+        }) => {
+            let dev = device(&dev)?;
+            ask(&run, &image, &question, &dev)?;
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn run_generate(args: &GenerateArgs) -> Result<()> {
+    let (width, height) = args
+        .size
+        .split_once('x')
+        .and_then(|(w, h)| Some((w.parse().ok()?, h.parse().ok()?)))
+        .with_context(|| format!("--size {:?}: expected WIDTHxHEIGHT, e.g. 480x320", args.size))?;
+    let cogent = match args.cogent.as_deref() {
+        None => None,
+        Some("A") => Some(Cogent::A),
+        Some("B") => Some(Cogent::B),
+        Some(other) => bail!("--cogent {other:?}: expected A or B"),
+    };
+    let config = GenerateConfig {
+        out: args.out.clone(),
+        train_images: args.train_images,
+        val_images: args.val_images,
+        questions_per_image: args.questions_per_image,
+        width,
+        height,
+        seed: args.seed,
+        cogent,
+        scenes: args.scenes.clone().zip(args.split.clone()),
+    };
+    generate_with_progress(&config)
+}
+
+fn generate_with_progress(config: &GenerateConfig) -> Result<()> {
+    let progress = ProgressBar::new(0);
+    progress.set_style(
+        ProgressStyle::with_template("rendering {pos}/{len} images [{bar:30}] {per_sec} ETA {eta}")
+            .expect("valid progress template")
+            .progress_chars("=> "),
+    );
+    let summary =
+        generate(config, &progress).with_context(|| format!("generating {}", config.out.display()))?;
+    progress.finish_and_clear();
+    for (split, images, questions) in &summary.splits {
+        println!("{split}: {images} images, {questions} questions");
+    }
+    println!("wrote {}", config.out.display());
+    Ok(())
+}
+
+fn train_request(args: &TrainArgs) -> Result<TrainRequest> {
+    let mut preset: Preset = presets::by_name(&args.preset)?;
+    let (model, training) = (&mut preset.model, &mut preset.training);
+    if let Some(batch) = args.batch {
+        training.batch_size = batch;
+    }
+    if let Some(lr) = args.lr {
+        training.learning_rate = lr;
+    }
+    let block = &mut model.vision.block;
+    if let Some(position) = args.film_position {
+        block.film_position = position;
+    }
+    if let Some(gamma) = args.gamma {
+        block.gamma = gamma;
+    }
+    block.use_beta &= !args.no_beta;
+    block.residual &= !args.no_residual;
+    if let Some(pool) = args.pool {
+        model.vision.pool = pool;
+    }
+    if let Some(blocks) = args.blocks {
+        model.vision.num_blocks = blocks;
+        model.question.num_blocks = blocks;
+        model.vision.conditioned = vec![true; blocks];
+    }
+    if let Some(list) = &args.condition_blocks {
+        let flags: Vec<bool> = list
+            .split(',')
+            .map(|f| match f.trim() {
+                "1" => Ok(true),
+                "0" => Ok(false),
+                other => bail!("--condition-blocks {list:?}: {other:?} is neither 1 nor 0"),
+            })
+            .collect::<Result<_>>()?;
+        if flags.len() != model.vision.num_blocks {
+            bail!(
+                "--condition-blocks lists {} blocks but the model has {}",
+                flags.len(),
+                model.vision.num_blocks
+            );
+        }
+        model.vision.conditioned = flags;
+    }
+    let out = args
+        .out
+        .clone()
+        .or(args.resume.clone())
+        .context("--out RUN_DIR (or --resume RUN_DIR) is required")?;
+    Ok(TrainRequest {
+        data: args.data.clone(),
+        preset,
+        out,
+        epochs: args.epochs,
+        minutes: args.minutes,
+        seed: args.seed,
+        val_limit: args.val_limit,
+        cache_dir: None,
+        quiet: args.quiet,
+    })
+}
+
+fn print_evaluation(eval: &Evaluation, vocab: &clevr::vocab::Vocabulary, split: &str) {
+    let pct = |t: &crate::evaluate::Tally| t.accuracy().map_or("-".into(), |a| format!("{:.1}%", 100.0 * a));
+    println!(
+        "{split}: {} questions, overall accuracy {}",
+        eval.overall.total,
+        pct(&eval.overall)
+    );
+    println!("\n{:<20} {:>9} {:>8}", "question type", "accuracy", "n");
+    for t in QuestionType::ALL {
+        if let Some(tally) = eval.by_type.get(&t.index()) {
+            println!("{:<20} {:>9} {:>8}", t.name(), pct(tally), tally.total);
+        }
+    }
+    println!("\n{:<20} {:>9} {:>8}", "question family", "accuracy", "n");
+    for (family, tally) in &eval.by_family {
+        let name = if *family == u16::MAX {
+            "unknown".to_string()
+        } else {
+            family.to_string()
+        };
+        println!("{:<20} {:>9} {:>8}", name, pct(tally), tally.total);
+    }
+    let mut confusions: Vec<_> = eval.confusions.iter().collect();
+    confusions.sort_by(|a, b| b.1.cmp(a.1));
+    println!("\nmost confused answers (expected → predicted):");
+    for ((expected, predicted), count) in confusions.into_iter().take(10) {
+        let name = |id: u32| vocab.answers.answer(id).unwrap_or("?").to_string();
+        println!("  {:>10} → {:<10} {count}", name(*expected), name(*predicted));
+    }
+}
+
+fn ask(run: &Path, image: &Path, question: &str, dev: &Device) -> Result<()> {
+    let (config, vocab, model) = load_run(run, dev)?;
+    let unknown: Vec<String> = clevr::vocab::question_tokens(question, vocab.questions.config())
+        .into_iter()
+        .filter(|t| vocab.questions.id(t).is_none())
+        .collect();
+    if !unknown.is_empty() {
+        eprintln!(
+            "note: words not in the training vocabulary (read as <UNK>): {}",
+            unknown.join(", ")
+        );
+    }
+    let ids = vocab
+        .questions
+        .encode(question)
+        .with_context(|| format!("encoding {question:?}"))?;
+    let image_config = image_config(config.model.image_size);
+    let chw = clevr::image::load_resized_chw(image, &image_config)
+        .with_context(|| format!("reading {}", image.display()))?;
+    let plane = image_config.width * image_config.height;
+    let mut pixels = vec![0f32; chw.len()];
+    image_config.normalization.apply_chw(&chw, plane, &mut pixels);
+    let images = Tensor::from_vec(pixels, (1, 3, image_config.height, image_config.width), dev)?;
+    let len = ids.len();
+    let questions = Tensor::from_vec(ids, (1, len), dev)?;
+    let logits = model.forward_t(&images, &questions, &[len], false)?;
+    let probs = candle_nn::ops::softmax(&logits, D::Minus1)?
+        .squeeze(0)?
+        .to_vec1::<f32>()?;
+    let mut ranked: Vec<(usize, f32)> = probs.into_iter().enumerate().collect();
+    ranked.sort_by(|a, b| b.1.total_cmp(&a.1));
+    println!("{question}");
+    for (id, p) in ranked.into_iter().take(5) {
+        println!(
+            "  {:>6.1}%  {}",
+            100.0 * p,
+            vocab.answers.answer(id as u32).unwrap_or("?")
+        );
+    }
+    Ok(())
+}
+
+/// The job `cargo run --release -p film-train` does.
+fn default_run() -> Result<ExitCode> {
+    let data = PathBuf::from(DEFAULT_DATA);
+    let complete = data.join("questions").join("CLEVR_val_questions.json").is_file();
+    if complete {
+        println!("using the embedded dataset in {}", data.display());
+    } else {
+        println!(
+            "generating the embedded dataset into {} (once; see docs/embedded-dataset.md)",
+            data.display()
+        );
+        generate_with_progress(&GenerateConfig {
+            out: data.clone(),
+            ..GenerateConfig::default()
+        })?;
+    }
+    let preset = presets::by_name("mini")?;
+    let minutes = preset.training.minutes;
+    println!("training the `mini` preset for up to {minutes} minutes into {DEFAULT_RUN} (rerun to resume)");
+    let request = TrainRequest {
+        data: data.clone(),
+        preset,
+        out: PathBuf::from(DEFAULT_RUN),
+        epochs: None,
+        minutes: None,
+        seed: 0,
+        val_limit: None,
+        cache_dir: None,
+        quiet: false,
+    };
+    let dev = Device::Cpu;
+    train(&request, &dev)?;
+    let (config, vocab, model) = load_run(Path::new(DEFAULT_RUN), &dev)?;
+    let split = load_eval_split(&data, "val", &vocab, config.model.image_size)?;
+    let eval = evaluate(&model, &split, 64, None, &dev)?;
+    println!();
+    println!("{:<20} {:>9}", "question type", "accuracy");
+    for t in QuestionType::ALL {
+        if let Some(a) = eval.by_type.get(&t.index()).and_then(|t| t.accuracy()) {
+            println!("{:<20} {:>8.1}%  ({})", t.name(), 100.0 * a, type_key(t));
+        }
+    }
+    println!(
+        "{:<20} {:>8.1}%  ({} validation questions)",
+        "overall",
+        100.0 * eval.overall.accuracy().unwrap_or(0.0),
+        eval.overall.total
+    );
+    println!("\nrun directory: {DEFAULT_RUN} (best model: {DEFAULT_RUN}/best.safetensors, metrics: {DEFAULT_RUN}/metrics.jsonl)");
+    println!("try:\n  cargo run --release -p film-train -- ask --run {DEFAULT_RUN} --image {}/images/val/CLEVR_val_000000.png \"How many cubes are there?\"", data.display());
+    println!("  cargo run --release -p film-train -- eval --run {DEFAULT_RUN} --split val");
+    Ok(ExitCode::SUCCESS)
+}

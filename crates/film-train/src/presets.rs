@@ -1,0 +1,168 @@
+//! Named configurations a user can list, print and override: `tiny` (tests), `mini` (the
+//! CPU default), `paper-raw` and `paper-features` (the paper's CLEVR models).
+
+use film_question::QuestionEncoderConfig;
+use film_vision::{BlockOptions, Pool, Stem, VisionConfig};
+use serde::{Deserialize, Serialize};
+
+/// Everything that shapes the model, saved as `config.json` in a run directory.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ModelConfig {
+    /// Side of the square input image in pixels (ignored by the features stem).
+    pub image_size: usize,
+    pub question: QuestionEncoderConfig,
+    pub vision: VisionConfig,
+}
+
+/// How a preset trains by default.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TrainingConfig {
+    pub batch_size: usize,
+    pub learning_rate: f64,
+    /// L2 penalty added to the gradient, as PyTorch's Adam does it.
+    pub weight_decay: f64,
+    /// Minutes of training when neither epochs nor minutes are given.
+    pub minutes: f64,
+    /// Evaluate on the validation split (and checkpoint) every this many steps.
+    pub eval_every: usize,
+}
+
+/// A named pair of model and training configuration.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Preset {
+    pub name: String,
+    pub description: String,
+    pub model: ModelConfig,
+    pub training: TrainingConfig,
+}
+
+/// The paper's training hyper-parameters: Adam, lr 3e-4, weight decay 1e-5, batch 64.
+fn paper_training(minutes: f64, eval_every: usize) -> TrainingConfig {
+    TrainingConfig {
+        batch_size: 64,
+        learning_rate: 3e-4,
+        weight_decay: 1e-5,
+        minutes,
+        eval_every,
+    }
+}
+
+fn pixels(
+    image_size: usize,
+    downsamplings: usize,
+    channels: usize,
+    embedding: usize,
+    hidden: usize,
+    classifier: (usize, usize),
+) -> ModelConfig {
+    ModelConfig {
+        image_size,
+        // The vocabulary and answer sizes are set from the data when a run starts.
+        question: QuestionEncoderConfig {
+            vocab_size: 0,
+            embedding_dim: embedding,
+            hidden_dim: hidden,
+            num_blocks: 4,
+            channels,
+        },
+        vision: VisionConfig {
+            stem: Stem::Pixels { downsamplings },
+            channels,
+            num_blocks: 4,
+            conditioned: vec![true; 4],
+            block: BlockOptions::default(),
+            classifier_channels: classifier.0,
+            classifier_hidden: classifier.1,
+            pool: Pool::Max,
+            num_answers: 0,
+        },
+    }
+}
+
+/// All presets, in the order `film-train presets` lists them.
+pub fn all() -> Vec<Preset> {
+    let mut tiny_model = pixels(32, 2, 16, 16, 32, (32, 32));
+    tiny_model.question.num_blocks = 2;
+    tiny_model.vision.num_blocks = 2;
+    tiny_model.vision.conditioned = vec![true; 2];
+    vec![
+        Preset {
+            name: "tiny".into(),
+            description: "32x32 pixels, 2 blocks of 16 channels: for tests, trains in seconds".into(),
+            model: tiny_model,
+            training: TrainingConfig {
+                batch_size: 16,
+                learning_rate: 3e-3,
+                weight_decay: 0.0,
+                minutes: 1.0,
+                eval_every: 50,
+            },
+        },
+        Preset {
+            name: "mini".into(),
+            description: "64x64 pixels, 4 blocks of 64 channels, GRU 256: the CPU default \
+                          (the PyTorch reference's `small` configuration)"
+                .into(),
+            model: pixels(64, 3, 64, 64, 256, (256, 256)),
+            training: paper_training(25.0, 500),
+        },
+        Preset {
+            name: "paper-raw".into(),
+            description: "the paper's raw-pixel model: 224x224, 4 stride-2 convolutions to 14x14, \
+                          4 blocks of 128 channels, GRU 4096"
+                .into(),
+            model: pixels(224, 4, 128, 200, 4096, (512, 1024)),
+            training: paper_training(600.0, 2000),
+        },
+        Preset {
+            name: "paper-features".into(),
+            description: "the paper's model on 1024x14x14 pre-extracted image features, \
+                          4 blocks of 128 channels, GRU 4096"
+                .into(),
+            model: ModelConfig {
+                image_size: 224,
+                question: QuestionEncoderConfig::paper(0),
+                vision: VisionConfig::paper_features(0),
+            },
+            training: paper_training(600.0, 2000),
+        },
+    ]
+}
+
+/// The preset called `name`, or an error listing the known names.
+pub fn by_name(name: &str) -> anyhow::Result<Preset> {
+    let presets = all();
+    let names: Vec<_> = presets.iter().map(|p| p.name.clone()).collect();
+    presets
+        .into_iter()
+        .find(|p| p.name == name)
+        .ok_or_else(|| anyhow::anyhow!("unknown preset {name:?}; the presets are {}", names.join(", ")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_preset_is_consistent() {
+        for preset in all() {
+            let mut vision = preset.model.vision.clone();
+            vision.num_answers = 28;
+            vision
+                .validate()
+                .unwrap_or_else(|e| panic!("{}: {e}", preset.name));
+            assert_eq!(
+                preset.model.question.num_blocks, vision.num_blocks,
+                "{}",
+                preset.name
+            );
+            assert_eq!(preset.model.question.channels, vision.channels, "{}", preset.name);
+        }
+    }
+
+    #[test]
+    fn unknown_preset_lists_the_names() {
+        let err = by_name("huge").unwrap_err().to_string();
+        assert!(err.contains("tiny, mini, paper-raw, paper-features"), "{err}");
+    }
+}

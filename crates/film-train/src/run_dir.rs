@@ -1,0 +1,303 @@
+//! The run directory: configuration, vocabularies, checkpoints and metrics, every file
+//! written atomically so that a run killed at any moment can be resumed.
+//!
+//! Layout: `config.json`, `tokenizer.json`, `answers.json`, `state.json` (names the last
+//! complete checkpoint), `model-STEP.safetensors`, `optimizer-STEP.safetensors`,
+//! `best.safetensors` (best validation accuracy so far), `metrics.jsonl`.
+
+use std::collections::HashMap;
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use candle_core::{Device, Tensor};
+use candle_nn::VarMap;
+use serde::{Deserialize, Serialize};
+
+use crate::presets::{ModelConfig, TrainingConfig};
+
+/// What a run was started with; a resumed run must agree with it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RunConfig {
+    pub preset: String,
+    pub model: ModelConfig,
+    pub training: TrainingConfig,
+    pub data: PathBuf,
+    pub seed: u64,
+    /// Stop after this many epochs, if given.
+    pub epochs: Option<usize>,
+    /// Stop after this many minutes of training, if given.
+    pub minutes: Option<f64>,
+}
+
+/// Progress of a run, rewritten at every checkpoint.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct RunState {
+    /// Optimizer steps taken.
+    pub step: u64,
+    /// The epoch in progress and how many of its batches are done.
+    pub epoch: u64,
+    pub batches_done_in_epoch: usize,
+    /// Seconds spent training, summed over sessions.
+    pub train_seconds: f64,
+    pub best_val_accuracy: Option<f64>,
+    pub best_step: Option<u64>,
+    /// The run reached its epoch or time limit.
+    pub finished: bool,
+}
+
+pub struct RunDir {
+    path: PathBuf,
+}
+
+/// Writes `bytes` to `path` through a temporary file in the same folder and a rename, so
+/// the file is either the old one or the complete new one, never partial.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let tmp = temp_path(path);
+    let mut file = fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+    file.write_all(bytes)
+        .with_context(|| format!("writing {}", tmp.display()))?;
+    file.sync_all()
+        .with_context(|| format!("syncing {}", tmp.display()))?;
+    fs::rename(&tmp, path).with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))
+}
+
+fn temp_path(path: &Path) -> PathBuf {
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(".tmp");
+    path.with_file_name(name)
+}
+
+/// Saves named tensors as safetensors, atomically.
+pub fn save_tensors(tensors: &HashMap<String, Tensor>, path: &Path) -> Result<()> {
+    let tmp = temp_path(path);
+    candle_core::safetensors::save(tensors, &tmp).with_context(|| format!("writing {}", tmp.display()))?;
+    fs::File::open(&tmp)
+        .and_then(|f| f.sync_all())
+        .with_context(|| format!("syncing {}", tmp.display()))?;
+    fs::rename(&tmp, path).with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))
+}
+
+/// The model's variables by checkpoint name.
+pub fn model_tensors(varmap: &VarMap) -> HashMap<String, Tensor> {
+    let data = varmap.data().lock().expect("variable map lock poisoned");
+    data.iter()
+        .map(|(name, var)| (name.clone(), var.as_tensor().clone()))
+        .collect()
+}
+
+/// Loads `path` into the model's variables after checking that names and shapes match
+/// exactly, listing every difference.
+pub fn load_model(varmap: &VarMap, path: &Path) -> Result<()> {
+    let saved = candle_core::safetensors::load(path, &Device::Cpu)
+        .with_context(|| format!("reading {}", path.display()))?;
+    let data = varmap.data().lock().expect("variable map lock poisoned");
+    let mut problems = Vec::new();
+    for (name, var) in data.iter() {
+        match saved.get(name) {
+            None => problems.push(format!(
+                "missing tensor {name} (model expects shape {:?})",
+                var.dims()
+            )),
+            Some(t) if t.dims() != var.dims() => problems.push(format!(
+                "{name}: checkpoint has shape {:?}, model expects {:?}",
+                t.dims(),
+                var.dims()
+            )),
+            Some(_) => {}
+        }
+    }
+    for name in saved.keys().filter(|n| !data.contains_key(*n)) {
+        problems.push(format!("unexpected tensor {name} (not in this model)"));
+    }
+    if !problems.is_empty() {
+        problems.sort();
+        bail!(
+            "checkpoint {} does not fit the model:\n  {}",
+            path.display(),
+            problems.join("\n  ")
+        );
+    }
+    for (name, var) in data.iter() {
+        let t = saved[name].to_device(var.device())?.to_dtype(var.dtype())?;
+        var.set(&t).with_context(|| format!("setting {name}"))?;
+    }
+    Ok(())
+}
+
+impl RunDir {
+    /// The run directory at `path`, created if absent.
+    pub fn create(path: &Path) -> Result<Self> {
+        fs::create_dir_all(path).with_context(|| format!("creating run directory {}", path.display()))?;
+        Ok(RunDir {
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// An existing run directory; fails with what is missing otherwise.
+    pub fn open(path: &Path) -> Result<Self> {
+        let dir = RunDir {
+            path: path.to_path_buf(),
+        };
+        if !dir.config_path().is_file() {
+            bail!(
+                "{} is not a run directory: {} is missing",
+                path.display(),
+                dir.config_path().display()
+            );
+        }
+        Ok(dir)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn config_path(&self) -> PathBuf {
+        self.path.join("config.json")
+    }
+
+    fn state_path(&self) -> PathBuf {
+        self.path.join("state.json")
+    }
+
+    pub fn best_path(&self) -> PathBuf {
+        self.path.join("best.safetensors")
+    }
+
+    pub fn metrics_path(&self) -> PathBuf {
+        self.path.join("metrics.jsonl")
+    }
+
+    fn model_path(&self, step: u64) -> PathBuf {
+        self.path.join(format!("model-{step:08}.safetensors"))
+    }
+
+    fn optimizer_path(&self, step: u64) -> PathBuf {
+        self.path.join(format!("optimizer-{step:08}.safetensors"))
+    }
+
+    pub fn write_config(&self, config: &RunConfig) -> Result<()> {
+        write_atomic(
+            &self.config_path(),
+            serde_json::to_string_pretty(config)?.as_bytes(),
+        )
+    }
+
+    pub fn read_config(&self) -> Result<RunConfig> {
+        read_json(&self.config_path())
+    }
+
+    /// The state of the last complete checkpoint, if any.
+    pub fn read_state(&self) -> Result<Option<RunState>> {
+        let path = self.state_path();
+        if !path.exists() {
+            return Ok(None);
+        }
+        read_json(&path).map(Some)
+    }
+
+    /// Writes model and optimizer for `state.step`, then `state.json` naming them, then
+    /// removes older checkpoints: a crash at any point leaves a loadable run.
+    pub fn save_checkpoint(
+        &self,
+        state: &RunState,
+        model: &HashMap<String, Tensor>,
+        optimizer: &HashMap<String, Tensor>,
+    ) -> Result<()> {
+        save_tensors(model, &self.model_path(state.step))?;
+        save_tensors(optimizer, &self.optimizer_path(state.step))?;
+        write_atomic(
+            &self.state_path(),
+            serde_json::to_string_pretty(state)?.as_bytes(),
+        )?;
+        let keep = [self.model_path(state.step), self.optimizer_path(state.step)];
+        for entry in fs::read_dir(&self.path)? {
+            let path = entry?.path();
+            let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+            let is_checkpoint = (name.starts_with("model-") || name.starts_with("optimizer-"))
+                && name.ends_with(".safetensors");
+            if is_checkpoint && !keep.contains(&path) {
+                fs::remove_file(&path)
+                    .with_context(|| format!("removing old checkpoint {}", path.display()))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Paths of the model and optimizer files of the checkpoint `state` names.
+    pub fn checkpoint_paths(&self, state: &RunState) -> (PathBuf, PathBuf) {
+        (self.model_path(state.step), self.optimizer_path(state.step))
+    }
+
+    /// Appends one JSON line to `metrics.jsonl`.
+    pub fn append_metrics(&self, record: &serde_json::Value) -> Result<()> {
+        let path = self.metrics_path();
+        let mut file = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .with_context(|| format!("opening {}", path.display()))?;
+        writeln!(file, "{record}").with_context(|| format!("appending to {}", path.display()))
+    }
+}
+
+fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
+    let text = fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::DType;
+    use candle_nn::VarBuilder;
+
+    #[test]
+    fn checkpoint_shape_mismatch_names_the_tensor() -> Result<()> {
+        let dir = tempfile::tempdir()?;
+        let saved = VarMap::new();
+        let vb = VarBuilder::from_varmap(&saved, DType::F32, &Device::Cpu);
+        vb.get_with_hints((2, 3), "layer.weight", candle_nn::init::ZERO)?;
+        vb.get_with_hints(4, "extra", candle_nn::init::ZERO)?;
+        let path = dir.path().join("m.safetensors");
+        save_tensors(&model_tensors(&saved), &path)?;
+
+        let other = VarMap::new();
+        let vb = VarBuilder::from_varmap(&other, DType::F32, &Device::Cpu);
+        vb.get_with_hints((2, 5), "layer.weight", candle_nn::init::ZERO)?;
+        vb.get_with_hints(1, "missing", candle_nn::init::ZERO)?;
+        let err = load_model(&other, &path).unwrap_err().to_string();
+        assert!(
+            err.contains("layer.weight: checkpoint has shape [2, 3], model expects [2, 5]"),
+            "{err}"
+        );
+        assert!(err.contains("missing tensor missing"), "{err}");
+        assert!(err.contains("unexpected tensor extra"), "{err}");
+        Ok(())
+    }
+
+    #[test]
+    fn checkpoints_replace_older_ones() -> Result<()> {
+        let dir = tempfile::tempdir()?;
+        let run = RunDir::create(dir.path())?;
+        let t = HashMap::from([("w".to_string(), Tensor::zeros(2, DType::F32, &Device::Cpu)?)]);
+        for step in [10, 20] {
+            run.save_checkpoint(
+                &RunState {
+                    step,
+                    ..Default::default()
+                },
+                &t,
+                &t,
+            )?;
+        }
+        let state = run.read_state()?.expect("state written");
+        assert_eq!(state.step, 20);
+        let (model, optimizer) = run.checkpoint_paths(&state);
+        assert!(model.exists() && optimizer.exists());
+        assert!(!dir.path().join("model-00000010.safetensors").exists());
+        Ok(())
+    }
+}

@@ -1,0 +1,339 @@
+//! The training loop: data → model → loss → step, with periodic validation, atomic
+//! checkpoints, exact resume and a progress bar.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use candle_core::{DType, Device};
+use candle_nn::VarMap;
+use clevr::vocab::{TokenizerConfig, Vocabulary};
+use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::adam::{Adam, AdamConfig};
+use crate::data::{default_cache_dir, image_config, load_split, split_files, Split};
+use crate::evaluate::{evaluate, loss_and_accuracy, Evaluation};
+use crate::model::FilmModel;
+use crate::presets::Preset;
+use crate::run_dir::{load_model, model_tensors, save_tensors, RunConfig, RunDir, RunState};
+use crate::seeded::seeded_var_builder;
+
+/// What `film-train train` was asked to do.
+#[derive(Clone, Debug)]
+pub struct TrainRequest {
+    pub data: PathBuf,
+    pub preset: Preset,
+    pub out: PathBuf,
+    pub epochs: Option<usize>,
+    pub minutes: Option<f64>,
+    pub seed: u64,
+    /// Validation questions scored at each evaluation (all when `None`).
+    pub val_limit: Option<usize>,
+    /// Where resized images are cached (default: `DATA/.film-cache`).
+    pub cache_dir: Option<PathBuf>,
+    pub quiet: bool,
+}
+
+/// Where a finished (or stopped) training call left the run.
+pub struct TrainOutcome {
+    pub state: RunState,
+    pub run: PathBuf,
+}
+
+/// Training variables: everything but BatchNorm's running statistics.
+fn trainable(varmap: &VarMap) -> Vec<(String, candle_core::Var)> {
+    let data = varmap.data().lock().expect("variable map lock poisoned");
+    let mut vars: Vec<_> = data
+        .iter()
+        .filter(|(name, _)| !name.contains("running_"))
+        .map(|(n, v)| (n.clone(), v.clone()))
+        .collect();
+    vars.sort_by(|a, b| a.0.cmp(&b.0));
+    vars
+}
+
+/// A model (and its variables) for `config`, initialised from `seed`.
+pub fn build_model(
+    config: &crate::presets::ModelConfig,
+    seed: u64,
+    device: &Device,
+) -> Result<(FilmModel, VarMap)> {
+    let varmap = VarMap::new();
+    let vb = seeded_var_builder(&varmap, seed, DType::F32, device);
+    let model = FilmModel::new(config, vb).context("building the model")?;
+    Ok((model, varmap))
+}
+
+/// Starts a new run in `request.out`, or resumes the one there.
+pub fn train(request: &TrainRequest, device: &Device) -> Result<TrainOutcome> {
+    let run = RunDir::create(&request.out)?;
+    let resumed = run.read_state()?;
+    let (config, vocab) = match &resumed {
+        Some(_) => {
+            let mut config = run.read_config()?;
+            // A resumed run may be given a new budget: `--epochs` or `--minutes` replace the old one.
+            if request.epochs.is_some() || request.minutes.is_some() {
+                config.epochs = request.epochs;
+                config.minutes = request.minutes;
+                run.write_config(&config)?;
+            }
+            let vocab = Vocabulary::load(run.path())
+                .with_context(|| format!("loading the vocabulary of {}", run.path().display()))?;
+            (config, vocab)
+        }
+        None => {
+            let train_files = split_files(&request.data, "train")?;
+            let vocab = clevr::dataset::build_vocabulary(&train_files, TokenizerConfig::default())
+                .context("building the vocabulary from the training questions")?;
+            let mut model = request.preset.model.clone();
+            model.question.vocab_size = vocab.questions.len();
+            model.vision.num_answers = vocab.answers.len();
+            let config = RunConfig {
+                preset: request.preset.name.clone(),
+                model,
+                training: request.preset.training.clone(),
+                data: request.data.clone(),
+                seed: request.seed,
+                epochs: request.epochs,
+                minutes: request.minutes.or(if request.epochs.is_none() {
+                    Some(request.preset.training.minutes)
+                } else {
+                    None
+                }),
+            };
+            vocab.save(run.path()).context("saving the vocabulary")?;
+            run.write_config(&config)?;
+            (config, vocab)
+        }
+    };
+    let mut resumed = resumed;
+    if let Some(state) = &mut resumed {
+        let epochs_left = config.epochs.is_none_or(|e| state.epoch < e as u64);
+        let time_left = config.minutes.is_none_or(|m| state.train_seconds < m * 60.0);
+        state.finished &= !(epochs_left && time_left);
+        if state.finished {
+            eprintln!(
+                "run {} already finished at step {}",
+                run.path().display(),
+                state.step
+            );
+            return Ok(TrainOutcome {
+                state: state.clone(),
+                run: run.path().to_path_buf(),
+            });
+        }
+    }
+
+    let image = image_config(config.model.image_size);
+    let cache = request
+        .cache_dir
+        .clone()
+        .unwrap_or_else(|| default_cache_dir(&config.data));
+    let train_split = load_split(&config.data, "train", &vocab, image, &cache)?;
+    let val_split = load_split(&config.data, "val", &vocab, image, &cache)?;
+
+    let (model, varmap) = build_model(&config.model, config.seed, device)?;
+    let training = &config.training;
+    let mut adam = Adam::new(
+        trainable(&varmap),
+        AdamConfig::new(training.learning_rate, training.weight_decay),
+    );
+    let mut state = match resumed {
+        Some(state) => {
+            let (model_path, optimizer_path) = run.checkpoint_paths(&state);
+            load_model(&varmap, &model_path)?;
+            let saved = candle_core::safetensors::load(&optimizer_path, device)
+                .with_context(|| format!("reading {}", optimizer_path.display()))?;
+            adam.load_state(saved)
+                .with_context(|| format!("restoring {}", optimizer_path.display()))?;
+            eprintln!(
+                "resuming {} at step {} (epoch {})",
+                run.path().display(),
+                state.step,
+                state.epoch
+            );
+            state
+        }
+        None => RunState::default(),
+    };
+
+    let batcher = train_split.batcher(training.batch_size, config.seed, true)?;
+    let batches_per_epoch = batcher.plan(0).len();
+    let progress = progress_bar(&config, batches_per_epoch, &state, request.quiet);
+    let session_start = Instant::now();
+    let seconds_before = state.train_seconds;
+    let out_of_time = |state: &RunState| config.minutes.is_some_and(|m| state.train_seconds >= m * 60.0);
+    let out_of_epochs = |state: &RunState| config.epochs.is_some_and(|e| state.epoch >= e as u64);
+    let mut window = (0.0f64, 0.0f64, 0usize); // loss sum, accuracy sum, batches
+
+    'epochs: while !out_of_time(&state) && !out_of_epochs(&state) {
+        for batch in batcher.epoch(state.epoch).skip(state.batches_done_in_epoch) {
+            let batch = batch?;
+            let answers = batch
+                .answers
+                .as_ref()
+                .context("a training question has no answer")?
+                .to_device(device)?;
+            let lengths: Vec<usize> = batch
+                .lengths
+                .to_vec1::<u32>()?
+                .into_iter()
+                .map(|l| l as usize)
+                .collect();
+            let step_start = Instant::now();
+            let logits = model.forward_t(
+                &batch.images.to_device(device)?,
+                &batch.questions.to_device(device)?,
+                &lengths,
+                true,
+            )?;
+            let (loss, accuracy) = loss_and_accuracy(&logits, &answers)?;
+            let loss_value = loss.to_scalar::<f32>()? as f64;
+            if !loss_value.is_finite() {
+                bail!(
+                    "the loss became {loss_value} at step {}: training stopped; the last good checkpoint (step {}) is kept in {}",
+                    state.step + 1,
+                    run.read_state()?.map_or(0, |s| s.step),
+                    run.path().display()
+                );
+            }
+            adam.step(&loss.backward()?)?;
+            state.step += 1;
+            state.batches_done_in_epoch += 1;
+            state.train_seconds = seconds_before + session_start.elapsed().as_secs_f64();
+            window = (window.0 + loss_value, window.1 + accuracy, window.2 + 1);
+            let samples_per_s = lengths.len() as f64 / step_start.elapsed().as_secs_f64();
+            progress.set_position(progress_position(&config, &state, batches_per_epoch));
+            progress.set_message(format!(
+                "loss {:.3} acc {:.1}% {:.0} samples/s",
+                window.0 / window.2 as f64,
+                100.0 * window.1 / window.2 as f64,
+                samples_per_s
+            ));
+            let end_of_epoch = state.batches_done_in_epoch == batches_per_epoch;
+            if end_of_epoch {
+                state.epoch += 1;
+                state.batches_done_in_epoch = 0;
+            }
+            let stop = out_of_time(&state) || out_of_epochs(&state);
+            if state.step % training.eval_every as u64 == 0 || end_of_epoch || stop {
+                let eval = evaluate(
+                    &model,
+                    &val_split,
+                    training.batch_size.max(64),
+                    request.val_limit,
+                    device,
+                )?;
+                record(&run, &mut state, &eval, window, &varmap, &progress)?;
+                window = (0.0, 0.0, 0);
+                state.finished = stop;
+                run.save_checkpoint(&state, &model_tensors(&varmap), &adam.state()?)?;
+            }
+            if stop {
+                break 'epochs;
+            }
+        }
+    }
+    progress.finish_and_clear();
+    Ok(TrainOutcome {
+        state,
+        run: run.path().to_path_buf(),
+    })
+}
+
+/// Appends the metrics of an evaluation and keeps the best model.
+fn record(
+    run: &RunDir,
+    state: &mut RunState,
+    eval: &Evaluation,
+    window: (f64, f64, usize),
+    varmap: &VarMap,
+    progress: &ProgressBar,
+) -> Result<()> {
+    let val = eval.overall.accuracy().unwrap_or(0.0);
+    let mut record = eval.summary_json();
+    let fields = record.as_object_mut().expect("summary is an object");
+    fields.insert("step".into(), state.step.into());
+    fields.insert("epoch".into(), state.epoch.into());
+    fields.insert("train_seconds".into(), state.train_seconds.into());
+    if window.2 > 0 {
+        fields.insert("train_loss".into(), (window.0 / window.2 as f64).into());
+        fields.insert("train_accuracy".into(), (window.1 / window.2 as f64).into());
+    }
+    run.append_metrics(&record)?;
+    if state.best_val_accuracy.is_none_or(|best| val > best) {
+        state.best_val_accuracy = Some(val);
+        state.best_step = Some(state.step);
+        save_tensors(&model_tensors(varmap), &run.best_path())?;
+    }
+    progress.println(format!(
+        "step {:>6}  val accuracy {:.1}% ({} questions)  best {:.1}%",
+        state.step,
+        100.0 * val,
+        eval.overall.total,
+        100.0 * state.best_val_accuracy.unwrap_or(0.0)
+    ));
+    Ok(())
+}
+
+/// The bar counts seconds under a time budget and batches under an epoch budget.
+fn progress_bar(config: &RunConfig, batches_per_epoch: usize, state: &RunState, quiet: bool) -> ProgressBar {
+    if quiet {
+        return ProgressBar::hidden();
+    }
+    let (length, unit) = match config.minutes {
+        Some(m) => ((m * 60.0) as u64, "s"),
+        None => (
+            (config.epochs.unwrap_or(1) * batches_per_epoch) as u64,
+            " batches",
+        ),
+    };
+    let bar = ProgressBar::new(length);
+    bar.set_style(
+        ProgressStyle::with_template(&format!(
+            "{{elapsed_precise}} [{{bar:30}}] {{pos}}/{{len}}{unit} ETA {{eta}}  {{msg}}"
+        ))
+        .expect("valid progress template")
+        .progress_chars("=> "),
+    );
+    bar.set_position(progress_position(config, state, batches_per_epoch));
+    bar
+}
+
+fn progress_position(config: &RunConfig, state: &RunState, batches_per_epoch: usize) -> u64 {
+    match config.minutes {
+        Some(_) => state.train_seconds as u64,
+        None => state.epoch * batches_per_epoch as u64 + state.batches_done_in_epoch as u64,
+    }
+}
+
+/// Loads a trained run's best model (or its last checkpoint when no best exists yet).
+pub fn load_run(run_path: &Path, device: &Device) -> Result<(RunConfig, Vocabulary, FilmModel)> {
+    let run = RunDir::open(run_path)?;
+    let config = run.read_config()?;
+    let vocab = Vocabulary::load(run.path())
+        .with_context(|| format!("loading the vocabulary of {}", run.path().display()))?;
+    let (model, varmap) = build_model(&config.model, config.seed, device)?;
+    let best = run.best_path();
+    let weights = if best.exists() {
+        best
+    } else {
+        let state = run
+            .read_state()?
+            .with_context(|| format!("{} has no checkpoint yet", run.path().display()))?;
+        run.checkpoint_paths(&state).0
+    };
+    load_model(&varmap, &weights)?;
+    Ok((config, vocab, model))
+}
+
+/// A split of `data` prepared for a run's model, for `eval`.
+pub fn load_eval_split(data: &Path, split: &str, vocab: &Vocabulary, image_size: usize) -> Result<Split> {
+    load_split(
+        data,
+        split,
+        vocab,
+        image_config(image_size),
+        &default_cache_dir(data),
+    )
+}
