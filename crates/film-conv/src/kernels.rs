@@ -336,8 +336,10 @@ pub fn param_grad(g: &ConvGeometry, x: &[f32], dy: &[f32], with_bias: bool, out:
         return;
     }
     // One partial sum per chunk of images, reduced at the end: summing into
-    // one shared buffer would serialise the threads.
-    let chunks = rayon::current_num_threads().min(g.batch);
+    // one shared buffer would serialise the threads. Two chunks per thread
+    // let rayon rebalance when a thread is slowed (shared machines) at the
+    // cost of one more zeroing and reduction of a weight-sized buffer.
+    let chunks = (2 * rayon::current_num_threads()).min(g.batch);
     let per_chunk = g.batch.div_ceil(chunks);
     let partials: Vec<ScratchBuf> = x
         .par_chunks(per_chunk * in_len)
