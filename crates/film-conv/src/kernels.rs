@@ -202,9 +202,54 @@ pub fn forward(g: &ConvGeometry, x: &[f32], w: &[f32], bias: Option<&[f32]>, out
     );
 }
 
+/// With stride 1 the input gradient is itself a forward convolution: of
+/// `dy`, padded by `kernel - 1 - padding`, with the weight flipped in space
+/// and its channel axes swapped. This is that convolution's geometry, when
+/// it exists (square kernel, padding below the kernel size).
+fn adjoint_geometry(g: &ConvGeometry) -> Option<ConvGeometry> {
+    let square = g.kernel_h == g.kernel_w;
+    (g.stride == 1 && square && g.padding < g.kernel_h).then(|| ConvGeometry {
+        batch: g.batch,
+        in_channels: g.out_channels,
+        in_h: g.out_h,
+        in_w: g.out_w,
+        out_channels: g.in_channels,
+        kernel_h: g.kernel_h,
+        kernel_w: g.kernel_w,
+        stride: 1,
+        padding: g.kernel_h - 1 - g.padding,
+        out_h: g.in_h,
+        out_w: g.in_w,
+    })
+}
+
+/// `w` (C_out x C_in x KH x KW) flipped in space, channel axes swapped:
+/// the weight of [`adjoint_geometry`]'s convolution.
+fn flip_transpose(g: &ConvGeometry, w: &[f32], flipped: &mut [f32]) {
+    let (kh, kw) = (g.kernel_h, g.kernel_w);
+    for co in 0..g.out_channels {
+        for ci in 0..g.in_channels {
+            let src = &w[(co * g.in_channels + ci) * kh * kw..][..kh * kw];
+            let dst = &mut flipped[(ci * g.out_channels + co) * kh * kw..][..kh * kw];
+            for (d, s) in dst.iter_mut().zip(src.iter().rev()) {
+                *d = *s;
+            }
+        }
+    }
+}
+
 /// `dx = ∂(sum(dy ⊙ conv(x, w))) / ∂x`: the transposed convolution of `dy`
 /// (N x C_out x OH x OW) with `w`, written into `dx` (N x C_in x H x W).
 pub fn input_grad(g: &ConvGeometry, dy: &[f32], w: &[f32], dx: &mut [f32]) {
+    // As a forward convolution the unfolding is a gather (im2col) instead of
+    // a scatter-add (col2im), and the GEMM has the forward's better shape
+    // (long reduction over C_out x KH x KW).
+    if let Some(adjoint) = adjoint_geometry(g).filter(|_| !g.is_pointwise()) {
+        let mut flipped = ScratchBuf::take(w.len());
+        flip_transpose(g, w, &mut flipped);
+        forward(&adjoint, dy, &flipped, None, dx);
+        return;
+    }
     let (k, plane) = (g.patch_len(), g.out_plane());
     for_each_image(
         g,
