@@ -113,7 +113,10 @@ fn three_by_three_same() -> Result<()> {
         &case("3x3 batch 1", [1, 32, 14, 14], 32, 3, 1, 1, false),
         21,
     )?;
-    check(&case("3x3 batch 5", [5, 8, 6, 11], 6, 3, 1, 1, true), 22)
+    check(&case("3x3 batch 5", [5, 8, 6, 11], 6, 3, 1, 1, true), 22)?;
+    // Stride 1 without padding: the input gradient's adjoint convolution
+    // pads by 2.
+    check(&case("3x3 unpadded", [2, 4, 7, 6], 5, 3, 1, 0, true), 23)
 }
 
 #[test]
