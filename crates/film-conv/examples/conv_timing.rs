@@ -6,7 +6,12 @@
 //! regression benchmark; this is for side-by-side runs on a noisy machine,
 //! where the minimum shows what an uncontended call costs.)
 //!
-//!     cargo run --release -p film-conv --example conv_timing -- [iterations]
+//! Each line also gives the process CPU time per call (`cpu_ms`): run with
+//! `RAYON_NUM_THREADS=1` it is the single-core cost of a call, which other
+//! processes on a shared machine inflate much less than wall time; compare
+//! it with `scripts/torch_conv_cpu_time.py`.
+//!
+//!     cargo run --release -p film-conv --example conv_timing -- [iterations] [--ours-only]
 
 use std::time::Instant;
 
@@ -22,32 +27,70 @@ const WARMUP: usize = 3;
 
 type Conv = fn(&Tensor, &Tensor, Option<&Tensor>, ConvParams) -> Result<Tensor>;
 
-fn time_calls(iterations: usize, mut call: impl FnMut() -> Result<()>) -> Result<Vec<f64>> {
+/// Linux reports process CPU time in units of USER_HZ, fixed at 100 per
+/// second for user space.
+const USER_HZ: f64 = 100.0;
+
+/// User plus system CPU time of this process so far, in milliseconds, from
+/// /proc/self/stat (fields 14 and 15, counted after the parenthesised name).
+fn process_cpu_ms() -> Result<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat")?;
+    let after_name = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest)
+        .unwrap_or_default();
+    let fields: Vec<&str> = after_name.split_whitespace().collect();
+    let ticks = |i: usize| -> Result<f64> {
+        let field = fields.get(i).ok_or_else(|| {
+            candle_core::Error::Msg(format!("/proc/self/stat: no field {}", i + 3))
+        })?;
+        field.parse::<f64>().map_err(|_| {
+            candle_core::Error::Msg(format!("/proc/self/stat: field {} is {field:?}", i + 3))
+        })
+    };
+    // Fields 14 and 15 of the man page; the first after the name is field 3.
+    Ok((ticks(11)? + ticks(12)?) / USER_HZ * 1e3)
+}
+
+struct Timings {
+    /// Wall time of each call, sorted.
+    wall_ms: Vec<f64>,
+    cpu_ms_per_call: f64,
+}
+
+fn time_calls(iterations: usize, mut call: impl FnMut() -> Result<()>) -> Result<Timings> {
     for _ in 0..WARMUP {
         call()?;
     }
-    let mut times = Vec::with_capacity(iterations);
+    let mut wall_ms = Vec::with_capacity(iterations);
+    let cpu_start = process_cpu_ms()?;
     for _ in 0..iterations {
         let start = Instant::now();
         call()?;
-        times.push(start.elapsed().as_secs_f64() * 1e3);
+        wall_ms.push(start.elapsed().as_secs_f64() * 1e3);
     }
-    times.sort_by(f64::total_cmp);
-    Ok(times)
+    let cpu_ms_per_call = (process_cpu_ms()? - cpu_start) / iterations as f64;
+    wall_ms.sort_by(f64::total_cmp);
+    Ok(Timings {
+        wall_ms,
+        cpu_ms_per_call,
+    })
 }
 
-fn report(imp: &str, what: &str, times: &[f64]) {
+fn report(imp: &str, what: &str, t: &Timings) {
+    let times = &t.wall_ms;
     let median = times[times.len() / 2];
     println!(
-        "{{\"impl\": \"{imp}\", \"threads\": {}, \"what\": \"{what}\", \"shape\": \"64x128x14x14_k3x3_128to128_pad1\", \"median_ms\": {median:.4}, \"min_ms\": {:.4}, \"n\": {}}}",
+        "{{\"impl\": \"{imp}\", \"threads\": {}, \"what\": \"{what}\", \"shape\": \"64x128x14x14_k3x3_128to128_pad1\", \"median_ms\": {median:.4}, \"min_ms\": {:.4}, \"cpu_ms\": {:.1}, \"n\": {}}}",
         rayon::current_num_threads(),
         times[0],
+        t.cpu_ms_per_call,
         times.len()
     );
 }
 
 fn main() -> Result<()> {
-    let iterations: usize = match std::env::args().nth(1) {
+    let iterations: usize = match std::env::args().skip(1).find(|a| !a.starts_with("--")) {
         Some(arg) => arg.parse().map_err(|_| {
             candle_core::Error::Msg(format!("iterations: expected a count, got {arg:?}"))
         })?,
@@ -61,8 +104,10 @@ fn main() -> Result<()> {
     )?;
     let dy = Tensor::randn(0f32, 1.0, (n, c, h, w), &dev)?;
 
+    // candle's backward takes seconds per call on one core; skip it there.
+    let ours_only = std::env::args().any(|a| a == "--ours-only");
     let paths: [(&str, Conv); 2] = [("ours", fast::conv2d), ("candle", reference::conv2d)];
-    for (imp, conv) in paths {
+    for (imp, conv) in paths.into_iter().take(if ours_only { 1 } else { 2 }) {
         let times = time_calls(iterations, || conv(&x, &wt, None, PARAMS).map(drop))?;
         report(imp, "conv2d_fwd", &times);
         let times = time_calls(iterations, || {
