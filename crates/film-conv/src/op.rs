@@ -1,0 +1,232 @@
+//! The fast kernels as candle custom ops: a differentiable forward op and
+//! the two backward ops it calls.
+
+use candle_core::backend::BackendStorage;
+use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
+
+use crate::error::ConvError;
+use crate::geometry::{ConvGeometry, ConvParams};
+use crate::kernels;
+
+fn f32_data<'a>(what: &'static str, storage: &'a CpuStorage, layout: &Layout) -> Result<&'a [f32]> {
+    let CpuStorage::F32(data) = storage else {
+        return Err(ConvError::DType {
+            what,
+            dtype: storage.dtype(),
+        }
+        .into());
+    };
+    let (start, end) = layout
+        .contiguous_offsets()
+        .ok_or(ConvError::NotContiguous { what })?;
+    Ok(&data[start..end])
+}
+
+/// `conv2d(x, w) [+ b]` on CPU f32: `x.apply_op2(w, op)` or
+/// `x.apply_op3(w, b, op)`. Backward gives the gradients of every argument
+/// that takes part in autograd (an input that is plain data gets none, which
+/// spares the stem its input-gradient pass).
+#[derive(Debug, Clone, Copy)]
+pub struct Conv2dOp {
+    pub params: ConvParams,
+}
+
+impl Conv2dOp {
+    fn run(
+        &self,
+        x: (&CpuStorage, &Layout),
+        w: (&CpuStorage, &Layout),
+        bias: Option<(&CpuStorage, &Layout)>,
+    ) -> Result<(CpuStorage, Shape)> {
+        let g = ConvGeometry::new(x.1.shape(), w.1.shape(), self.params)?;
+        let bias = match bias {
+            Some((s, l)) => {
+                if l.shape().dims() != [g.out_channels] {
+                    return Err(ConvError::BiasShape {
+                        bias: l.shape().clone(),
+                        out_channels: g.out_channels,
+                    }
+                    .into());
+                }
+                Some(f32_data("bias", s, l)?)
+            }
+            None => None,
+        };
+        let (x, w) = (f32_data("input", x.0, x.1)?, f32_data("weight", w.0, w.1)?);
+        let mut out = vec![0f32; g.batch * g.out_image_len()];
+        kernels::forward(&g, x, w, bias, &mut out);
+        Ok((CpuStorage::F32(out), g.output_shape()))
+    }
+
+    fn backward(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        bias: Option<&Tensor>,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        // The seed gradient is often a broadcast (e.g. from `sum`).
+        let grad = grad.contiguous()?;
+        let (x, w) = (x.contiguous()?, w.contiguous()?);
+        let (_, _, in_h, in_w) = x.dims4()?;
+        let dx = if x.track_op() {
+            let op = InputGradOp {
+                params: self.params,
+                in_h,
+                in_w,
+            };
+            Some(grad.apply_op2_no_bwd(&w, &op)?)
+        } else {
+            None
+        };
+        let wants_bias = bias.is_some_and(Tensor::track_op);
+        if !w.track_op() && !wants_bias {
+            return Ok((dx, None, None));
+        }
+        let (out_channels, _, kernel_h, kernel_w) = w.dims4()?;
+        let op = ParamGradOp {
+            params: self.params,
+            kernel_h,
+            kernel_w,
+            with_bias: bias.is_some(),
+        };
+        let flat = x.apply_op2_no_bwd(&grad, &op)?;
+        let dw = flat.narrow(0, 0, w.elem_count())?.reshape(w.shape())?;
+        let db = match bias {
+            Some(_) => Some(flat.narrow(0, w.elem_count(), out_channels)?),
+            None => None,
+        };
+        Ok((dx, Some(dw), db))
+    }
+}
+
+impl CustomOp2 for Conv2dOp {
+    fn name(&self) -> &'static str {
+        "film-conv2d"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        self.run((s1, l1), (s2, l2), None)
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let (dx, dw, _) = self.backward(x, w, None, grad)?;
+        Ok((dx, dw))
+    }
+}
+
+impl CustomOp3 for Conv2dOp {
+    fn name(&self) -> &'static str {
+        "film-conv2d-bias"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        self.run((s1, l1), (s2, l2), Some((s3, l3)))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        b: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        self.backward(x, w, Some(b), grad)
+    }
+}
+
+/// The input gradient of a convolution: `dy.apply_op2_no_bwd(w, op)`, with
+/// the input's spatial size (not recoverable from `dy` when stride > 1).
+#[derive(Debug, Clone, Copy)]
+pub struct InputGradOp {
+    pub params: ConvParams,
+    pub in_h: usize,
+    pub in_w: usize,
+}
+
+impl CustomOp2 for InputGradOp {
+    fn name(&self) -> &'static str {
+        "film-conv2d-input-grad"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (batch, _, _, _) = l1.shape().dims4()?;
+        let (_, in_channels, _, _) = l2.shape().dims4()?;
+        let x_shape = Shape::from((batch, in_channels, self.in_h, self.in_w));
+        let g = ConvGeometry::new(&x_shape, l2.shape(), self.params)?;
+        g.check_output("output gradient", l1.shape())?;
+        let (dy, w) = (
+            f32_data("output gradient", s1, l1)?,
+            f32_data("weight", s2, l2)?,
+        );
+        let mut dx = vec![0f32; g.batch * g.in_image_len()];
+        kernels::input_grad(&g, dy, w, &mut dx);
+        Ok((CpuStorage::F32(dx), x_shape))
+    }
+}
+
+/// The weight gradient, followed by the bias gradient when `with_bias`, as
+/// one flat tensor: `x.apply_op2_no_bwd(dy, op)`. One op for both so that
+/// the bias sum rides along the pass over `dy` that the weight needs anyway.
+#[derive(Debug, Clone, Copy)]
+pub struct ParamGradOp {
+    pub params: ConvParams,
+    pub kernel_h: usize,
+    pub kernel_w: usize,
+    pub with_bias: bool,
+}
+
+impl CustomOp2 for ParamGradOp {
+    fn name(&self) -> &'static str {
+        "film-conv2d-param-grad"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (_, in_channels, _, _) = l1.shape().dims4()?;
+        let (_, out_channels, _, _) = l2.shape().dims4()?;
+        let w_shape = Shape::from((out_channels, in_channels, self.kernel_h, self.kernel_w));
+        let g = ConvGeometry::new(l1.shape(), &w_shape, self.params)?;
+        g.check_output("output gradient", l2.shape())?;
+        let (x, dy) = (
+            f32_data("input", s1, l1)?,
+            f32_data("output gradient", s2, l2)?,
+        );
+        let len = w_shape.elem_count() + if self.with_bias { out_channels } else { 0 };
+        let mut out = vec![0f32; len];
+        kernels::param_grad(&g, x, dy, self.with_bias, &mut out);
+        Ok((CpuStorage::F32(out), Shape::from(len)))
+    }
+}
