@@ -29,9 +29,8 @@ fn inputs() -> Result<(Var, Var, Tensor)> {
     let dev = Device::Cpu;
     let x = Var::randn(0f32, 1.0, (BATCH, CHANNELS, SIDE, SIDE), &dev)?;
     let scale = 1.0 / ((CHANNELS * KERNEL * KERNEL) as f64).sqrt();
-    let w = Var::from_tensor(
-        &(Tensor::randn(0f32, 1.0, (CHANNELS, CHANNELS, KERNEL, KERNEL), &dev)? * scale)?,
-    )?;
+    let w =
+        Var::from_tensor(&(Tensor::randn(0f32, 1.0, (CHANNELS, CHANNELS, KERNEL, KERNEL), &dev)? * scale)?)?;
     let dy = Tensor::randn(0f32, 1.0, (BATCH, CHANNELS, SIDE, SIDE), &dev)?;
     Ok((x, w, dy))
 }
@@ -39,9 +38,7 @@ fn inputs() -> Result<(Var, Var, Tensor)> {
 fn bench_conv3x3(c: &mut Criterion) {
     let (x, w, dy) = inputs().expect("bench inputs");
     let mut group = c.benchmark_group("conv2d_3x3_128to128_64x128x14x14");
-    group
-        .sample_size(20)
-        .measurement_time(Duration::from_secs(6));
+    group.sample_size(20).measurement_time(Duration::from_secs(6));
     let paths: [(&str, Conv); 2] = [("ours", fast::conv2d), ("candle", reference::conv2d)];
 
     group.throughput(Throughput::Elements(FLOPS));

@@ -35,18 +35,15 @@ const USER_HZ: f64 = 100.0;
 /// /proc/self/stat (fields 14 and 15, counted after the parenthesised name).
 fn process_cpu_ms() -> Result<f64> {
     let stat = std::fs::read_to_string("/proc/self/stat")?;
-    let after_name = stat
-        .rsplit_once(')')
-        .map(|(_, rest)| rest)
-        .unwrap_or_default();
+    let after_name = stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or_default();
     let fields: Vec<&str> = after_name.split_whitespace().collect();
     let ticks = |i: usize| -> Result<f64> {
-        let field = fields.get(i).ok_or_else(|| {
-            candle_core::Error::Msg(format!("/proc/self/stat: no field {}", i + 3))
-        })?;
-        field.parse::<f64>().map_err(|_| {
-            candle_core::Error::Msg(format!("/proc/self/stat: field {} is {field:?}", i + 3))
-        })
+        let field = fields
+            .get(i)
+            .ok_or_else(|| candle_core::Error::Msg(format!("/proc/self/stat: no field {}", i + 3)))?;
+        field
+            .parse::<f64>()
+            .map_err(|_| candle_core::Error::Msg(format!("/proc/self/stat: field {} is {field:?}", i + 3)))
     };
     // Fields 14 and 15 of the man page; the first after the name is field 3.
     Ok((ticks(11)? + ticks(12)?) / USER_HZ * 1e3)
@@ -91,17 +88,15 @@ fn report(imp: &str, what: &str, t: &Timings) {
 
 fn main() -> Result<()> {
     let iterations: usize = match std::env::args().skip(1).find(|a| !a.starts_with("--")) {
-        Some(arg) => arg.parse().map_err(|_| {
-            candle_core::Error::Msg(format!("iterations: expected a count, got {arg:?}"))
-        })?,
+        Some(arg) => arg
+            .parse()
+            .map_err(|_| candle_core::Error::Msg(format!("iterations: expected a count, got {arg:?}")))?,
         None => 20,
     };
     let dev = Device::Cpu;
     let (n, c, h, w) = SHAPE;
     let x = Var::randn(0f32, 1.0, SHAPE, &dev)?;
-    let wt = Var::from_tensor(
-        &(Tensor::randn(0f32, 1.0, (c, c, 3, 3), &dev)? / ((c * 9) as f64).sqrt())?,
-    )?;
+    let wt = Var::from_tensor(&(Tensor::randn(0f32, 1.0, (c, c, 3, 3), &dev)? / ((c * 9) as f64).sqrt())?)?;
     let dy = Tensor::randn(0f32, 1.0, (n, c, h, w), &dev)?;
 
     // candle's backward takes seconds per call on one core; skip it there.
@@ -120,9 +115,7 @@ fn main() -> Result<()> {
         in_h: h,
         in_w: w,
     };
-    let times = time_calls(iterations, || {
-        dy.apply_op2_no_bwd(&wt, &input_grad).map(drop)
-    })?;
+    let times = time_calls(iterations, || dy.apply_op2_no_bwd(&wt, &input_grad).map(drop))?;
     report("ours", "conv2d_bwd_input", &times);
     let param_grad = ParamGradOp {
         params: PARAMS,
@@ -130,9 +123,7 @@ fn main() -> Result<()> {
         kernel_w: 3,
         with_bias: false,
     };
-    let times = time_calls(iterations, || {
-        x.apply_op2_no_bwd(&dy, &param_grad).map(drop)
-    })?;
+    let times = time_calls(iterations, || x.apply_op2_no_bwd(&dy, &param_grad).map(drop))?;
     report("ours", "conv2d_bwd_weight", &times);
     Ok(())
 }

@@ -18,7 +18,9 @@ pub enum ConvError {
         weight: Shape,
     },
 
-    #[error("film-conv: bias has shape {bias:?}, expected ({out_channels},) for the weight's output channels")]
+    #[error(
+        "film-conv: bias has shape {bias:?}, expected ({out_channels},) for the weight's output channels"
+    )]
     BiasShape { bias: Shape, out_channels: usize },
 
     #[error(

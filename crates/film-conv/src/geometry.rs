@@ -109,12 +109,7 @@ impl ConvGeometry {
     }
 
     pub fn weight_shape(&self) -> Shape {
-        Shape::from((
-            self.out_channels,
-            self.in_channels,
-            self.kernel_h,
-            self.kernel_w,
-        ))
+        Shape::from((self.out_channels, self.in_channels, self.kernel_h, self.kernel_w))
     }
 
     pub fn output_shape(&self) -> Shape {

@@ -59,10 +59,7 @@ pub fn im2col(g: &ConvGeometry, image: &[f32], oy0: usize, oy1: usize, cols: &mu
                     if g.stride == 1 {
                         dst[lo..hi].copy_from_slice(&src[first..first + (hi - lo)]);
                     } else {
-                        for (d, s) in dst[lo..hi]
-                            .iter_mut()
-                            .zip(src[first..].iter().step_by(g.stride))
-                        {
+                        for (d, s) in dst[lo..hi].iter_mut().zip(src[first..].iter().step_by(g.stride)) {
                             *d = *s;
                         }
                     }

@@ -104,14 +104,8 @@ fn split_images(g: &ConvGeometry) -> bool {
     g.batch >= 2 && rayon::current_num_threads() >= 2
 }
 
-fn for_each_image<F>(
-    g: &ConvGeometry,
-    src: &[f32],
-    src_len: usize,
-    dst: &mut [f32],
-    dst_len: usize,
-    f: F,
-) where
+fn for_each_image<F>(g: &ConvGeometry, src: &[f32], src_len: usize, dst: &mut [f32], dst_len: usize, f: F)
+where
     F: Fn(&[f32], &mut [f32], Parallelism) + Sync,
 {
     if split_images(g) {
@@ -189,14 +183,7 @@ pub fn forward(g: &ConvGeometry, x: &[f32], w: &[f32], bias: Option<&[f32]>, out
                     rs: k,
                     cs: 1,
                 };
-                matmul(
-                    (g.out_channels, band, k),
-                    out,
-                    bias.is_some(),
-                    weight,
-                    cols,
-                    par,
-                );
+                matmul((g.out_channels, band, k), out, bias.is_some(), weight, cols, par);
             }
         },
     );
@@ -251,60 +238,53 @@ pub fn input_grad(g: &ConvGeometry, dy: &[f32], w: &[f32], dx: &mut [f32]) {
         return;
     }
     let (k, plane) = (g.patch_len(), g.out_plane());
-    for_each_image(
-        g,
-        dy,
-        g.out_image_len(),
-        dx,
-        g.in_image_len(),
-        |dy, dx, par| {
-            // W read transposed: (K x C_out).
+    for_each_image(g, dy, g.out_image_len(), dx, g.in_image_len(), |dy, dx, par| {
+        // W read transposed: (K x C_out).
+        let weight_t = MatRef {
+            data: w,
+            rs: 1,
+            cs: k,
+        };
+        if g.is_pointwise() {
+            let dx = MatMut {
+                data: dx,
+                rs: plane,
+                cs: 1,
+            };
+            let dy = MatRef {
+                data: dy,
+                rs: plane,
+                cs: 1,
+            };
+            matmul((k, plane, g.out_channels), dx, false, weight_t, dy, par);
+            return;
+        }
+        dx.fill(0.0);
+        let rows = band_rows(g);
+        let mut cols = ScratchBuf::take(k * rows * g.out_w);
+        for oy0 in (0..g.out_h).step_by(rows) {
+            let oy1 = (oy0 + rows).min(g.out_h);
+            let band = (oy1 - oy0) * g.out_w;
+            let cols = &mut cols[..k * band];
+            let dcols = MatMut {
+                data: &mut *cols,
+                rs: band,
+                cs: 1,
+            };
+            let dy = MatRef {
+                data: &dy[oy0 * g.out_w..],
+                rs: plane,
+                cs: 1,
+            };
             let weight_t = MatRef {
                 data: w,
                 rs: 1,
                 cs: k,
             };
-            if g.is_pointwise() {
-                let dx = MatMut {
-                    data: dx,
-                    rs: plane,
-                    cs: 1,
-                };
-                let dy = MatRef {
-                    data: dy,
-                    rs: plane,
-                    cs: 1,
-                };
-                matmul((k, plane, g.out_channels), dx, false, weight_t, dy, par);
-                return;
-            }
-            dx.fill(0.0);
-            let rows = band_rows(g);
-            let mut cols = ScratchBuf::take(k * rows * g.out_w);
-            for oy0 in (0..g.out_h).step_by(rows) {
-                let oy1 = (oy0 + rows).min(g.out_h);
-                let band = (oy1 - oy0) * g.out_w;
-                let cols = &mut cols[..k * band];
-                let dcols = MatMut {
-                    data: &mut *cols,
-                    rs: band,
-                    cs: 1,
-                };
-                let dy = MatRef {
-                    data: &dy[oy0 * g.out_w..],
-                    rs: plane,
-                    cs: 1,
-                };
-                let weight_t = MatRef {
-                    data: w,
-                    rs: 1,
-                    cs: k,
-                };
-                matmul((k, band, g.out_channels), dcols, false, weight_t, dy, par);
-                col2im_add(g, cols, oy0, oy1, dx);
-            }
-        },
-    );
+            matmul((k, band, g.out_channels), dcols, false, weight_t, dy, par);
+            col2im_add(g, cols, oy0, oy1, dx);
+        }
+    });
 }
 
 /// Adds one image's weight gradient (and bias gradient) onto `acc`

@@ -55,12 +55,7 @@ pub mod fast {
     }
 
     /// The fast path; errors on tensors that [`supports`] rejects.
-    pub fn conv2d(
-        x: &Tensor,
-        w: &Tensor,
-        b: Option<&Tensor>,
-        params: ConvParams,
-    ) -> Result<Tensor> {
+    pub fn conv2d(x: &Tensor, w: &Tensor, b: Option<&Tensor>, params: ConvParams) -> Result<Tensor> {
         let op = Conv2dOp { params };
         let (x, w) = (x.contiguous()?, w.contiguous()?);
         match b {
@@ -75,12 +70,7 @@ pub mod fast {
 pub mod reference {
     use super::*;
 
-    pub fn conv2d(
-        x: &Tensor,
-        w: &Tensor,
-        b: Option<&Tensor>,
-        params: ConvParams,
-    ) -> Result<Tensor> {
+    pub fn conv2d(x: &Tensor, w: &Tensor, b: Option<&Tensor>, params: ConvParams) -> Result<Tensor> {
         let y = x.conv2d(w, params.padding, params.stride, 1, 1)?;
         match b {
             Some(b) => y.broadcast_add(&b.reshape((1, b.elem_count(), 1, 1))?),

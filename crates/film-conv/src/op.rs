@@ -182,10 +182,7 @@ impl CustomOp2 for InputGradOp {
         let x_shape = Shape::from((batch, in_channels, self.in_h, self.in_w));
         let g = ConvGeometry::new(&x_shape, l2.shape(), self.params)?;
         g.check_output("output gradient", l1.shape())?;
-        let (dy, w) = (
-            f32_data("output gradient", s1, l1)?,
-            f32_data("weight", s2, l2)?,
-        );
+        let (dy, w) = (f32_data("output gradient", s1, l1)?, f32_data("weight", s2, l2)?);
         let mut dx = vec![0f32; g.batch * g.in_image_len()];
         kernels::input_grad(&g, dy, w, &mut dx);
         Ok((CpuStorage::F32(dx), x_shape))
@@ -220,10 +217,7 @@ impl CustomOp2 for ParamGradOp {
         let w_shape = Shape::from((out_channels, in_channels, self.kernel_h, self.kernel_w));
         let g = ConvGeometry::new(l1.shape(), &w_shape, self.params)?;
         g.check_output("output gradient", l2.shape())?;
-        let (x, dy) = (
-            f32_data("input", s1, l1)?,
-            f32_data("output gradient", s2, l2)?,
-        );
+        let (x, dy) = (f32_data("input", s1, l1)?, f32_data("output gradient", s2, l2)?);
         let len = w_shape.elem_count() + if self.with_bias { out_channels } else { 0 };
         let mut out = vec![0f32; len];
         kernels::param_grad(&g, x, dy, self.with_bias, &mut out);

@@ -109,10 +109,7 @@ fn pointwise_1x1() -> Result<()> {
 #[test]
 fn three_by_three_same() -> Result<()> {
     check(&case("3x3 odd", [2, 13, 9, 7], 11, 3, 1, 1, true), 20)?;
-    check(
-        &case("3x3 batch 1", [1, 32, 14, 14], 32, 3, 1, 1, false),
-        21,
-    )?;
+    check(&case("3x3 batch 1", [1, 32, 14, 14], 32, 3, 1, 1, false), 21)?;
     check(&case("3x3 batch 5", [5, 8, 6, 11], 6, 3, 1, 1, true), 22)?;
     // Stride 1 without padding: the input gradient's adjoint convolution
     // pads by 2.
@@ -123,22 +120,13 @@ fn three_by_three_same() -> Result<()> {
 fn four_by_four_stride_two() -> Result<()> {
     // Odd input sizes: the last input row/column is read by no window.
     check(&case("4x4 s2 odd", [2, 3, 17, 15], 16, 4, 2, 1, true), 30)?;
-    check(
-        &case("4x4 s2 batch 1", [1, 16, 8, 8], 8, 4, 2, 1, false),
-        31,
-    )?;
-    check(
-        &case("4x4 s2 batch 3", [3, 5, 12, 10], 7, 4, 2, 1, false),
-        32,
-    )
+    check(&case("4x4 s2 batch 1", [1, 16, 8, 8], 8, 4, 2, 1, false), 31)?;
+    check(&case("4x4 s2 batch 3", [3, 5, 12, 10], 7, 4, 2, 1, false), 32)
 }
 
 #[test]
 fn three_by_three_from_1024_channels() -> Result<()> {
-    check(
-        &case("3x3 from 1024", [2, 1024, 7, 6], 24, 3, 1, 1, true),
-        40,
-    )?;
+    check(&case("3x3 from 1024", [2, 1024, 7, 6], 24, 3, 1, 1, true), 40)?;
     check(
         &case("3x3 from 1024 batch 1", [1, 1024, 5, 5], 16, 3, 1, 1, false),
         41,
@@ -149,10 +137,7 @@ fn three_by_three_from_1024_channels() -> Result<()> {
 fn image_unfolded_in_several_bands() -> Result<()> {
     // 2304 x 64 patch columns per output row: the 16 MiB band bound cuts the
     // 64 output rows into bands of 28, the last one short.
-    check(
-        &case("3x3 three bands", [1, 256, 64, 64], 4, 3, 1, 1, true),
-        50,
-    )
+    check(&case("3x3 three bands", [1, 256, 64, 64], 4, 3, 1, 1, true), 50)
 }
 
 #[test]

@@ -1,7 +1,8 @@
 //! Convolutions, batch norms and linear layers initialised as the FiLM reference code does.
 
-use candle_core::{Result, Tensor};
-use candle_nn::{BatchNorm, BatchNormConfig, Conv2d, Conv2dConfig, Init, Linear, VarBuilder};
+use candle_core::{Module, Result, Tensor};
+use candle_nn::{BatchNorm, BatchNormConfig, Init, Linear, VarBuilder};
+use film_conv::ConvParams;
 
 /// PyTorch's default bias initialisation, U(-1/√fan_in, 1/√fan_in).
 fn bias_init(fan_in: usize) -> Init {
@@ -12,7 +13,22 @@ fn bias_init(fan_in: usize) -> Init {
     }
 }
 
-/// A convolution with bias; weights Kaiming-uniform as in the reference's `init_modules`.
+/// A convolution with bias, run by film-conv's kernels on the CPU (candle's elsewhere).
+#[derive(Clone, Debug)]
+pub struct Conv {
+    weight: Tensor,
+    bias: Tensor,
+    params: ConvParams,
+}
+
+impl Module for Conv {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        film_conv::conv2d(x, &self.weight, Some(&self.bias), self.params)
+    }
+}
+
+/// A square convolution with bias; weights Kaiming-uniform as in the reference's
+/// `init_modules`, bias as PyTorch's default.
 pub fn conv2d(
     in_channels: usize,
     out_channels: usize,
@@ -20,19 +36,18 @@ pub fn conv2d(
     stride: usize,
     padding: usize,
     vb: VarBuilder,
-) -> Result<Conv2d> {
+) -> Result<Conv> {
     let weight = vb.get_with_hints(
         (out_channels, in_channels, kernel, kernel),
         "weight",
         candle_nn::init::DEFAULT_KAIMING_UNIFORM,
     )?;
     let bias = vb.get_with_hints(out_channels, "bias", bias_init(in_channels * kernel * kernel))?;
-    let config = Conv2dConfig {
-        padding,
-        stride,
-        ..Default::default()
-    };
-    Ok(Conv2d::new(weight, Some(bias), config))
+    Ok(Conv {
+        weight,
+        bias,
+        params: ConvParams { stride, padding },
+    })
 }
 
 /// A linear layer; weights Kaiming-uniform as in the reference.

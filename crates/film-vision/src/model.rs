@@ -2,16 +2,16 @@
 //! blocks that see coordinate maps, and a classifier.
 
 use candle_core::{Module, ModuleT, Result, Tensor, D};
-use candle_nn::{BatchNorm, Conv2d, Linear, VarBuilder};
+use candle_nn::{BatchNorm, Linear, VarBuilder};
 use film_layer::{film_fused, split_film_params, ChannelLayout};
 
 use crate::config::{BlockOptions, FilmPosition, Pool, Stem, VisionConfig};
-use crate::layers::{batch_norm, conv2d, coordinate_maps, linear};
+use crate::layers::{batch_norm, conv2d, coordinate_maps, linear, Conv};
 
 /// conv → BatchNorm → ReLU, the unit of both stems.
 #[derive(Clone, Debug)]
 struct ConvNormRelu {
-    conv: Conv2d,
+    conv: Conv,
     norm: BatchNorm,
 }
 
@@ -45,8 +45,8 @@ pub struct BlockFilm<'a> {
 /// r = ReLU(conv1x1([x, coords])); o = BN(conv3x3(r)); o = ReLU(FiLM(o)); out = r + o.
 #[derive(Clone, Debug)]
 pub struct FilmedResBlock {
-    input_conv: Conv2d,
-    conv: Conv2d,
+    input_conv: Conv,
+    conv: Conv,
     norm: BatchNorm,
     options: BlockOptions,
 }
