@@ -1,6 +1,6 @@
 //! The public entry points: free functions for the common cases and the [`Film`] module.
 
-use candle_core::Tensor;
+use candle_core::{Device, Tensor};
 
 use crate::error::{FilmError, Result};
 use crate::gamma::GammaMode;
@@ -14,8 +14,9 @@ use crate::reference;
 /// `x` is (N, C, *spatial) or (N, *, C) as `layout` says; `gamma` and `beta` are (N, C);
 /// `residual`, if any, has x's shape and is added after the ReLU (the FiLMed residual
 /// block's `out = r + relu(FiLM(o))`). A missing β means β = 0. Inputs of any strides are
-/// accepted (non-contiguous ones are copied first). On the CPU this runs the fused
-/// kernels; on other devices the [`reference`] composition.
+/// accepted (non-contiguous ones are copied first). On the CPU, and on CUDA devices with
+/// the `cuda` feature, this runs the fused kernels; on other devices the [`reference`]
+/// composition.
 pub fn film_fused(
     x: &Tensor,
     gamma: &Tensor,
@@ -24,7 +25,7 @@ pub fn film_fused(
     relu: bool,
     residual: Option<&Tensor>,
 ) -> Result<Tensor> {
-    if !x.device().is_cpu() {
+    if !has_fused_kernels(x.device()) {
         return reference::film_composed(x, gamma, beta, layout, relu, residual);
     }
     let geo = geometry(x, layout)?;
@@ -47,6 +48,12 @@ pub fn film_fused(
         None => x.apply_op2(&params, op)?,
         Some(residual) => x.apply_op3(&params, &residual.contiguous()?, op)?,
     })
+}
+
+/// Whether this build has fused kernels for `device`. CUDA devices can exist without
+/// this crate's `cuda` feature (another crate may enable candle's), so both are checked.
+fn has_fused_kernels(device: &Device) -> bool {
+    device.is_cpu() || (cfg!(feature = "cuda") && device.is_cuda())
 }
 
 /// FiLM of a channels-first feature map: γ ⊙ x + β with x (N, C, *spatial), γ and β (N, C).

@@ -4,9 +4,9 @@
 //! map: `FiLM(x | γ, β) = γ ⊙ x + β`, with one (γ, β) pair per example and per channel,
 //! predicted by another network from the conditioning input (a question, a class, a
 //! timestep). This crate provides that operation for any channel layout, the γ
-//! parametrisations of the paper's ablations, and fused CPU kernels whose forward and
-//! backward each make a single pass over memory, with the plain candle composition
-//! beside them in [`reference`].
+//! parametrisations of the paper's ablations, and fused CPU kernels (and CUDA ones with
+//! the `cuda` feature) whose forward and backward each make a single pass over memory,
+//! with the plain candle composition beside them in [`reference`].
 //!
 //! # Example: a tiny conditioned network, trained
 //!
@@ -56,6 +56,8 @@
 //!   [`FilmConfig::use_beta`] switches β off.
 
 mod cpu;
+#[cfg(feature = "cuda")]
+mod cuda;
 mod error;
 mod film;
 mod gamma;

@@ -1,6 +1,8 @@
 //! The fused FiLM op as candle custom ops, so that autograd calls our backward kernel.
 
 use candle_core::backend::BackendStorage;
+#[cfg(feature = "cuda")]
+use candle_core::CudaStorage;
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor, WithDType};
 
 use crate::cpu::{self, Compute};
@@ -120,6 +122,18 @@ impl CustomOp2 for FusedFilm {
         self.forward_any((s1, l1), (s2, l2), None)
     }
 
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s1: &CudaStorage,
+        l1: &Layout,
+        s2: &CudaStorage,
+        l2: &Layout,
+    ) -> Result<(CudaStorage, Shape)> {
+        let y = crate::cuda::forward(self.geo, self.relu, (s1, l1), (s2, l2), None)?;
+        Ok((y, l1.shape().clone()))
+    }
+
     fn bwd(
         &self,
         x: &Tensor,
@@ -147,6 +161,20 @@ impl CustomOp3 for FusedFilm {
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         self.forward_any((s1, l1), (s2, l2), Some((s3, l3)))
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s1: &CudaStorage,
+        l1: &Layout,
+        s2: &CudaStorage,
+        l2: &Layout,
+        s3: &CudaStorage,
+        l3: &Layout,
+    ) -> Result<(CudaStorage, Shape)> {
+        let y = crate::cuda::forward(self.geo, self.relu, (s1, l1), (s2, l2), Some((s3, l3)))?;
+        Ok((y, l1.shape().clone()))
     }
 
     fn bwd(
@@ -218,5 +246,20 @@ impl CustomOp3 for FusedFilmBackward {
         };
         let len = self.geo.numel() + self.geo.param_len();
         Ok((storage, Shape::from(len)))
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s1: &CudaStorage,
+        l1: &Layout,
+        s2: &CudaStorage,
+        l2: &Layout,
+        s3: &CudaStorage,
+        l3: &Layout,
+    ) -> Result<(CudaStorage, Shape)> {
+        let out = crate::cuda::backward(self.geo, self.relu, (s1, l1), (s2, l2), (s3, l3))?;
+        let len = self.geo.numel() + self.geo.param_len();
+        Ok((out, Shape::from(len)))
     }
 }
