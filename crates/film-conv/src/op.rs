@@ -91,12 +91,15 @@ impl Conv2dOp {
             with_bias: bias.is_some(),
         };
         let flat = x.apply_op2_no_bwd(&grad, &op)?;
-        let dw = flat.narrow(0, 0, w.elem_count())?.reshape(w.shape())?;
-        let db = match bias {
-            Some(_) => Some(flat.narrow(0, w.elem_count(), out_channels)?),
-            None => None,
+        let dw = match w.track_op() {
+            true => Some(flat.narrow(0, 0, w.elem_count())?.reshape(w.shape())?),
+            false => None,
         };
-        Ok((dx, Some(dw), db))
+        let db = match wants_bias {
+            true => Some(flat.narrow(0, w.elem_count(), out_channels)?),
+            false => None,
+        };
+        Ok((dx, dw, db))
     }
 }
 

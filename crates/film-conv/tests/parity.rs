@@ -209,3 +209,27 @@ fn layer_matches_candle_nn_and_shares_its_parameter_names() -> Result<()> {
     assert!(err < TOLERANCE, "layer forward rel err {err}");
     Ok(())
 }
+
+#[test]
+fn frozen_weight_gets_no_gradient_but_its_bias_does() -> Result<()> {
+    let x = Var::from_tensor(&random(&[2, 3, 5, 5], 100)?)?;
+    let w = random(&[4, 3, 3, 3], 101)?;
+    let b = Var::from_tensor(&random(&[4], 102)?)?;
+    let params = ConvParams {
+        stride: 1,
+        padding: 1,
+    };
+    let r = random(&[2, 4, 5, 5], 103)?;
+    let grads = (fast::conv2d(&x, &w, Some(&b), params)? * &r)?
+        .sum_all()?
+        .backward()?;
+    assert!(grads.get(&w).is_none());
+    let grads_ref = (reference::conv2d(&x, &w, Some(&b), params)? * &r)?
+        .sum_all()?
+        .backward()?;
+    for (what, v) in [("input", &x), ("bias", &b)] {
+        let err = rel_err(grads.get(v).expect("gradient"), grads_ref.get(v).unwrap())?;
+        assert!(err < TOLERANCE, "{what} gradient rel err {err}");
+    }
+    Ok(())
+}
