@@ -42,7 +42,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .size
         .split_once('x')
         .and_then(|(w, h)| Some((w.parse().ok()?, h.parse().ok()?)))
-        .ok_or_else(|| format!("--size {:?}: expected WIDTHxHEIGHT, e.g. 480x320", args.size))?;
+        .ok_or_else(|| {
+            format!(
+                "--size {:?}: expected WIDTHxHEIGHT, e.g. 480x320",
+                args.size
+            )
+        })?;
     let cogent = match args.cogent.as_deref() {
         None => None,
         Some("A") => Some(Cogent::A),
@@ -66,7 +71,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     )?);
     let start = Instant::now();
     let summary = generate(&config, &bar)?;
-    println!("wrote {} in {:.1} s", config.out.display(), start.elapsed().as_secs_f64());
+    println!(
+        "wrote {} in {:.1} s",
+        config.out.display(),
+        start.elapsed().as_secs_f64()
+    );
     for (split, images, questions) in summary.splits {
         println!("  {split}: {images} images, {questions} questions");
     }

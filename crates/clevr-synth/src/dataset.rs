@@ -61,15 +61,29 @@ impl Default for GenerateConfig {
 #[derive(Debug, thiserror::Error)]
 pub enum GenerateError {
     #[error("{path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{path}: cannot encode PNG: {source}")]
-    Png { path: PathBuf, source: png::EncodingError },
+    Png {
+        path: PathBuf,
+        source: png::EncodingError,
+    },
     #[error("{path}: cannot write JSON: {source}")]
-    Json { path: PathBuf, source: serde_json::Error },
+    Json {
+        path: PathBuf,
+        source: serde_json::Error,
+    },
     #[error("{path}: cannot read scenes: {source}")]
-    Scenes { path: PathBuf, source: clevr::json::JsonError },
+    Scenes {
+        path: PathBuf,
+        source: clevr::json::JsonError,
+    },
     #[error("{path} already exists and is not empty; choose another --out or remove it")]
     OutputExists { path: PathBuf },
+    #[error("CLEVR-CoGenT condition B has no train split (only valB, testB): use --train-images 0 with --cogent B")]
+    CogentBTrain,
     #[error("image size {width}x{height}: both sides must be at least 16 pixels")]
     BadSize { width: u32, height: u32 },
 }
@@ -90,12 +104,18 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> GenerateError + '_ {
 
 /// Generates the dataset described by `config`; `progress` advances by one
 /// per image rendered (its length is set here).
-pub fn generate(config: &GenerateConfig, progress: &ProgressBar) -> Result<GenerateSummary, GenerateError> {
+pub fn generate(
+    config: &GenerateConfig,
+    progress: &ProgressBar,
+) -> Result<GenerateSummary, GenerateError> {
     if config.width < 16 || config.height < 16 {
         return Err(GenerateError::BadSize {
             width: config.width,
             height: config.height,
         });
+    }
+    if config.cogent == Some(Cogent::B) && config.train_images > 0 && config.scenes.is_none() {
+        return Err(GenerateError::CogentBTrain);
     }
     let out = &config.out;
     if fs::read_dir(out).is_ok_and(|mut d| d.next().is_some()) {
@@ -121,14 +141,18 @@ pub fn generate(config: &GenerateConfig, progress: &ProgressBar) -> Result<Gener
         let seed = config.seed ^ QUESTION_STREAM ^ split_number as u64;
         let questions = generate_questions(&plan.scenes, &plan.split, &question_config, seed);
         write_json(
-            &partial.join("scenes").join(format!("CLEVR_{}_scenes.json", plan.split)),
+            &partial
+                .join("scenes")
+                .join(format!("CLEVR_{}_scenes.json", plan.split)),
             &ScenesFile {
                 info: info(&plan.split),
                 scenes: plan.scenes.clone(),
             },
         )?;
         write_json(
-            &partial.join("questions").join(format!("CLEVR_{}_questions.json", plan.split)),
+            &partial
+                .join("questions")
+                .join(format!("CLEVR_{}_questions.json", plan.split)),
             &QuestionsFile {
                 info: info(&plan.split),
                 questions: &questions,
@@ -151,7 +175,10 @@ pub fn generate(config: &GenerateConfig, progress: &ProgressBar) -> Result<Gener
 const QUESTION_STREAM: u64 = 0x5155_4553_5449_4f4e;
 
 fn partial_dir(out: &Path) -> PathBuf {
-    let mut name = out.file_name().map(|n| n.to_os_string()).unwrap_or_default();
+    let mut name = out
+        .file_name()
+        .map(|n| n.to_os_string())
+        .unwrap_or_default();
     name.push(".partial");
     out.with_file_name(name)
 }
@@ -167,7 +194,11 @@ struct SplitPlan {
     cameras: Vec<crate::camera::Camera>,
 }
 
-fn plan_splits(config: &GenerateConfig, model: &CameraModel, renderer: &Renderer) -> Result<Vec<SplitPlan>, GenerateError> {
+fn plan_splits(
+    config: &GenerateConfig,
+    model: &CameraModel,
+    renderer: &Renderer,
+) -> Result<Vec<SplitPlan>, GenerateError> {
     if let Some((path, split)) = &config.scenes {
         let file = ScenesFile::read(path).map_err(|source| GenerateError::Scenes {
             path: path.clone(),
@@ -239,24 +270,27 @@ fn write_images(
 ) -> Result<(), GenerateError> {
     let dir = root.join("images").join(&plan.split);
     fs::create_dir_all(&dir).map_err(io_err(&dir))?;
-    plan.scenes.par_iter().enumerate().try_for_each(|(i, scene)| {
-        let camera = if plan.fitted {
-            fitted_camera(model, scene, config.width, config.height)
-        } else {
-            plan.cameras[i].clone()
-        };
-        let image = renderer.render(&camera, &render_objects(scene));
-        let path = dir.join(&scene.image_filename);
-        let file = fs::File::create(&path).map_err(io_err(&path))?;
-        let mut writer = BufWriter::new(file);
-        encode_png(&image, &mut writer).map_err(|source| GenerateError::Png {
-            path: path.clone(),
-            source,
-        })?;
-        writer.flush().map_err(io_err(&path))?;
-        progress.inc(1);
-        Ok(())
-    })
+    plan.scenes
+        .par_iter()
+        .enumerate()
+        .try_for_each(|(i, scene)| {
+            let camera = if plan.fitted {
+                fitted_camera(model, scene, config.width, config.height)
+            } else {
+                plan.cameras[i].clone()
+            };
+            let image = renderer.render(&camera, &render_objects(scene));
+            let path = dir.join(&scene.image_filename);
+            let file = fs::File::create(&path).map_err(io_err(&path))?;
+            let mut writer = BufWriter::new(file);
+            encode_png(&image, &mut writer).map_err(|source| GenerateError::Png {
+                path: path.clone(),
+                source,
+            })?;
+            writer.flush().map_err(io_err(&path))?;
+            progress.inc(1);
+            Ok(())
+        })
 }
 
 fn info(split: &str) -> Info {

@@ -4,11 +4,11 @@
 
 pub mod attributes;
 pub mod camera;
+pub mod dataset;
 pub mod math;
 pub mod png_out;
+pub mod questions;
 pub mod render;
 pub mod sampler;
-pub mod shapes;
-pub mod dataset;
-pub mod questions;
 pub mod scene_graph;
+pub mod shapes;

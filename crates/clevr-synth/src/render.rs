@@ -206,6 +206,22 @@ impl Renderer {
         }
     }
 
+    /// The object seen through pixel coordinates (x, y), if any.
+    pub fn object_at(
+        &self,
+        camera: &Camera,
+        objects: &[RenderObject],
+        x: f32,
+        y: f32,
+    ) -> Option<usize> {
+        let scene = SceneGeometry::new(&self.look, objects);
+        let all: Vec<u8> = (0..objects.len() as u8).collect();
+        let dir = camera.ray_direction(x, y);
+        scene
+            .nearest(camera.position, dir, &all, NO_OBJECT)
+            .map(|(i, _)| i as usize)
+    }
+
     /// How many pixels of each object are visible (primary rays only, on
     /// every `stride`-th pixel in each direction, scaled back up): the
     /// sampler's test that every object is at least partly visible.

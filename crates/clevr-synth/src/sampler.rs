@@ -251,7 +251,8 @@ mod tests {
                 assert!(allowed_colors(a.shape, config.cogent).contains(&a.color));
                 for b in &scene.objects[i + 1..] {
                     let d = a.position - b.position;
-                    let gap = (d.x * d.x + d.y * d.y).sqrt() - size_scale(a.size) - size_scale(b.size);
+                    let gap =
+                        (d.x * d.x + d.y * d.y).sqrt() - size_scale(a.size) - size_scale(b.size);
                     assert!(gap >= config.min_gap, "gap {gap}");
                     for dir in [scene.directions.left, scene.directions.front] {
                         assert!(d.dot(dir).abs() >= config.min_margin, "ambiguous relation");

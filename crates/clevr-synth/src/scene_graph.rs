@@ -29,7 +29,8 @@ pub fn to_scene_graph(sampled: &SampledScene, split: &str, index: usize) -> Scen
         })
         .collect();
     let positions: Vec<Vec3> = sampled.objects.iter().map(|o| o.position).collect();
-    let [(_, left), (_, right), (_, front), (_, behind)] = relationships(&positions, &sampled.directions);
+    let [(_, left), (_, right), (_, front), (_, behind)] =
+        relationships(&positions, &sampled.directions);
     Scene {
         image_index: index,
         objects,

@@ -94,7 +94,11 @@ pub fn generate(family: usize, scene: &Scene, rng: &mut impl Rng) -> Option<Cand
             p.node("count", &[u], None);
             let mut w = Words::new(rng);
             let opening = w.pick(&["how many", "what number of"]);
-            format!("{opening} things are either {} or {}", a.plural(&mut w), b.plural(&mut w))
+            format!(
+                "{opening} things are either {} or {}",
+                a.plural(&mut w),
+                b.plural(&mut w)
+            )
         }
         "compare_more" | "compare_fewer" | "compare_equal" => {
             let (a, b) = two_distinct_sets(scene, hops(rng).min(1), rng)?;
@@ -197,7 +201,9 @@ pub fn generate(family: usize, scene: &Scene, rng: &mut impl Rng) -> Option<Cand
                     p.node(&format!("query_{}", asked.as_str()), &[other], None);
                     let asked_noun = w.attribute_noun(asked);
                     let noun = w.pick(&["thing", "object"]);
-                    format!("what {asked_noun} is the other {noun} that has the same {attr} as {it}")
+                    format!(
+                        "what {asked_noun} is the other {noun} that has the same {attr} as {it}"
+                    )
                 }
             }
         }
@@ -220,14 +226,21 @@ pub fn generate(family: usize, scene: &Scene, rng: &mut impl Rng) -> Option<Cand
             let mut node = p.node("intersect", &[rx, ry], None);
             let filter = describe_set(scene, 0, rng)?.filters;
             for v in filter.values() {
-                node = p.node(&format!("filter_{}", v.kind().as_str()), &[node], Some(v.as_str()));
+                node = p.node(
+                    &format!("filter_{}", v.kind().as_str()),
+                    &[node],
+                    Some(v.as_str()),
+                );
             }
             p.node("exist", &[node], None);
             let mut w = Words::new(rng);
             let noun = w.noun_phrase(&filter, false);
             let (sa, sb) = (a.singular(&mut w), b.singular(&mut w));
             let (pa, pb) = (relation_phrase(ra, w.rng()), relation_phrase(rb, w.rng()));
-            format!("is there {} {noun} that is {pa} {sa} and {pb} {sb}", article(&noun))
+            format!(
+                "is there {} {noun} that is {pa} {sa} and {pb} {sb}",
+                article(&noun)
+            )
         }
         other => unreachable!("family {other} has no template"),
     };
@@ -248,7 +261,7 @@ fn query_text(kind: AttributeKind, it: &str, w: &mut Words<'_, impl Rng>) -> Str
         _ => {
             let mut capital = it.to_string();
             capital.replace_range(0..1, "T");
-            return format!("{capital} has what {attr}");
+            format!("{capital} has what {attr}")
         }
     }
 }

@@ -103,7 +103,12 @@ impl Balancer {
 
     /// Picks up to `want` candidates in order, skipping answers that would
     /// dominate their family.
-    pub fn select(&mut self, candidates: Vec<Answered>, want: usize, config: &QuestionConfig) -> Vec<Answered> {
+    pub fn select(
+        &mut self,
+        candidates: Vec<Answered>,
+        want: usize,
+        config: &QuestionConfig,
+    ) -> Vec<Answered> {
         let mut out = Vec::with_capacity(want);
         for c in candidates {
             if out.len() == want {
@@ -121,7 +126,12 @@ impl Balancer {
 /// Questions for every scene, numbered in scene order. Candidate generation
 /// runs in parallel; balancing is one sequential pass, so the result
 /// depends only on `seed`.
-pub fn generate_questions(scenes: &[Scene], split: &str, config: &QuestionConfig, seed: u64) -> Vec<Question> {
+pub fn generate_questions(
+    scenes: &[Scene],
+    split: &str,
+    config: &QuestionConfig,
+    seed: u64,
+) -> Vec<Question> {
     let want = config.per_image;
     let pools: Vec<Vec<Answered>> = scenes
         .par_iter()

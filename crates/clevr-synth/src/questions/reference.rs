@@ -45,7 +45,11 @@ impl Filters {
         let values = self.values();
         set.iter()
             .copied()
-            .filter(|&i| values.iter().all(|v| scene.objects[i].attribute(v.kind()) == *v))
+            .filter(|&i| {
+                values
+                    .iter()
+                    .all(|v| scene.objects[i].attribute(v.kind()) == *v)
+            })
             .collect()
     }
 }
@@ -55,7 +59,10 @@ impl Filters {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Base {
     Scene,
-    Related { relation: Relation, anchor: Box<Phrase> },
+    Related {
+        relation: Relation,
+        anchor: Box<Phrase>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -165,9 +172,10 @@ pub fn describe_unique(
             }
         }
         options.shuffle(rng);
-        let (anchor, relation) = options.into_iter().take(4).find_map(|(a, r)| {
-            describe_unique(scene, a, hops - 1, None, rng).map(|p| (p, r))
-        })?;
+        let (anchor, relation) = options
+            .into_iter()
+            .take(4)
+            .find_map(|(a, r)| describe_unique(scene, a, hops - 1, None, rng).map(|p| (p, r)))?;
         Base::Related {
             relation,
             anchor: Box::new(anchor),
@@ -233,11 +241,17 @@ pub fn describe_set(scene: &Scene, hops: usize, rng: &mut impl Rng) -> Option<Ph
 
 pub fn random_value(kind: AttributeKind, rng: &mut impl Rng) -> AttributeValue {
     match kind {
-        AttributeKind::Color => AttributeValue::Color(Color::ALL[rng.random_range(0..Color::ALL.len())]),
-        AttributeKind::Shape => AttributeValue::Shape(Shape::ALL[rng.random_range(0..Shape::ALL.len())]),
+        AttributeKind::Color => {
+            AttributeValue::Color(Color::ALL[rng.random_range(0..Color::ALL.len())])
+        }
+        AttributeKind::Shape => {
+            AttributeValue::Shape(Shape::ALL[rng.random_range(0..Shape::ALL.len())])
+        }
         AttributeKind::Material => {
             AttributeValue::Material(Material::ALL[rng.random_range(0..Material::ALL.len())])
         }
-        AttributeKind::Size => AttributeValue::Size(Size::ALL[rng.random_range(0..Size::ALL.len())]),
+        AttributeKind::Size => {
+            AttributeValue::Size(Size::ALL[rng.random_range(0..Size::ALL.len())])
+        }
     }
 }
