@@ -20,10 +20,13 @@ pub struct QuestionConfig {
     pub per_image: usize,
     /// Candidates drawn per wanted question, so the balancer has a choice.
     pub candidates_per_question: usize,
-    /// An answer is accepted while its count in the family stays below
-    /// `balance_ratio` × the mean count of the family's answers so far
-    /// (plus `balance_slack`, so the first questions are not refused).
-    pub balance_ratio: f64,
+    /// Largest share of a yes/no family one answer may take.
+    pub binary_share: f64,
+    /// In families with k > 2 answers seen, one answer may take at most
+    /// `spread_share / k` (twice its uniform share for the default).
+    pub spread_share: f64,
+    /// Questions a family accepts before the shares apply, so the first
+    /// questions are not refused.
     pub balance_slack: usize,
 }
 
@@ -32,7 +35,8 @@ impl Default for QuestionConfig {
         Self {
             per_image: 10,
             candidates_per_question: 6,
-            balance_ratio: 1.1,
+            binary_share: 0.55,
+            spread_share: 2.0,
             balance_slack: 3,
         }
     }
@@ -89,9 +93,14 @@ impl Balancer {
             return true;
         };
         let total: usize = counts.values().sum();
-        let mean = total as f64 / counts.len().max(1) as f64;
+        let seen = counts.len() + usize::from(!counts.contains_key(answer));
+        let share = if seen <= 2 {
+            config.binary_share
+        } else {
+            config.spread_share / seen as f64
+        };
         let current = counts.get(answer).copied().unwrap_or(0);
-        (current as f64) < config.balance_ratio * mean + config.balance_slack as f64
+        ((current + 1) as f64) <= share * (total + 1) as f64 + config.balance_slack as f64
     }
 
     fn record(&mut self, family: usize, answer: &str) {
