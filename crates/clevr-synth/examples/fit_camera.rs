@@ -98,6 +98,18 @@ fn main() {
         });
     let mut e = errors(&model, &scenes);
     e.sort_by(f32::total_cmp);
+    // Why the residual cannot go to zero: within a scene, recorded depth
+    // differences should equal the 3D offsets along the (fixed) view axis.
+    let [forward, _, _] = model.frame();
+    let depth_disagreement = scenes
+        .iter()
+        .flat_map(|obs| {
+            let (w0, p0) = obs[0];
+            obs.iter()
+                .map(move |(w, p)| ((p[2] - p0[2]) - (*w - w0).dot(forward)).abs())
+        })
+        .fold(0f32, f32::max);
+    println!("max disagreement of depth differences with 3d_coords = {depth_disagreement:.3}");
     println!("yaw_deg = {:.3}", model.yaw.to_degrees());
     println!("pitch_deg = {:.3}", model.pitch.to_degrees());
     println!("focal_per_width = {:.5}", model.focal_per_width);

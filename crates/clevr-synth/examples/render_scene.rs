@@ -1,81 +1,39 @@
-//! Renders real CLEVR scene graphs with the project's renderer, the camera
-//! fitted to each scene's `pixel_coords`, for side-by-side comparison.
+//! Renders scene graphs from a CLEVR scenes JSON (e.g. real CLEVR val scenes)
+//! with the project's renderer, each camera fitted to the scene's
+//! `pixel_coords`, for side-by-side comparison with the real images.
 //!
 //! cargo run --release -p clevr-synth --example render_scene -- SCENES_JSON OUT_DIR INDEX...
 
+use clevr::ScenesFile;
 use clevr_synth::camera::CameraModel;
-use clevr_synth::math::Vec3;
-use clevr_synth::render::{RenderObject, Renderer};
-use clevr_synth::shapes::ShapeKind;
-use serde::Deserialize;
+use clevr_synth::png_out::encode_png;
+use clevr_synth::render::Renderer;
+use clevr_synth::scene_graph::{fitted_camera, render_objects};
+use std::path::PathBuf;
 
-#[derive(Deserialize)]
-struct File {
-    scenes: Vec<Scene>,
-}
-#[derive(Deserialize)]
-struct Scene {
-    image_index: usize,
-    objects: Vec<Object>,
-}
-#[derive(Deserialize)]
-struct Object {
-    #[serde(rename = "3d_coords")]
-    coords: [f32; 3],
-    pixel_coords: [f32; 3],
-    shape: String,
-    material: String,
-    color: String,
-    size: String,
-    rotation: f32,
-}
-
-fn main() {
+fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().collect();
-    let file: File = serde_json::from_str(&std::fs::read_to_string(&args[1]).unwrap()).unwrap();
-    let out = std::path::Path::new(&args[2]);
-    std::fs::create_dir_all(out).unwrap();
+    if args.len() < 4 {
+        return Err("usage: render_scene SCENES_JSON OUT_DIR INDEX...".into());
+    }
+    let file = ScenesFile::read(&PathBuf::from(&args[1]))?;
+    let out = PathBuf::from(&args[2]);
+    std::fs::create_dir_all(&out)?;
     let model = CameraModel::clevr();
     let renderer = Renderer::default();
-    for idx in &args[3..] {
-        let idx: usize = idx.parse().unwrap();
-        let scene = file.scenes.iter().find(|s| s.image_index == idx).unwrap();
-        let obs: Vec<_> = scene
-            .objects
+    for index in &args[3..] {
+        let index: usize = index.parse()?;
+        let scene = file
+            .scenes
             .iter()
-            .map(|o| (Vec3::from_array(o.coords), o.pixel_coords))
-            .collect();
-        let pos = model.fit_position(480, 320, &obs).unwrap();
-        let cam = model.at(pos, 480, 320);
-        let objects: Vec<RenderObject> = scene
-            .objects
-            .iter()
-            .map(|o| RenderObject {
-                shape: match o.shape.as_str() {
-                    "cube" => ShapeKind::Cube,
-                    "sphere" => ShapeKind::Sphere,
-                    _ => ShapeKind::Cylinder,
-                },
-                metal: o.material == "metal",
-                color: match o.color.as_str() {
-                    "gray" => [87, 87, 87],
-                    "red" => [173, 35, 35],
-                    "blue" => [42, 75, 215],
-                    "green" => [29, 105, 20],
-                    "brown" => [129, 74, 25],
-                    "purple" => [129, 38, 192],
-                    "cyan" => [41, 208, 208],
-                    _ => [255, 238, 51],
-                },
-                center: Vec3::from_array(o.coords),
-                size: if o.size == "large" { 0.7 } else { 0.35 },
-                rotation_deg: o.rotation,
-            })
-            .collect();
-        let t = std::time::Instant::now();
-        let img = renderer.render(&cam, &objects);
-        eprintln!("scene {idx}: {:?}", t.elapsed());
-        let f = std::fs::File::create(out.join(format!("synth_{idx:06}.png"))).unwrap();
-        clevr_synth::png_out::encode_png(&img, std::io::BufWriter::new(f)).unwrap();
+            .find(|s| s.image_index == index)
+            .ok_or_else(|| format!("{}: no scene with image_index {index}", args[1]))?;
+        let camera = fitted_camera(&model, scene, 480, 320);
+        let start = std::time::Instant::now();
+        let image = renderer.render(&camera, &render_objects(scene));
+        eprintln!("scene {index}: rendered in {:?}", start.elapsed());
+        let path = out.join(format!("synth_{index:06}.png"));
+        encode_png(&image, std::io::BufWriter::new(std::fs::File::create(&path)?))?;
     }
+    Ok(())
 }

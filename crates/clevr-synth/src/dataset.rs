@@ -79,6 +79,8 @@ pub enum GenerateError {
     },
     #[error("{path} already exists and is not empty; choose another --out or remove it")]
     OutputExists { path: PathBuf },
+    #[error("CLEVR-CoGenT condition B has no train split (only valB, testB): use --train-images 0 with --cogent B")]
+    CogentBTrain,
     #[error("image size {width}x{height}: both sides must be at least 16 pixels")]
     BadSize { width: u32, height: u32 },
 }
@@ -105,6 +107,9 @@ pub fn generate(config: &GenerateConfig, progress: &ProgressBar) -> Result<Gener
             width: config.width,
             height: config.height,
         });
+    }
+    if config.cogent == Some(Cogent::B) && config.train_images > 0 && config.scenes.is_none() {
+        return Err(GenerateError::CogentBTrain);
     }
     let out = &config.out;
     if fs::read_dir(out).is_ok_and(|mut d| d.next().is_some()) {

@@ -47,9 +47,9 @@ pub struct Look {
     /// Strength of contact darkening on the ground.
     pub occlusion: f32,
     /// Specular strength and exponent of rubber.
-    pub rubber_specular: (f32, f32),
+    pub rubber_specular: (f32, i32),
     /// Specular strength and exponent of metal highlights.
-    pub metal_specular: (f32, f32),
+    pub metal_specular: (f32, i32),
     /// Fraction of diffuse light a metal still shows (CLEVR's metal is not
     /// a perfect mirror).
     pub metal_diffuse: f32,
@@ -82,8 +82,8 @@ impl Default for Look {
             ambient: Vec3::splat(0.11),
             environment: (0.12, 0.3),
             occlusion: 0.6,
-            rubber_specular: (0.06, 12.0),
-            metal_specular: (0.9, 60.0),
+            rubber_specular: (0.06, 12),
+            metal_specular: (0.9, 60),
             metal_diffuse: 0.25,
         }
     }
@@ -137,7 +137,7 @@ impl Renderer {
     }
 
     pub fn render(&self, camera: &Camera, objects: &[RenderObject]) -> Image {
-        let scene = SceneGeometry::new(&self.look, objects);
+        let scene = SceneGeometry::new(&self.look, objects, camera);
         let (w, h) = (camera.width, camera.height);
         let mut linear = vec![Vec3::ZERO; (w * h) as usize];
         let mut ids = vec![NO_OBJECT; (w * h) as usize];
@@ -163,29 +163,47 @@ impl Renderer {
             }
         }
         // Anti-alias where the visible object changes: silhouettes are the
-        // only place a one-sample-per-pixel image looks jagged.
-        let mut out = vec![255u8; (w * h * 4) as usize];
-        for y in 0..h {
-            for x in 0..w {
-                let i = (y * w + x) as usize;
-                let id = ids[i];
-                let edge = (x > 0 && ids[i - 1] != id)
-                    || (x + 1 < w && ids[i + 1] != id)
-                    || (y > 0 && ids[i - w as usize] != id)
-                    || (y + 1 < h && ids[i + w as usize] != id);
-                let mut c = linear[i];
-                if edge {
-                    scene.fill_tile_lists(camera, [x, y, x + 1, y + 1], &mut tile);
-                    for (dx, dy) in AA_OFFSETS {
-                        let dir = camera.ray_direction(x as f32 + 0.5 + dx, y as f32 + 0.5 + dy);
-                        c += scene.shade_primary(camera.position, dir, &tile, &all, None).0;
+        // only place a one-sample-per-pixel image looks jagged. Samples stay
+        // inside their pixel, so the tile's lists still hold.
+        let edge = |x: u32, y: u32| {
+            let i = (y * w + x) as usize;
+            let id = ids[i];
+            (x > 0 && ids[i - 1] != id)
+                || (x + 1 < w && ids[i + 1] != id)
+                || (y > 0 && ids[i - w as usize] != id)
+                || (y + 1 < h && ids[i + w as usize] != id)
+        };
+        let mut smoothed = linear.clone();
+        for ty in (0..h).step_by(TILE as usize) {
+            for tx in (0..w).step_by(TILE as usize) {
+                let x1 = (tx + TILE).min(w);
+                let y1 = (ty + TILE).min(h);
+                let mut lists_ready = false;
+                for y in ty..y1 {
+                    for x in tx..x1 {
+                        if !edge(x, y) {
+                            continue;
+                        }
+                        if !lists_ready {
+                            scene.fill_tile_lists(camera, [tx, ty, x1, y1], &mut tile);
+                            lists_ready = true;
+                        }
+                        let i = (y * w + x) as usize;
+                        let mut c = linear[i];
+                        for (dx, dy) in AA_OFFSETS {
+                            let dir = camera.ray_direction(x as f32 + 0.5 + dx, y as f32 + 0.5 + dy);
+                            c += scene.shade_primary(camera.position, dir, &tile, &all, None).0;
+                        }
+                        smoothed[i] = c * (1.0 / (AA_OFFSETS.len() + 1) as f32);
                     }
-                    c = c * (1.0 / (AA_OFFSETS.len() + 1) as f32);
                 }
-                out[i * 4] = self.encode(c.x);
-                out[i * 4 + 1] = self.encode(c.y);
-                out[i * 4 + 2] = self.encode(c.z);
             }
+        }
+        let mut out = vec![255u8; (w * h * 4) as usize];
+        for (i, c) in smoothed.iter().enumerate() {
+            out[i * 4] = self.encode(c.x);
+            out[i * 4 + 1] = self.encode(c.y);
+            out[i * 4 + 2] = self.encode(c.z);
         }
         Image {
             width: w,
@@ -194,11 +212,21 @@ impl Renderer {
         }
     }
 
+    /// The object seen through pixel coordinates (x, y), if any.
+    pub fn object_at(&self, camera: &Camera, objects: &[RenderObject], x: f32, y: f32) -> Option<usize> {
+        let scene = SceneGeometry::new(&self.look, objects, camera);
+        let all: Vec<u8> = (0..objects.len() as u8).collect();
+        let dir = camera.ray_direction(x, y);
+        scene
+            .nearest(camera.position, dir, &all, NO_OBJECT)
+            .map(|(i, _)| i as usize)
+    }
+
     /// How many pixels of each object are visible (primary rays only, on
     /// every `stride`-th pixel in each direction, scaled back up): the
     /// sampler's test that every object is at least partly visible.
     pub fn visible_pixels(&self, camera: &Camera, objects: &[RenderObject], stride: u32) -> Vec<u32> {
-        let scene = SceneGeometry::new(&self.look, objects);
+        let scene = SceneGeometry::new(&self.look, objects, camera);
         let mut counts = vec![0u32; objects.len()];
         let mut tile = TileLists::default();
         let step = (TILE / stride.max(1)).max(1) * stride.max(1);
@@ -257,12 +285,14 @@ struct SceneGeometry<'a> {
     metal: Vec<bool>,
     /// Per light, per object: ground-plane AABB [x0, y0, x1, y1] of its shadow.
     shadow_boxes: Vec<Vec<[f32; 4]>>,
+    /// Per object: screen-space box of its bounding sphere.
+    screen_boxes: Vec<[f32; 4]>,
     /// Unculled shadow lists, for reflected rays.
     every_object_per_light: [Vec<u8>; LIGHTS],
 }
 
 impl<'a> SceneGeometry<'a> {
-    fn new(look: &'a Look, objects: &[RenderObject]) -> Self {
+    fn new(look: &'a Look, objects: &[RenderObject], camera: &Camera) -> Self {
         let prims: Vec<Primitive> = objects
             .iter()
             .map(|o| {
@@ -285,6 +315,7 @@ impl<'a> SceneGeometry<'a> {
         let every: Vec<u8> = (0..objects.len() as u8).collect();
         Self {
             look,
+            screen_boxes: prims.iter().map(|p| screen_box(camera, p)).collect(),
             every_object_per_light: [every.clone(), every.clone(), every],
             albedo: objects
                 .iter()
@@ -307,8 +338,7 @@ impl<'a> SceneGeometry<'a> {
         out.occluders.clear();
         out.shadow.iter_mut().for_each(Vec::clear);
         let (fx0, fy0, fx1, fy1) = (x0 as f32, y0 as f32, x1 as f32, y1 as f32);
-        for (i, p) in self.prims.iter().enumerate() {
-            let [bx0, by0, bx1, by1] = screen_box(camera, p);
+        for (i, &[bx0, by0, bx1, by1]) in self.screen_boxes.iter().enumerate() {
             if bx1 >= fx0 && bx0 <= fx1 && by1 >= fy0 && by0 <= fy1 {
                 out.visible.push(i as u8);
             }
@@ -477,7 +507,7 @@ impl<'a> SceneGeometry<'a> {
             }
             diffuse += lamp.intensity * (lambert * vis);
             let half = (ldir + view).normalized();
-            specular += lamp.intensity * (n.dot(half).max(0.0).powf(spec_exp) * spec_k * vis);
+            specular += lamp.intensity * (n.dot(half).max(0.0).powi(spec_exp) * spec_k * vis);
         }
         // Light from the floor and backdrop reaches the lower half too.
         let ambient = self.look.ambient * (0.75 + 0.25 * n.z);

@@ -98,17 +98,20 @@ impl<'a> SceneSampler<'a> {
     pub fn sample(&self, rng: &mut impl Rng) -> SampledScene {
         let cfg = &self.config;
         let directions = self.camera_model.directions();
+        let j = self.camera_model.position_jitter;
+        let jitter = Vec3::new(
+            rng.random_range(-j..=j),
+            rng.random_range(-j..=j),
+            rng.random_range(-j..=j),
+        );
+        let camera = self
+            .camera_model
+            .at(self.camera_model.base_position + jitter, cfg.width, cfg.height);
+        // The object count and camera are drawn once and kept through the
+        // re-draws, as CLEVR does: re-drawing the count too would favour
+        // small scenes, which fail less often.
+        let count = rng.random_range(cfg.min_objects..=cfg.max_objects);
         loop {
-            let j = self.camera_model.position_jitter;
-            let jitter = Vec3::new(
-                rng.random_range(-j..=j),
-                rng.random_range(-j..=j),
-                rng.random_range(-j..=j),
-            );
-            let camera =
-                self.camera_model
-                    .at(self.camera_model.base_position + jitter, cfg.width, cfg.height);
-            let count = rng.random_range(cfg.min_objects..=cfg.max_objects);
             let Some(objects) = self.place_objects(count, &directions, rng) else {
                 continue;
             };

@@ -1,41 +1,32 @@
-//! Checks against real CLEVR v1.0 scene graphs in
-//! `<workspace root>/../shared/clevr-reference` (or `$CLEVR_REFERENCE_DIR`);
-//! skipped with a message when absent.
+//! Checks against real CLEVR v1.0 scene graphs in `$CLEVR_REFERENCE_DIR` or
+//! `<workspace root>/../shared/clevr-reference`; skipped with a message
+//! when absent.
 
-use clevr_synth::camera::CameraModel;
+use clevr::ScenesFile;
+use clevr_synth::camera::{CameraModel, Directions};
 use clevr_synth::math::Vec3;
+use clevr_synth::render::Renderer;
 use clevr_synth::sampler::relationships;
-use serde::Deserialize;
-use std::collections::HashMap;
+use clevr_synth::scene_graph::{fitted_camera, render_objects};
 use std::path::PathBuf;
 
-#[derive(Deserialize)]
-struct File {
-    scenes: Vec<Scene>,
-}
-#[derive(Deserialize)]
-struct Scene {
-    objects: Vec<Object>,
-    relationships: HashMap<String, Vec<Vec<usize>>>,
-    directions: HashMap<String, [f32; 3]>,
-}
-#[derive(Deserialize)]
-struct Object {
-    #[serde(rename = "3d_coords")]
-    coords: [f32; 3],
-    pixel_coords: [f32; 3],
-}
-
-fn reference_scenes() -> Option<File> {
+fn reference_scenes() -> Option<ScenesFile> {
     let dir = std::env::var_os("CLEVR_REFERENCE_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/clevr-reference"));
     let path = dir.join("CLEVR_val_scenes_500.json");
-    let Ok(text) = std::fs::read_to_string(&path) else {
-        eprintln!("skipping: {} not found (set CLEVR_REFERENCE_DIR)", path.display());
+    if !path.is_file() {
+        eprintln!(
+            "skipped: real CLEVR reference data not found at {}",
+            path.display()
+        );
         return None;
-    };
-    Some(serde_json::from_str(&text).expect("reference scenes parse"))
+    }
+    Some(ScenesFile::read(&path).expect("reference scenes parse"))
+}
+
+fn v(a: [f64; 3]) -> Vec3 {
+    Vec3::from_array(a.map(|c| c as f32))
 }
 
 #[test]
@@ -46,15 +37,11 @@ fn fitted_camera_projects_real_objects_onto_their_pixel_coords() {
     let model = CameraModel::clevr();
     let mut errors = Vec::new();
     for scene in &file.scenes {
-        let obs: Vec<_> = scene
-            .objects
-            .iter()
-            .map(|o| (Vec3::from_array(o.coords), o.pixel_coords))
-            .collect();
-        let camera = model.at(model.fit_position(480, 320, &obs).unwrap(), 480, 320);
-        for (world, pixel) in obs {
-            let p = camera.project(world);
-            errors.push(((p[0] - pixel[0]).powi(2) + (p[1] - pixel[1]).powi(2)).sqrt());
+        let camera = fitted_camera(&model, scene, 480, 320);
+        for o in &scene.objects {
+            let p = camera.project(v(o.coords_3d));
+            let (x, y, _) = o.pixel_coords;
+            errors.push(((p[0] - x as f32).powi(2) + (p[1] - y as f32).powi(2)).sqrt());
         }
     }
     errors.sort_by(f32::total_cmp);
@@ -64,27 +51,64 @@ fn fitted_camera_projects_real_objects_onto_their_pixel_coords() {
 }
 
 #[test]
+fn rendered_real_scenes_show_each_object_at_its_pixel_coords() {
+    let Some(file) = reference_scenes() else {
+        return;
+    };
+    let model = CameraModel::clevr();
+    let renderer = Renderer::default();
+    let (mut hits, mut total) = (0, 0);
+    for scene in file.scenes.iter().take(40) {
+        let camera = fitted_camera(&model, scene, 480, 320);
+        let objects = render_objects(scene);
+        for (i, o) in scene.objects.iter().enumerate() {
+            let (x, y, _) = o.pixel_coords;
+            total += 1;
+            // Partly hidden objects may show another object at their centre.
+            if renderer.object_at(&camera, &objects, x as f32 + 0.5, y as f32 + 0.5) == Some(i) {
+                hits += 1;
+            }
+        }
+    }
+    assert!(
+        hits as f32 >= 0.9 * total as f32,
+        "{hits} of {total} centres hit their object"
+    );
+}
+
+#[test]
 fn fitted_directions_and_relationship_rule_match_real_scenes() {
     let Some(file) = reference_scenes() else {
         return;
     };
-    let dirs = CameraModel::clevr().directions();
+    let ours = CameraModel::clevr().directions();
     for scene in &file.scenes {
-        for (name, ours) in [("left", dirs.left), ("front", dirs.front)] {
-            let real = Vec3::from_array(scene.directions[name]);
-            assert!((real - ours).length() < 2e-3, "{name}: {real:?} vs {ours:?}");
-        }
-        let positions: Vec<Vec3> = scene.objects.iter().map(|o| Vec3::from_array(o.coords)).collect();
-        let real_dirs = clevr_synth::camera::Directions {
-            left: Vec3::from_array(scene.directions["left"]),
-            right: Vec3::from_array(scene.directions["right"]),
-            front: Vec3::from_array(scene.directions["front"]),
-            behind: Vec3::from_array(scene.directions["behind"]),
-            above: Vec3::from_array(scene.directions["above"]),
-            below: Vec3::from_array(scene.directions["below"]),
+        let d = &scene.directions;
+        let real = Directions {
+            left: v(d.left),
+            right: v(d.right),
+            front: v(d.front),
+            behind: v(d.behind),
+            above: v(d.above),
+            below: v(d.below),
         };
-        for (name, rel) in relationships(&positions, &real_dirs) {
-            assert_eq!(rel, scene.relationships[name], "relation {name}");
-        }
+        assert!(
+            (real.left - ours.left).length() < 2e-3,
+            "{:?} vs {:?}",
+            real.left,
+            ours.left
+        );
+        assert!(
+            (real.front - ours.front).length() < 2e-3,
+            "{:?} vs {:?}",
+            real.front,
+            ours.front
+        );
+        let positions: Vec<Vec3> = scene.objects.iter().map(|o| v(o.coords_3d)).collect();
+        let [(_, left), (_, right), (_, front), (_, behind)] = relationships(&positions, &real);
+        assert_eq!(left, scene.relationships.left);
+        assert_eq!(right, scene.relationships.right);
+        assert_eq!(front, scene.relationships.front);
+        assert_eq!(behind, scene.relationships.behind);
     }
 }

@@ -259,7 +259,7 @@ fn query_text(kind: AttributeKind, it: &str, w: &mut Words<'_, impl Rng>) -> Str
         _ => {
             let mut capital = it.to_string();
             capital.replace_range(0..1, "T");
-            return format!("{capital} has what {attr}");
+            format!("{capital} has what {attr}")
         }
     }
 }

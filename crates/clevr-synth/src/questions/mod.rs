@@ -20,10 +20,13 @@ pub struct QuestionConfig {
     pub per_image: usize,
     /// Candidates drawn per wanted question, so the balancer has a choice.
     pub candidates_per_question: usize,
-    /// An answer is accepted while its count in the family stays below
-    /// `balance_ratio` × the mean count of the family's answers so far
-    /// (plus `balance_slack`, so the first questions are not refused).
-    pub balance_ratio: f64,
+    /// Largest share of a yes/no family one answer may take.
+    pub binary_share: f64,
+    /// In families with k > 2 answers seen, one answer may take at most
+    /// `spread_share / k` (twice its uniform share for the default).
+    pub spread_share: f64,
+    /// Questions a family accepts before the shares apply, so the first
+    /// questions are not refused.
     pub balance_slack: usize,
 }
 
@@ -32,7 +35,8 @@ impl Default for QuestionConfig {
         Self {
             per_image: 10,
             candidates_per_question: 6,
-            balance_ratio: 1.1,
+            binary_share: 0.55,
+            spread_share: 2.0,
             balance_slack: 3,
         }
     }
@@ -89,9 +93,14 @@ impl Balancer {
             return true;
         };
         let total: usize = counts.values().sum();
-        let mean = total as f64 / counts.len().max(1) as f64;
+        let seen = counts.len() + usize::from(!counts.contains_key(answer));
+        let share = if seen <= 2 {
+            config.binary_share
+        } else {
+            config.spread_share / seen as f64
+        };
         let current = counts.get(answer).copied().unwrap_or(0);
-        (current as f64) < config.balance_ratio * mean + config.balance_slack as f64
+        ((current + 1) as f64) <= share * (total + 1) as f64 + config.balance_slack as f64
     }
 
     fn record(&mut self, family: usize, answer: &str) {
@@ -157,4 +166,98 @@ pub fn generate_questions(
         }
     }
     questions
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::camera::CameraModel;
+    use crate::render::Renderer;
+    use crate::sampler::{SamplerConfig, SceneSampler};
+    use crate::scene_graph::to_scene_graph;
+    use clevr::QuestionType;
+
+    fn scenes(n: usize) -> Vec<Scene> {
+        let renderer = Renderer::default();
+        let sampler = SceneSampler::new(SamplerConfig::default(), CameraModel::clevr(), &renderer);
+        let mut rng = ChaCha8Rng::seed_from_u64(11);
+        (0..n)
+            .map(|i| to_scene_graph(&sampler.sample(&mut rng), "train", i))
+            .collect()
+    }
+
+    #[test]
+    fn questions_cover_every_family_type_and_hop_count_with_correct_answers() {
+        let scenes = scenes(60);
+        let questions = generate_questions(&scenes, "train", &QuestionConfig::default(), 1);
+        assert!(questions.len() >= 60 * 8, "{} questions", questions.len());
+        let families: HashSet<usize> = questions.iter().filter_map(|q| q.question_family_index).collect();
+        assert_eq!(families.len(), FAMILIES.len(), "families used: {families:?}");
+        let types: HashSet<QuestionType> = questions
+            .iter()
+            .filter_map(|q| QuestionType::of_program(q.program.as_ref()?))
+            .collect();
+        assert_eq!(types.len(), QuestionType::ALL.len());
+        let mut hops = HashSet::new();
+        for q in &questions {
+            let program = q.program.as_ref().unwrap();
+            let scene = &scenes[q.image_index];
+            assert_eq!(
+                execute(program, scene).unwrap().to_string(),
+                *q.answer.as_ref().unwrap()
+            );
+            // The longest relate chain: relates reached through unique nodes.
+            let mut depth = vec![0usize; program.len()];
+            for (i, node) in program.iter().enumerate() {
+                let below = node.inputs.iter().map(|&j| depth[j]).max().unwrap_or(0);
+                depth[i] = below + usize::from(node.function == "relate");
+            }
+            hops.insert(depth.into_iter().max().unwrap_or(0));
+        }
+        for h in 0..=3 {
+            assert!(hops.contains(&h), "no question with a {h}-hop relate chain");
+        }
+    }
+
+    #[test]
+    fn yes_no_answers_are_balanced_within_each_family() {
+        let scenes = scenes(80);
+        let questions = generate_questions(&scenes, "train", &QuestionConfig::default(), 2);
+        let mut counts: HashMap<usize, HashMap<&str, usize>> = HashMap::new();
+        for q in &questions {
+            let answer = q.answer.as_deref().unwrap();
+            *counts
+                .entry(q.question_family_index.unwrap())
+                .or_default()
+                .entry(answer)
+                .or_default() += 1;
+        }
+        for (family, answers) in counts {
+            let total: usize = answers.values().sum();
+            let top = answers.values().max().copied().unwrap_or(0);
+            if answers.keys().all(|a| *a == "yes" || *a == "no") && total >= 30 {
+                assert!(
+                    top as f64 <= 0.7 * total as f64,
+                    "family {}: {answers:?}",
+                    FAMILIES[family]
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn phrasing_varies_through_synonyms() {
+        let scenes = scenes(30);
+        let questions = generate_questions(&scenes, "train", &QuestionConfig::default(), 3);
+        let text: String = questions
+            .iter()
+            .map(|q| q.question.as_str())
+            .collect::<Vec<_>>()
+            .join(" ");
+        for word in [
+            "thing", "object", "ball", "sphere", "shiny", "metal", "big", "large",
+        ] {
+            assert!(text.contains(word), "no {word:?} in the questions");
+        }
+    }
 }
