@@ -79,7 +79,7 @@ pub fn modulate(x: &Tensor, shift: &Tensor, scale: &Tensor) -> Result<Tensor> {
 /// reference code. The pairs are views: nothing is copied.
 pub fn split_film_params(generator_output: &Tensor) -> Result<Vec<(Tensor, Tensor)>> {
     let dims = generator_output.dims();
-    if dims.len() != 3 || dims[2] % 2 != 0 {
+    if dims.len() != 3 || !dims[2].is_multiple_of(2) {
         return Err(FilmError::GeneratorShape { got: dims.to_vec() });
     }
     let channels = dims[2] / 2;
