@@ -2,8 +2,9 @@
 //! lights (key, fill, back) with soft shadows, ambient occlusion near
 //! contacts, matte rubber and reflective metal, and edge-adaptive
 //! anti-aliasing. Fast because scenes are tiny: per 16x16 tile it keeps the
-//! short lists of objects that can be seen or cast a shadow there, so most
-//! ground pixels cost one plane hit and a few multiplications.
+//! short lists of objects that can be seen or cast a shadow there, and it
+//! shades the slowly varying ground on a 4-pixel grid, so most ground pixels
+//! cost a few bounding-box tests and an interpolation.
 
 use crate::camera::Camera;
 use crate::math::Vec3;
