@@ -2,8 +2,9 @@
 //! lights (key, fill, back) with soft shadows, ambient occlusion near
 //! contacts, matte rubber and reflective metal, and edge-adaptive
 //! anti-aliasing. Fast because scenes are tiny: per 16x16 tile it keeps the
-//! short lists of objects that can be seen or cast a shadow there, so most
-//! ground pixels cost one plane hit and a few multiplications.
+//! short lists of objects that can be seen or cast a shadow there, and it
+//! shades the slowly varying ground on a 4-pixel grid, so most ground pixels
+//! cost a few bounding-box tests and an interpolation.
 
 use crate::camera::Camera;
 use crate::math::Vec3;
@@ -100,8 +101,9 @@ pub struct Image {
 /// Key, fill and back light.
 pub const LIGHTS: usize = 3;
 const TILE: u32 = 16;
-/// Ground shadows are soft: they are computed every GRID_STEP pixels and
-/// interpolated, which removes most of the shadow work.
+/// Ground shading (soft shadows, contact darkening, light falloff) varies
+/// slowly: it is computed every GRID_STEP pixels and interpolated, which
+/// removes most of the ground work.
 const GRID_STEP: u32 = 4;
 const GRID: usize = (TILE / GRID_STEP) as usize + 1;
 const CUBE_EXTENT: f32 = 0.88;
@@ -148,7 +150,7 @@ impl Renderer {
                 let x1 = (tx + TILE).min(w);
                 let y1 = (ty + TILE).min(h);
                 scene.fill_tile_lists(camera, [tx, ty, x1, y1], &mut tile);
-                let grid = scene.shadow_grid(camera, tx, ty, &tile);
+                let grid = scene.ground_grid(camera, tx, ty, &tile);
                 for y in ty..y1 {
                     for x in tx..x1 {
                         let dir = camera.ray_direction(x as f32 + 0.5, y as f32 + 0.5);
@@ -386,17 +388,16 @@ impl<'a> SceneGeometry<'a> {
     }
 
     /// Light visibility of the tile's ground at every GRID_STEP pixels.
-    fn shadow_grid(&self, camera: &Camera, tx: u32, ty: u32, tile: &TileLists) -> ShadowGrid {
-        let mut grid = [[[1.0; LIGHTS]; GRID]; GRID];
-        if tile.shadow.iter().all(Vec::is_empty) {
-            return grid;
-        }
+    /// Shaded ground of the tile at every GRID_STEP pixels.
+    fn ground_grid(&self, camera: &Camera, tx: u32, ty: u32, tile: &TileLists) -> GroundGrid {
+        let mut grid = [[Vec3::ZERO; GRID]; GRID];
         for (gy, row) in grid.iter_mut().enumerate() {
             for (gx, cell) in row.iter_mut().enumerate() {
                 let x = (tx + gx as u32 * GRID_STEP) as f32;
                 let y = (ty + gy as u32 * GRID_STEP) as f32;
                 let p = ground_point(camera.position, camera.ray_direction(x, y));
-                *cell = self.ground_visibility(p, &tile.shadow);
+                let vis = self.ground_visibility(p, &tile.shadow);
+                *cell = self.shade_ground(p, vis, &tile.occluders);
             }
         }
         grid
@@ -408,16 +409,17 @@ impl<'a> SceneGeometry<'a> {
         dir: Vec3,
         tile: &TileLists,
         all: &[u8],
-        grid: Option<(&ShadowGrid, (f32, f32))>,
+        grid: Option<(&GroundGrid, (f32, f32))>,
     ) -> (Vec3, u8) {
         if let Some((i, t)) = self.nearest(origin, dir, &tile.visible, NO_OBJECT) {
             return (self.shade_object(origin + dir * t, dir, i, all, true), i);
         }
+        if let Some((grid, (x, y))) = grid {
+            let c = interpolate(grid, x / GRID_STEP as f32, y / GRID_STEP as f32);
+            return (c, NO_OBJECT);
+        }
         let p = ground_point(origin, dir);
-        let vis = match grid {
-            Some((grid, (x, y))) => interpolate(grid, x / GRID_STEP as f32, y / GRID_STEP as f32),
-            None => self.ground_visibility(p, &tile.shadow),
-        };
+        let vis = self.ground_visibility(p, &tile.shadow);
         (self.shade_ground(p, vis, &tile.occluders), NO_OBJECT)
     }
 
@@ -535,21 +537,17 @@ fn falloff(light: &Light, dist: f32) -> f32 {
     (light.position.length() / dist).sqrt()
 }
 
-type ShadowGrid = [[[f32; LIGHTS]; GRID]; GRID];
+type GroundGrid = [[Vec3; GRID]; GRID];
 
-/// Bilinear interpolation in a shadow grid at grid coordinates (gx, gy).
-fn interpolate(grid: &ShadowGrid, gx: f32, gy: f32) -> [f32; LIGHTS] {
+/// Bilinear interpolation in a ground grid at grid coordinates (gx, gy).
+fn interpolate(grid: &GroundGrid, gx: f32, gy: f32) -> Vec3 {
     let x0 = (gx as usize).min(GRID - 2);
     let y0 = (gy as usize).min(GRID - 2);
     let fx = gx - x0 as f32;
     let fy = gy - y0 as f32;
-    let mut out = [0.0; LIGHTS];
-    for (l, o) in out.iter_mut().enumerate() {
-        let top = grid[y0][x0][l] + (grid[y0][x0 + 1][l] - grid[y0][x0][l]) * fx;
-        let bottom = grid[y0 + 1][x0][l] + (grid[y0 + 1][x0 + 1][l] - grid[y0 + 1][x0][l]) * fx;
-        *o = top + (bottom - top) * fy;
-    }
-    out
+    let top = grid[y0][x0].lerp(grid[y0][x0 + 1], fx);
+    let bottom = grid[y0 + 1][x0].lerp(grid[y0 + 1][x0 + 1], fx);
+    top.lerp(bottom, fy)
 }
 
 /// Where a ray meets the ground plane (far away for rays that never do).
