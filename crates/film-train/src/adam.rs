@@ -60,10 +60,13 @@ impl Adam {
             let Some(grad) = grads.get(var.as_tensor()) else {
                 continue;
             };
+            // Detached: the moments must not hold on to this step's autograd graph, or every
+            // step's activations would stay alive through them.
+            let (grad, param) = (grad.detach(), var.as_tensor().detach());
             let grad = if c.weight_decay != 0.0 {
-                (grad + (var.as_tensor() * c.weight_decay)?)?
+                (grad + (&param * c.weight_decay)?)?
             } else {
-                grad.clone()
+                grad
             };
             let m = match self.first_moment.get(name) {
                 Some(m) => ((m * c.beta1)? + (&grad * (1.0 - c.beta1))?)?,
@@ -75,7 +78,7 @@ impl Adam {
             };
             let denom = ((&v / bias2)?.sqrt()? + c.eps)?;
             let update = ((&m / bias1)? / denom)?;
-            var.set(&(var.as_tensor() - (update * c.learning_rate)?)?)?;
+            var.set(&(param - (update * c.learning_rate)?)?)?;
             self.first_moment.insert(name.clone(), m);
             self.second_moment.insert(name.clone(), v);
         }
@@ -163,6 +166,14 @@ mod tests {
                 p1[i] - 0.1 * mh / (vh.sqrt() + 1e-8)
             })
             .collect();
+        // The moments carry no autograd graph: otherwise each step's graph (activations
+        // included) would stay alive through them and memory would grow without bound.
+        for (key, t) in adam.state()? {
+            assert!(
+                !t.track_op(),
+                "optimizer state {key} still tracks its autograd graph"
+            );
+        }
         let got = p.as_tensor().to_vec1::<f64>()?;
         for (g, w) in got.iter().zip(&want) {
             assert!((g - w).abs() < 1e-12, "got {got:?}, want {want:?}");

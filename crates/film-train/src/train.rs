@@ -266,13 +266,16 @@ fn record(
         state.best_step = Some(state.step);
         save_tensors(&model_tensors(varmap), &run.best_path())?;
     }
-    progress.println(format!(
-        "step {:>6}  val accuracy {:.1}% ({} questions)  best {:.1}%",
-        state.step,
-        100.0 * val,
-        eval.overall.total,
-        100.0 * state.best_val_accuracy.unwrap_or(0.0)
-    ));
+    // Printed above the bar, and also when there is no terminal to draw the bar on.
+    progress.suspend(|| {
+        eprintln!(
+            "step {:>6}  val accuracy {:.1}% ({} questions)  best {:.1}%",
+            state.step,
+            100.0 * val,
+            eval.overall.total,
+            100.0 * state.best_val_accuracy.unwrap_or(0.0)
+        )
+    });
     Ok(())
 }
 
