@@ -1,23 +1,9 @@
 //! What the generator adds to CLEVR's attribute values (the clevr crate's
-//! enums): the colour table, the size scales, and the CoGenT conditions.
+//! enums): the size scales and the CoGenT conditions (the colour table is
+//! `clevr::Color::rgb`).
 
 use crate::shapes::ShapeKind;
 use clevr::{Color, Shape, Size};
-
-/// sRGB values of CLEVR's colour table (properties.json of the CLEVR
-/// dataset generator).
-pub fn color_rgb(color: Color) -> [u8; 3] {
-    match color {
-        Color::Gray => [87, 87, 87],
-        Color::Red => [173, 35, 35],
-        Color::Blue => [42, 75, 215],
-        Color::Green => [29, 105, 20],
-        Color::Brown => [129, 74, 25],
-        Color::Purple => [129, 38, 192],
-        Color::Cyan => [41, 208, 208],
-        Color::Yellow => [255, 238, 51],
-    }
-}
 
 /// CLEVR's size scale: the sphere radius, and the height of the centre.
 pub fn size_scale(size: Size) -> f32 {

@@ -3,7 +3,7 @@
 //! direction so that left/right/front/behind are never ambiguous, and every
 //! object visible; scenes that cannot satisfy them are re-drawn whole.
 
-use crate::attributes::{allowed_colors, color_rgb, shape_kind, size_scale, Cogent};
+use crate::attributes::{allowed_colors, shape_kind, size_scale, Cogent};
 use crate::camera::{Camera, CameraModel, Directions};
 use crate::math::Vec3;
 use crate::render::{RenderObject, Renderer};
@@ -27,7 +27,7 @@ impl SceneObject {
         RenderObject {
             shape: shape_kind(self.shape),
             metal: self.material == Material::Metal,
-            color: color_rgb(self.color),
+            color: self.color.rgb(),
             center: self.position,
             size: size_scale(self.size),
             rotation_deg: self.rotation_deg,

@@ -2,7 +2,7 @@
 //! crate's records, written field for field like the release), and back
 //! from any CLEVR scene graph to what the renderer needs.
 
-use crate::attributes::{color_rgb, shape_kind, size_scale};
+use crate::attributes::{shape_kind, size_scale};
 use crate::camera::{Camera, CameraModel, Directions};
 use crate::math::Vec3;
 use crate::render::RenderObject;
@@ -70,7 +70,7 @@ pub fn render_objects(scene: &Scene) -> Vec<RenderObject> {
         .map(|o| RenderObject {
             shape: shape_kind(o.shape),
             metal: o.material == Material::Metal,
-            color: color_rgb(o.color),
+            color: o.color.rgb(),
             center: Vec3::from_array(o.coords_3d.map(|c| c as f32)),
             size: size_scale(o.size),
             rotation_deg: o.rotation as f32,

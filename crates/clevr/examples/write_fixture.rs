@@ -66,19 +66,6 @@ fn relationships(objects: &[Object]) -> Relationships {
     }
 }
 
-fn rgb(color: Color) -> [u8; 3] {
-    match color {
-        Color::Gray => [87, 87, 87],
-        Color::Red => [173, 35, 35],
-        Color::Blue => [42, 75, 215],
-        Color::Green => [29, 105, 20],
-        Color::Brown => [129, 74, 25],
-        Color::Purple => [129, 38, 192],
-        Color::Cyan => [41, 208, 208],
-        Color::Yellow => [255, 238, 51],
-    }
-}
-
 fn draw(scene: &Scene) -> RgbImage {
     let mut pixels = [160u8, 160, 155].repeat(WIDTH * HEIGHT);
     for o in &scene.objects {
@@ -98,7 +85,7 @@ fn draw(scene: &Scene) -> RgbImage {
                     } else {
                         0
                     };
-                    let c = rgb(o.color).map(|v| v.saturating_add(shine));
+                    let c = o.color.rgb().map(|v| v.saturating_add(shine));
                     pixels[(y * WIDTH + x) * 3..(y * WIDTH + x) * 3 + 3].copy_from_slice(&c);
                 }
             }

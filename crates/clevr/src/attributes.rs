@@ -165,6 +165,23 @@ impl fmt::Display for AttributeValue {
     }
 }
 
+impl Color {
+    /// sRGB values of CLEVR's colour table (properties.json of the CLEVR
+    /// dataset generator).
+    pub fn rgb(self) -> [u8; 3] {
+        match self {
+            Color::Gray => [87, 87, 87],
+            Color::Red => [173, 35, 35],
+            Color::Blue => [42, 75, 215],
+            Color::Green => [29, 105, 20],
+            Color::Brown => [129, 74, 25],
+            Color::Purple => [129, 38, 192],
+            Color::Cyan => [41, 208, 208],
+            Color::Yellow => [255, 238, 51],
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
