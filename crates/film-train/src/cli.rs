@@ -16,6 +16,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use crate::data::{image_config, split_files};
 use crate::evaluate::{evaluate, type_key, Evaluation};
 use crate::presets::{self, Preset};
+use crate::profile::{profile, ProfileRequest};
 use crate::train::{load_eval_split, load_run, train, TrainRequest};
 
 /// Where the default run keeps its data and its run directory (both git-ignored).
@@ -65,6 +66,24 @@ enum Command {
         #[arg(long, default_value = "val")]
         split: String,
         /// Print one JSON object instead of tables.
+        #[arg(long)]
+        json: bool,
+        #[arg(long, default_value = "cpu")]
+        device: String,
+    },
+    /// Time training steps on synthetic inputs and show where the time goes.
+    Profile {
+        #[arg(long, default_value = "mini")]
+        preset: String,
+        #[arg(long)]
+        batch: Option<usize>,
+        /// Timed steps (the median is reported).
+        #[arg(long, default_value_t = 10)]
+        steps: usize,
+        /// Untimed steps first.
+        #[arg(long, default_value_t = 2)]
+        warmup: usize,
+        /// Print one JSON object instead of the table.
         #[arg(long)]
         json: bool,
         #[arg(long, default_value = "cpu")]
@@ -245,6 +264,31 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
                 println!("{}", eval.summary_json());
             } else {
                 print_evaluation(&eval, &vocab, &split);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Some(Command::Profile {
+            preset,
+            batch,
+            steps,
+            warmup,
+            json,
+            device: dev,
+        }) => {
+            let preset = presets::by_name(&preset)?;
+            let request = ProfileRequest {
+                model: preset.model,
+                batch: batch.unwrap_or(preset.training.batch_size),
+                learning_rate: preset.training.learning_rate,
+                weight_decay: preset.training.weight_decay,
+                steps: steps.max(1),
+                warmup,
+            };
+            let result = profile(&request, &device(&dev)?)?;
+            if json {
+                println!("{}", serde_json::to_string(&result)?);
+            } else {
+                print!("{result}");
             }
             Ok(ExitCode::SUCCESS)
         }

@@ -7,6 +7,7 @@ pub mod data;
 pub mod evaluate;
 pub mod model;
 pub mod presets;
+pub mod profile;
 pub mod run_dir;
 pub mod seeded;
 pub mod train;

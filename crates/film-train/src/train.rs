@@ -41,7 +41,7 @@ pub struct TrainOutcome {
 }
 
 /// Training variables: everything but BatchNorm's running statistics.
-fn trainable(varmap: &VarMap) -> Vec<(String, candle_core::Var)> {
+pub(crate) fn trainable(varmap: &VarMap) -> Vec<(String, candle_core::Var)> {
     let data = varmap.data().lock().expect("variable map lock poisoned");
     let mut vars: Vec<_> = data
         .iter()

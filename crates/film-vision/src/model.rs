@@ -206,12 +206,23 @@ impl FilmedNetwork {
     /// `images` (N, 3, H, W) or features (N, C_in, H, W); `film_params` (N, K, 2C) from the
     /// question encoder. Returns logits (N, answers).
     pub fn forward_t(&self, images: &Tensor, film_params: &Tensor, train: bool) -> Result<Tensor> {
+        let x = self.stem_t(images, train)?;
+        let x = self.blocks_t(&x, film_params, train)?;
+        self.classifier_t(&x, train)
+    }
+
+    /// The stem alone: images or features to the blocks' (N, C, h, w) input. The three
+    /// stages are public so that a profiler can time them apart.
+    pub fn stem_t(&self, images: &Tensor, train: bool) -> Result<Tensor> {
         let mut x = images.clone();
         for layer in &self.stem {
             x = layer.forward_t(&x, train)?;
         }
-        let (batch, _, height, width) = x.dims4()?;
-        let coords = coordinate_maps(batch, height, width, &x)?;
+        Ok(x)
+    }
+
+    /// The FiLMed residual blocks on the stem's output.
+    pub fn blocks_t(&self, x: &Tensor, film_params: &Tensor, train: bool) -> Result<Tensor> {
         let params = split_film_params(film_params)?;
         if params.len() != self.blocks.len() {
             candle_core::bail!(
@@ -220,12 +231,24 @@ impl FilmedNetwork {
                 self.blocks.len()
             );
         }
+        let coords = Self::coords(x)?;
+        let mut x = x.clone();
         for ((block, (raw_gamma, beta)), &conditioned) in
             self.blocks.iter().zip(&params).zip(&self.config.conditioned)
         {
             let film = conditioned.then_some(BlockFilm { raw_gamma, beta });
             x = block.forward_t(&x, &coords, film, train)?;
         }
-        self.classifier.forward_t(&x, &coords, train)
+        Ok(x)
+    }
+
+    /// The classifier on the last block's output: answer logits (N, answers).
+    pub fn classifier_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        self.classifier.forward_t(x, &Self::coords(x)?, train)
+    }
+
+    fn coords(x: &Tensor) -> Result<Tensor> {
+        let (batch, _, height, width) = x.dims4()?;
+        coordinate_maps(batch, height, width, x)
     }
 }

@@ -1,0 +1,212 @@
+//! `film-train profile`: where a training step's time goes, on synthetic inputs shaped like
+//! the PyTorch reference harness's (../shared/reference/torch_film.py), so the two can be
+//! timed side by side without any data.
+
+use std::time::Instant;
+
+use anyhow::Result;
+use candle_core::{Device, Tensor};
+use rand::{Rng, SeedableRng};
+use serde::Serialize;
+
+use crate::adam::{Adam, AdamConfig};
+use crate::evaluate::loss_and_accuracy;
+use crate::presets::ModelConfig;
+use crate::train::{build_model, trainable};
+
+/// The reference harness's synthetic question shapes: vocabulary, answers, padded length
+/// and shortest question.
+const VOCAB: usize = 93;
+const ANSWERS: usize = 32;
+const QUESTION_LEN: usize = 46;
+const SHORTEST_QUESTION: usize = 10;
+
+/// What to profile.
+pub struct ProfileRequest {
+    pub model: ModelConfig,
+    pub batch: usize,
+    pub learning_rate: f64,
+    pub weight_decay: f64,
+    pub steps: usize,
+    pub warmup: usize,
+}
+
+/// Median milliseconds of each phase.
+#[derive(Clone, Debug, Serialize)]
+pub struct Profile {
+    pub batch: usize,
+    pub steps: usize,
+    pub threads: usize,
+    /// The whole training step: forward, loss, backward, Adam.
+    pub step_ms: f64,
+    pub samples_per_s: f64,
+    /// Parts of the whole step.
+    pub forward_ms: f64,
+    pub backward_ms: f64,
+    pub optimizer_ms: f64,
+    /// Each component run alone on detached inputs: (name, forward ms, backward ms).
+    pub components: Vec<(String, f64, f64)>,
+}
+
+struct Inputs {
+    images: Tensor,
+    questions: Tensor,
+    lengths: Vec<usize>,
+    answers: Tensor,
+}
+
+fn synthetic_inputs(model: &ModelConfig, batch: usize, device: &Device) -> Result<Inputs> {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(0);
+    let (channels, side) = match model.vision.stem {
+        film_vision::Stem::Pixels { .. } => (3, model.image_size),
+        film_vision::Stem::Features { in_channels } => (in_channels, 14),
+    };
+    let pixels: Vec<f32> = (0..batch * channels * side * side)
+        .map(|_| rng.random_range(-1.0..1.0))
+        .collect();
+    let lengths: Vec<usize> = (0..batch)
+        .map(|_| rng.random_range(SHORTEST_QUESTION..=QUESTION_LEN))
+        .collect();
+    let tokens: Vec<u32> = lengths
+        .iter()
+        .flat_map(|&len| (0..QUESTION_LEN).map(move |t| t < len))
+        .map(|real| {
+            if real {
+                rng.random_range(1..VOCAB as u32)
+            } else {
+                0
+            }
+        })
+        .collect();
+    let answers: Vec<u32> = (0..batch).map(|_| rng.random_range(0..ANSWERS as u32)).collect();
+    Ok(Inputs {
+        images: Tensor::from_vec(pixels, (batch, channels, side, side), device)?,
+        questions: Tensor::from_vec(tokens, (batch, QUESTION_LEN), device)?,
+        lengths,
+        answers: Tensor::from_vec(answers, batch, device)?,
+    })
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
+}
+
+fn ms_since(start: Instant) -> f64 {
+    start.elapsed().as_secs_f64() * 1e3
+}
+
+/// Times `request.steps` training steps (after `warmup`), then each component alone.
+pub fn profile(request: &ProfileRequest, device: &Device) -> Result<Profile> {
+    let mut config = request.model.clone();
+    config.question.vocab_size = VOCAB;
+    config.vision.num_answers = ANSWERS;
+    let (model, varmap) = build_model(&config, 0, device)?;
+    let mut adam = Adam::new(
+        trainable(&varmap),
+        AdamConfig::new(request.learning_rate, request.weight_decay),
+    );
+    let inputs = synthetic_inputs(&config, request.batch, device)?;
+
+    let (mut forward, mut backward, mut optimizer, mut whole) = (vec![], vec![], vec![], vec![]);
+    for step in 0..request.warmup + request.steps {
+        let start = Instant::now();
+        let logits = model.forward_t(&inputs.images, &inputs.questions, &inputs.lengths, true)?;
+        let (loss, _) = loss_and_accuracy(&logits, &inputs.answers)?;
+        let forward_ms = ms_since(start);
+        let backward_start = Instant::now();
+        let grads = loss.backward()?;
+        let backward_ms = ms_since(backward_start);
+        let optimizer_start = Instant::now();
+        adam.step(&grads)?;
+        let optimizer_ms = ms_since(optimizer_start);
+        if step >= request.warmup {
+            forward.push(forward_ms);
+            backward.push(backward_ms);
+            optimizer.push(optimizer_ms);
+            whole.push(ms_since(start));
+        }
+    }
+
+    // Each component alone: its inputs detached, so its backward stops at its own inputs.
+    let network = &model.network;
+    let params = model.film_params(&inputs.questions, &inputs.lengths)?;
+    let stem_out = network.stem_t(&inputs.images, true)?;
+    let blocks_out = network.blocks_t(&stem_out.detach(), &params.detach(), true)?;
+    type Stage<'a> = Box<dyn Fn() -> candle_core::Result<Tensor> + 'a>;
+    let stages: Vec<(&str, Stage)> = vec![
+        (
+            "question encoder",
+            Box::new(|| model.film_params(&inputs.questions, &inputs.lengths)),
+        ),
+        ("stem", Box::new(|| network.stem_t(&inputs.images, true))),
+        (
+            "FiLMed blocks",
+            Box::new(|| network.blocks_t(&stem_out.detach(), &params.detach(), true)),
+        ),
+        (
+            "classifier + loss",
+            Box::new(|| {
+                let logits = network.classifier_t(&blocks_out.detach(), true)?;
+                candle_nn::loss::cross_entropy(&logits, &inputs.answers)
+            }),
+        ),
+    ];
+    let mut components = vec![];
+    for (name, stage) in &stages {
+        let (mut fwd, mut bwd) = (vec![], vec![]);
+        for step in 0..request.warmup + request.steps {
+            let start = Instant::now();
+            let out = stage()?;
+            let fwd_ms = ms_since(start);
+            let backward_start = Instant::now();
+            out.backward()?;
+            if step >= request.warmup {
+                fwd.push(fwd_ms);
+                bwd.push(ms_since(backward_start));
+            }
+        }
+        components.push((name.to_string(), median(fwd), median(bwd)));
+    }
+
+    let step_ms = median(whole);
+    Ok(Profile {
+        batch: request.batch,
+        steps: request.steps,
+        threads: candle_core::utils::get_num_threads(),
+        step_ms,
+        samples_per_s: request.batch as f64 / (step_ms / 1e3),
+        forward_ms: median(forward),
+        backward_ms: median(backward),
+        optimizer_ms: median(optimizer),
+        components,
+    })
+}
+
+impl std::fmt::Display for Profile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let share = |ms: f64| 100.0 * ms / self.step_ms;
+        writeln!(
+            f,
+            "training step, batch {}, {} threads, median of {} steps: {:.1} ms ({:.0} samples/s)",
+            self.batch, self.threads, self.steps, self.step_ms, self.samples_per_s
+        )?;
+        writeln!(f, "  {:<22} {:>9} {:>7}", "part of the step", "ms", "share")?;
+        for (name, ms) in [
+            ("forward + loss", self.forward_ms),
+            ("backward", self.backward_ms),
+            ("optimizer (Adam)", self.optimizer_ms),
+        ] {
+            writeln!(f, "  {name:<22} {ms:>9.1} {:>6.1}%", share(ms))?;
+        }
+        writeln!(
+            f,
+            "\n  {:<22} {:>9} {:>9} {:>7}   (each alone, inputs detached)",
+            "component", "fwd ms", "bwd ms", "share"
+        )?;
+        for (name, fwd, bwd) in &self.components {
+            writeln!(f, "  {name:<22} {fwd:>9.1} {bwd:>9.1} {:>6.1}%", share(fwd + bwd))?;
+        }
+        Ok(())
+    }
+}
