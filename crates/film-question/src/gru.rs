@@ -58,37 +58,38 @@ impl Gru {
         }
         let steps = lengths.iter().copied().max().unwrap_or(0);
         let h = self.hidden_dim;
-        // The input projection of every step in one matrix product, instead of one per step.
-        let inputs = inputs.narrow(1, 0, steps)?.contiguous()?;
+        // The input projection of every step in one matrix product, instead of one per step,
+        // time-major (T, N, 3H) so that each step's rows are contiguous.
+        let inputs = inputs.narrow(1, 0, steps)?.transpose(0, 1)?.contiguous()?;
         let projected = inputs
-            .reshape((batch * steps, input_dim))?
+            .reshape((steps * batch, input_dim))?
             .matmul(&self.weight_ih.t()?)?
             .broadcast_add(&self.bias_ih)?
-            .reshape((batch, steps, 3 * h))?;
+            .reshape((steps, batch, 3 * h))?;
         let all = if fused {
             recurrence::gru_recurrence(&projected, &self.weight_hh, &self.bias_hh)?
         } else {
             self.composed_recurrence(&projected)?
         };
-        let all = all.reshape((batch * steps, h))?;
+        let all = all.reshape((steps * batch, h))?;
         let last: Vec<u32> = lengths
             .iter()
             .enumerate()
-            .map(|(i, &l)| (i * steps + l - 1) as u32)
+            .map(|(i, &l)| ((l - 1) * batch + i) as u32)
             .collect();
         let index = Tensor::from_vec(last, batch, inputs.device())?;
         all.index_select(&index, 0)
     }
 
-    /// Every step's state (N, T, H) from the input projections (N, T, 3H), one candle op at
+    /// Every step's state (T, N, H) from the input projections (T, N, 3H), one candle op at
     /// a time.
     fn composed_recurrence(&self, projected: &Tensor) -> Result<Tensor> {
-        let (batch, steps, _) = projected.dims3()?;
+        let (steps, batch, _) = projected.dims3()?;
         let h = self.hidden_dim;
         let mut state = Tensor::zeros((batch, h), projected.dtype(), projected.device())?;
         let mut states = Vec::with_capacity(steps);
         for t in 0..steps {
-            let x = projected.narrow(1, t, 1)?.squeeze(1)?;
+            let x = projected.get(t)?;
             let hh = state.matmul(&self.weight_hh.t()?)?.broadcast_add(&self.bias_hh)?;
             let (x_r, x_z, x_n) = (x.narrow(1, 0, h)?, x.narrow(1, h, h)?, x.narrow(1, 2 * h, h)?);
             let (h_r, h_z, h_n) = (hh.narrow(1, 0, h)?, hh.narrow(1, h, h)?, hh.narrow(1, 2 * h, h)?);
@@ -99,6 +100,6 @@ impl Gru {
             state = (&candidate + (update * (state - &candidate)?)?)?;
             states.push(state.clone());
         }
-        Tensor::stack(&states, 1)
+        Tensor::stack(&states, 0)
     }
 }

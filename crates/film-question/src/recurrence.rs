@@ -14,17 +14,30 @@
 
 use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
 use gemm::Parallelism;
+use rayon::prelude::*;
+use std::sync::Mutex;
 
-/// Runs the recurrence: `projected` (N, T, 3H) input projections, `weight_hh` (3H, H),
-/// `bias_hh` (3H,) → every step's hidden state (N, T, H), starting from h = 0.
+/// Runs the recurrence: `projected` (T, N, 3H) time-major input projections, `weight_hh`
+/// (3H, H), `bias_hh` (3H,) → every step's hidden state (T, N, H), starting from h = 0.
+/// Time-major keeps each step's rows contiguous for the per-step matrix products.
 pub fn gru_recurrence(projected: &Tensor, weight_hh: &Tensor, bias_hh: &Tensor) -> Result<Tensor> {
     let projected = projected.contiguous()?;
     let weight_hh = weight_hh.contiguous()?;
     let bias_hh = bias_hh.contiguous()?;
-    projected.apply_op3(&weight_hh, &bias_hh, GruRecurrence)
+    projected.apply_op3(
+        &weight_hh,
+        &bias_hh,
+        GruRecurrence {
+            kept: Mutex::new(None),
+        },
+    )
 }
 
-struct GruRecurrence;
+/// One call of the op. The forward keeps its gates here for the backward of the same
+/// graph node, instead of recomputing them.
+struct GruRecurrence {
+    kept: Mutex<Option<Vec<f32>>>,
+}
 
 /// Sizes of one call: batch, steps, hidden.
 #[derive(Clone, Copy)]
@@ -35,7 +48,7 @@ struct Dims {
 }
 
 fn dims(projected: &Shape, weight_hh: &Shape, bias_hh: &Shape) -> Result<Dims> {
-    let (batch, steps, gates) = projected.dims3()?;
+    let (steps, batch, gates) = projected.dims3()?;
     let (rows, hidden) = weight_hh.dims2()?;
     if gates != 3 * hidden || rows != 3 * hidden || bias_hh.elem_count() != 3 * hidden {
         candle_core::bail!(
@@ -110,34 +123,35 @@ fn sigmoid(x: f32) -> f32 {
     1.0 / (1.0 + (-x).exp())
 }
 
-/// The three gates of one hidden unit from its input and hidden projections.
-#[inline]
-fn gates(x: [f32; 3], h: [f32; 3]) -> (f32, f32, f32) {
-    let reset = sigmoid(x[0] + h[0]);
-    let update = sigmoid(x[1] + h[1]);
-    let candidate = (x[2] + reset * h[2]).tanh();
-    (reset, update, candidate)
-}
+/// Values per hidden unit and step that the forward keeps for the backward: the reset,
+/// update and candidate gates, and the candidate's hidden projection W_hn·h + b_hn.
+const KEPT: usize = 4;
 
-/// Forward: hidden states (N, T, H) for contiguous inputs.
-fn forward(d: Dims, projected: &[f32], weight_hh: &[f32], bias_hh: &[f32]) -> Vec<f32> {
+/// Rows handed to one thread at a time in the per-step gate loops.
+const ROWS_PER_TASK: usize = 8;
+
+/// Forward, time-major: `projected` (T, N, 3H) → states (T, N, H), plus the kept gates
+/// (T, N, 4H).
+fn forward(d: Dims, projected: &[f32], weight_hh: &[f32], bias_hh: &[f32]) -> (Vec<f32>, Vec<f32>) {
     let Dims {
         batch,
         steps,
         hidden: h,
     } = d;
-    let mut states = vec![0f32; batch * steps * h];
+    let mut states = vec![0f32; steps * batch * h];
+    let mut kept = vec![0f32; steps * batch * KEPT * h];
     let mut hh = vec![0f32; batch * 3 * h];
     let zeros = vec![0f32; batch * h];
     for t in 0..steps {
-        // hh = h_prev · W_hhᵀ, h_prev being row t-1 of each sequence (zeros at t = 0).
-        let (prev_ptr, prev_stride) = if t == 0 {
-            (zeros.as_ptr(), h)
+        let (done, rest) = states.split_at_mut(t * batch * h);
+        let previous = if t == 0 {
+            &zeros[..]
         } else {
-            (states[(t - 1) * h..].as_ptr(), steps * h)
+            &done[(t - 1) * batch * h..]
         };
-        // SAFETY: prev rows are batch × h inside `states`/`zeros`; W_hhᵀ is read as h × 3h
-        // inside `weight_hh`; `hh` is a separate batch × 3h buffer.
+        // hh = h_prev · W_hhᵀ
+        // SAFETY: `previous` is batch × h, W_hhᵀ is read as h × 3h inside `weight_hh`, and
+        // `hh` is a separate batch × 3h buffer.
         unsafe {
             matmul(
                 (batch, 3 * h, h),
@@ -145,8 +159,8 @@ fn forward(d: Dims, projected: &[f32], weight_hh: &[f32], bias_hh: &[f32]) -> Ve
                 3 * h,
                 false,
                 View {
-                    ptr: prev_ptr,
-                    row_stride: prev_stride as isize,
+                    ptr: previous.as_ptr(),
+                    row_stride: h as isize,
                     col_stride: 1,
                 },
                 View {
@@ -157,37 +171,37 @@ fn forward(d: Dims, projected: &[f32], weight_hh: &[f32], bias_hh: &[f32]) -> Ve
                 parallelism(),
             );
         }
-        for n in 0..batch {
-            let x = &projected[(n * steps + t) * 3 * h..][..3 * h];
-            let hrow = &hh[n * 3 * h..][..3 * h];
-            for j in 0..h {
-                let prev = if t == 0 {
-                    0.0
-                } else {
-                    states[(n * steps + t - 1) * h + j]
-                };
-                let (_, update, candidate) = gates(
-                    [x[j], x[h + j], x[2 * h + j]],
-                    [
-                        hrow[j] + bias_hh[j],
-                        hrow[h + j] + bias_hh[h + j],
-                        hrow[2 * h + j] + bias_hh[2 * h + j],
-                    ],
-                );
-                states[(n * steps + t) * h + j] = candidate + update * (prev - candidate);
-            }
-        }
+        let x_t = &projected[t * batch * 3 * h..][..batch * 3 * h];
+        rest[..batch * h]
+            .par_chunks_mut(h)
+            .zip(kept[t * batch * KEPT * h..][..batch * KEPT * h].par_chunks_mut(KEPT * h))
+            .zip(x_t.par_chunks(3 * h).zip(hh.par_chunks(3 * h)))
+            .zip(previous.par_chunks(h))
+            .with_min_len(ROWS_PER_TASK)
+            .for_each(|(((state, kept), (x, hh)), previous)| {
+                for j in 0..h {
+                    let hn = hh[2 * h + j] + bias_hh[2 * h + j];
+                    let reset = sigmoid(x[j] + hh[j] + bias_hh[j]);
+                    let update = sigmoid(x[h + j] + hh[h + j] + bias_hh[h + j]);
+                    let candidate = (x[2 * h + j] + reset * hn).tanh();
+                    state[j] = candidate + update * (previous[j] - candidate);
+                    kept[j] = reset;
+                    kept[h + j] = update;
+                    kept[2 * h + j] = candidate;
+                    kept[3 * h + j] = hn;
+                }
+            });
     }
-    states
+    (states, kept)
 }
 
-/// Gradients of the recurrence: (d projected (N, T, 3H), d weight_hh (3H, H), d bias_hh (3H)).
+/// Gradients of the recurrence, time-major: (d projected (T, N, 3H), d weight_hh (3H, H),
+/// d bias_hh (3H)).
 fn backward(
     d: Dims,
-    projected: &[f32],
     weight_hh: &[f32],
-    bias_hh: &[f32],
     states: &[f32],
+    kept: &[f32],
     grad_states: &[f32],
 ) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
     let Dims {
@@ -195,69 +209,50 @@ fn backward(
         steps,
         hidden: h,
     } = d;
-    // Every step's previous state, (N, T, H) with zeros at t = 0: the GEMM operand of both
-    // the recomputed hidden projections and the weight gradient.
-    let mut previous = vec![0f32; batch * steps * h];
-    for n in 0..batch {
-        for t in 1..steps {
-            previous[(n * steps + t) * h..][..h].copy_from_slice(&states[(n * steps + t - 1) * h..][..h]);
-        }
-    }
-    // The hidden projections of all steps at once (the forward kept only the states).
-    let mut hh = vec![0f32; batch * steps * 3 * h];
-    // SAFETY: `previous` is (N·T) × h, W_hhᵀ is h × 3h inside `weight_hh`, `hh` is (N·T) × 3h.
-    unsafe {
-        matmul(
-            (batch * steps, 3 * h, h),
-            hh.as_mut_ptr(),
-            3 * h,
-            false,
-            View {
-                ptr: previous.as_ptr(),
-                row_stride: h as isize,
-                col_stride: 1,
-            },
-            View {
-                ptr: weight_hh.as_ptr(),
-                row_stride: 1,
-                col_stride: h as isize,
-            },
-            parallelism(),
-        );
-    }
-    let mut grad_projected = vec![0f32; batch * steps * 3 * h];
-    let mut grad_hh = vec![0f32; batch * steps * 3 * h];
+    let zeros = vec![0f32; batch * h];
+    let mut grad_projected = vec![0f32; steps * batch * 3 * h];
+    let mut grad_hh = vec![0f32; steps * batch * 3 * h];
     let mut grad_next = vec![0f32; batch * h];
     for t in (0..steps).rev() {
-        for n in 0..batch {
-            let row = (n * steps + t) * 3 * h;
-            let x = &projected[row..][..3 * h];
-            let hrow = &hh[row..][..3 * h];
-            for j in 0..h {
-                let hn = hrow[2 * h + j] + bias_hh[2 * h + j];
-                let (reset, update, candidate) = gates(
-                    [x[j], x[h + j], x[2 * h + j]],
-                    [hrow[j] + bias_hh[j], hrow[h + j] + bias_hh[h + j], hn],
-                );
-                let prev = previous[(n * steps + t) * h + j];
-                let dh = grad_states[(n * steps + t) * h + j] + grad_next[n * h + j];
-                let d_candidate = dh * (1.0 - update) * (1.0 - candidate * candidate);
-                let d_update = dh * (prev - candidate) * update * (1.0 - update);
-                let d_reset = d_candidate * hn * reset * (1.0 - reset);
-                grad_projected[row + j] = d_reset;
-                grad_projected[row + h + j] = d_update;
-                grad_projected[row + 2 * h + j] = d_candidate;
-                grad_hh[row + j] = d_reset;
-                grad_hh[row + h + j] = d_update;
-                grad_hh[row + 2 * h + j] = d_candidate * reset;
-                // The direct path h' = … + z ⊙ h; the path through W_hh is added below.
-                grad_next[n * h + j] = dh * update;
-            }
-        }
+        let previous = if t == 0 {
+            &zeros[..]
+        } else {
+            &states[(t - 1) * batch * h..][..batch * h]
+        };
+        let rows = 3 * h * batch;
+        grad_projected[t * rows..][..rows]
+            .par_chunks_mut(3 * h)
+            .zip(grad_hh[t * rows..][..rows].par_chunks_mut(3 * h))
+            .zip(grad_next.par_chunks_mut(h))
+            .zip(kept[t * batch * KEPT * h..][..batch * KEPT * h].par_chunks(KEPT * h))
+            .zip(
+                grad_states[t * batch * h..][..batch * h]
+                    .par_chunks(h)
+                    .zip(previous.par_chunks(h)),
+            )
+            .with_min_len(ROWS_PER_TASK)
+            .for_each(|((((gp, ghh), next), kept), (gs, previous))| {
+                for j in 0..h {
+                    let (reset, update, candidate, hn) =
+                        (kept[j], kept[h + j], kept[2 * h + j], kept[3 * h + j]);
+                    let dh = gs[j] + next[j];
+                    let d_candidate = dh * (1.0 - update) * (1.0 - candidate * candidate);
+                    let d_update = dh * (previous[j] - candidate) * update * (1.0 - update);
+                    let d_reset = d_candidate * hn * reset * (1.0 - reset);
+                    gp[j] = d_reset;
+                    gp[h + j] = d_update;
+                    gp[2 * h + j] = d_candidate;
+                    ghh[j] = d_reset;
+                    ghh[h + j] = d_update;
+                    ghh[2 * h + j] = d_candidate * reset;
+                    // The direct path h' = … + z ⊙ h; the path through W_hh is added below.
+                    next[j] = dh * update;
+                }
+            });
         if t > 0 {
             // grad_next += d hh_t · W_hh
-            // SAFETY: rows of step t in `grad_hh` are batch × 3h with stride T·3h; W_hh is
-            // 3h × h; `grad_next` is a separate batch × h buffer.
+            // SAFETY: step t's rows of `grad_hh` are batch × 3h; W_hh is 3h × h; `grad_next`
+            // is a separate batch × h buffer.
             unsafe {
                 matmul(
                     (batch, h, 3 * h),
@@ -265,8 +260,8 @@ fn backward(
                     h,
                     true,
                     View {
-                        ptr: grad_hh[t * 3 * h..].as_ptr(),
-                        row_stride: (steps * 3 * h) as isize,
+                        ptr: grad_hh[t * rows..].as_ptr(),
+                        row_stride: (3 * h) as isize,
                         col_stride: 1,
                     },
                     View {
@@ -279,27 +274,32 @@ fn backward(
             }
         }
     }
-    // d W_hh = Σ_{n,t} d hh[n,t]ᵀ ⊗ previous[n,t]: one (3h × N·T) · (N·T × h) product.
+    // d W_hh = Σ_t d hh_tᵀ · h_{t-1}: one (3h × (T-1)·N) · ((T-1)·N × h) product (h_{-1} = 0
+    // adds nothing).
     let mut grad_weight = vec![0f32; 3 * h * h];
-    // SAFETY: `grad_hh` read transposed as 3h × (N·T), `previous` as (N·T) × h, output 3h × h.
-    unsafe {
-        matmul(
-            (3 * h, h, batch * steps),
-            grad_weight.as_mut_ptr(),
-            h,
-            false,
-            View {
-                ptr: grad_hh.as_ptr(),
-                row_stride: 1,
-                col_stride: (3 * h) as isize,
-            },
-            View {
-                ptr: previous.as_ptr(),
-                row_stride: h as isize,
-                col_stride: 1,
-            },
-            parallelism(),
-        );
+    if steps > 1 {
+        let k = (steps - 1) * batch;
+        // SAFETY: `grad_hh` from step 1 read transposed as 3h × k, `states` up to step T-2 as
+        // k × h, output 3h × h.
+        unsafe {
+            matmul(
+                (3 * h, h, k),
+                grad_weight.as_mut_ptr(),
+                h,
+                false,
+                View {
+                    ptr: grad_hh[batch * 3 * h..].as_ptr(),
+                    row_stride: 1,
+                    col_stride: (3 * h) as isize,
+                },
+                View {
+                    ptr: states.as_ptr(),
+                    row_stride: h as isize,
+                    col_stride: 1,
+                },
+                parallelism(),
+            );
+        }
     }
     let mut grad_bias = vec![0f32; 3 * h];
     for row in grad_hh.chunks_exact(3 * h) {
@@ -334,13 +334,14 @@ impl CustomOp3 for GruRecurrence {
             weight_layout.shape(),
             bias_layout.shape(),
         )?;
-        let states = forward(
+        let (states, kept) = forward(
             d,
             f32_slice(projected, projected_layout)?,
             f32_slice(weight_hh, weight_layout)?,
             f32_slice(bias_hh, bias_layout)?,
         );
-        Ok((CpuStorage::F32(states), Shape::from((d.batch, d.steps, d.hidden))))
+        *self.kept.lock().expect("kept gates lock poisoned") = Some(kept);
+        Ok((CpuStorage::F32(states), Shape::from((d.steps, d.batch, d.hidden))))
     }
 
     fn bwd(
@@ -352,12 +353,15 @@ impl CustomOp3 for GruRecurrence {
         grad_states: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let d = dims(projected.shape(), weight_hh.shape(), bias_hh.shape())?;
+        let kept = self.kept.lock().expect("kept gates lock poisoned");
+        let Some(kept) = kept.as_ref() else {
+            candle_core::bail!("GRU recurrence: backward before forward")
+        };
         let (grad_projected, grad_weight, grad_bias) = backward(
             d,
-            &cpu_values(projected)?,
             &cpu_values(weight_hh)?,
-            &cpu_values(bias_hh)?,
             &cpu_values(states)?,
+            kept,
             &cpu_values(grad_states)?,
         );
         let device = projected.device();

@@ -2,6 +2,7 @@
 //! the training loop with checkpoints, evaluation and the command line.
 
 pub mod adam;
+pub mod allocator;
 pub mod cli;
 pub mod data;
 pub mod evaluate;
