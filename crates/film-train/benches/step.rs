@@ -17,7 +17,7 @@ const BATCH: usize = 64;
 
 fn bench_step(c: &mut Criterion) {
     // As the film-train binary does: the step's timing depends on it (see the function).
-    film_train::allocator::keep_freed_memory();
+    film_train::runtime::tune_for_training();
     let preset = presets::by_name("mini").expect("the mini preset");
     let mut step = TrainingStep::new(
         &preset.model,

@@ -2,7 +2,6 @@
 //! the training loop with checkpoints, evaluation and the command line.
 
 pub mod adam;
-pub mod allocator;
 pub mod cli;
 pub mod data;
 pub mod evaluate;
@@ -10,5 +9,6 @@ pub mod model;
 pub mod presets;
 pub mod profile;
 pub mod run_dir;
+pub mod runtime;
 pub mod seeded;
 pub mod train;

@@ -9,7 +9,7 @@ use clap::Parser;
 use film_train::cli;
 
 fn main() -> ExitCode {
-    film_train::allocator::keep_freed_memory();
+    film_train::runtime::tune_for_training();
     let cli = cli::Cli::parse();
     match cli::run(cli) {
         Ok(code) => code,

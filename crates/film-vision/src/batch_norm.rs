@@ -125,7 +125,7 @@ impl BatchNorm {
 }
 
 /// Per-channel mean and (biased) variance of a contiguous (N, C, S) f32 tensor, two-pass
-/// for accuracy, accumulated in f64.
+/// for accuracy: each row of S values is summed in f32 (vectorised), rows in f64.
 fn channel_statistics(
     x: &Tensor,
     batch: usize,
@@ -142,9 +142,13 @@ fn channel_statistics(
         .into_par_iter()
         .map(|c| {
             let rows = || (0..batch).map(move |n| &data[(n * channels + c) * spatial..][..spatial]);
-            let mean = rows().flatten().map(|&v| v as f64).sum::<f64>() / count;
-            let variance = rows().flatten().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / count;
-            (mean as f32, variance as f32)
+            let mean = rows().map(|row| row.iter().sum::<f32>() as f64).sum::<f64>() / count;
+            let m = mean as f32;
+            let variance = rows()
+                .map(|row| row.iter().map(|&v| (v - m) * (v - m)).sum::<f32>() as f64)
+                .sum::<f64>()
+                / count;
+            (m, variance as f32)
         })
         .unzip())
 }
@@ -211,9 +215,14 @@ impl CustomOp3 for FusedBatchNorm {
             .enumerate()
             .for_each(|(row, (y, x))| {
                 let (a, b) = coef[row % channels];
-                for (y, &x) in y.iter_mut().zip(x) {
-                    let v = a * x + b;
-                    *y = if relu { v.max(0.0) } else { v };
+                if relu {
+                    for (y, &x) in y.iter_mut().zip(x) {
+                        *y = (a * x + b).max(0.0);
+                    }
+                } else {
+                    for (y, &x) in y.iter_mut().zip(x) {
+                        *y = a * x + b;
+                    }
                 }
             });
         Ok((CpuStorage::F32(y), shape))
@@ -229,35 +238,46 @@ impl CustomOp3 for FusedBatchNorm {
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let (batch, channels) = (x.dim(0)?, x.dim(1)?);
         let spatial = x.elem_count() / (batch * channels).max(1);
-        let xs = x.flatten_all()?.to_vec1::<f32>()?;
-        let dy = grad_y.contiguous()?.flatten_all()?.to_vec1::<f32>()?;
+        let grad_y = grad_y.contiguous()?;
+        let (x_storage, x_layout) = x.storage_and_layout();
+        let (dy_storage, dy_layout) = grad_y.storage_and_layout();
+        let (candle_core::Storage::Cpu(x_cpu), candle_core::Storage::Cpu(dy_cpu)) =
+            (&*x_storage, &*dy_storage)
+        else {
+            candle_core::bail!("fused BatchNorm backward: tensors are not on the CPU")
+        };
+        let (xs, dy) = (contiguous(x_cpu, x_layout)?, contiguous(dy_cpu, dy_layout)?);
         let affine_values = affine.flatten_all()?.to_vec1::<f32>()?;
         let stat_values = stats.flatten_all()?.to_vec1::<f32>()?;
         let coef = coefficients(&affine_values, &stat_values);
         let relu = self.relu;
         // The gradient reaching the normalised value: through the ReLU mask (kept where the
-        // pre-activation is ≥ 0, as candle's ReLU does).
-        let masked = |c: usize, x: f32, dy: f32| {
-            let (a, b) = coef[c];
+        // pre-activation is ≥ 0, as candle's ReLU does). Written as a select so it vectorises.
+        let masked = |(a, b): (f32, f32), x: f32, dy: f32| {
             if relu && a * x + b < 0.0 {
                 0.0
             } else {
                 dy
             }
         };
-        // Per channel: Σ g and Σ g · x̂.
+        // Per channel: Σ g and Σ g · x̂, rows summed in f32, rows accumulated in f64.
         let sums: Vec<(f64, f64)> = (0..channels)
             .into_par_iter()
             .map(|c| {
                 let (mean, inv_std) = (stat_values[2 * c], stat_values[2 * c + 1]);
+                let ab = coef[c];
                 let (mut sum_g, mut sum_gx) = (0f64, 0f64);
                 for n in 0..batch {
                     let start = (n * channels + c) * spatial;
-                    for (&x, &dy) in xs[start..][..spatial].iter().zip(&dy[start..][..spatial]) {
-                        let g = masked(c, x, dy) as f64;
-                        sum_g += g;
-                        sum_gx += g * ((x - mean) * inv_std) as f64;
+                    let (xs, dy) = (&xs[start..][..spatial], &dy[start..][..spatial]);
+                    let (mut row_g, mut row_gx) = (0f32, 0f32);
+                    for (&x, &dy) in xs.iter().zip(dy) {
+                        let g = masked(ab, x, dy);
+                        row_g += g;
+                        row_gx += g * (x - mean);
                     }
+                    sum_g += row_g as f64;
+                    sum_gx += (row_gx * inv_std) as f64;
                 }
                 (sum_g, sum_gx)
             })
@@ -271,16 +291,18 @@ impl CustomOp3 for FusedBatchNorm {
             .enumerate()
             .for_each(|(row, (dx, (xs, dy)))| {
                 let c = row % channels;
+                let ab = coef[c];
                 let (mean, inv_std) = (stat_values[2 * c], stat_values[2 * c + 1]);
                 let scale = affine_values[2 * c] * inv_std;
-                let (mean_g, mean_gx) = if batch_statistics {
-                    ((sums[c].0 as f32) / count, (sums[c].1 as f32) / count)
+                let (mean_g, slope) = if batch_statistics {
+                    // dx = scale · (g - mean(g) - x̂ · mean(g x̂)), x̂ = (x - mean) · inv_std
+                    let mean_g = sums[c].0 as f32 / count;
+                    (mean_g, inv_std * sums[c].1 as f32 / count)
                 } else {
                     (0.0, 0.0)
                 };
                 for ((dx, &x), &dy) in dx.iter_mut().zip(xs).zip(dy) {
-                    let g = masked(c, x, dy);
-                    *dx = scale * (g - mean_g - (x - mean) * inv_std * mean_gx);
+                    *dx = scale * (masked(ab, x, dy) - mean_g - (x - mean) * slope);
                 }
             });
         let device = x.device();
