@@ -142,15 +142,44 @@ fn channel_statistics(
         .into_par_iter()
         .map(|c| {
             let rows = || (0..batch).map(move |n| &data[(n * channels + c) * spatial..][..spatial]);
-            let mean = rows().map(|row| row.iter().sum::<f32>() as f64).sum::<f64>() / count;
+            let mean = rows()
+                .map(|row| paired_sums(row, row, |v, _| (v, 0.0)).0 as f64)
+                .sum::<f64>()
+                / count;
             let m = mean as f32;
             let variance = rows()
-                .map(|row| row.iter().map(|&v| (v - m) * (v - m)).sum::<f32>() as f64)
+                .map(|row| paired_sums(row, row, |v, _| ((v - m) * (v - m), 0.0)).0 as f64)
                 .sum::<f64>()
                 / count;
             (m, variance as f32)
         })
         .unzip())
+}
+
+/// Lanes of independent partial sums: one f32 accumulator is a serial dependency that the
+/// compiler may not reorder, eight let the row loops run in vector registers.
+const LANES: usize = 8;
+
+/// Σ first(a, b) and Σ second(a, b) over two equally long rows.
+#[inline]
+fn paired_sums(a: &[f32], b: &[f32], term: impl Fn(f32, f32) -> (f32, f32)) -> (f32, f32) {
+    let (mut first, mut second) = ([0f32; LANES], [0f32; LANES]);
+    let (a_chunks, b_chunks) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
+    let (a_rest, b_rest) = (a_chunks.remainder(), b_chunks.remainder());
+    for (a, b) in a_chunks.zip(b_chunks) {
+        for k in 0..LANES {
+            let (u, v) = term(a[k], b[k]);
+            first[k] += u;
+            second[k] += v;
+        }
+    }
+    let (mut u_total, mut v_total) = (first.iter().sum::<f32>(), second.iter().sum::<f32>());
+    for (&a, &b) in a_rest.iter().zip(b_rest) {
+        let (u, v) = term(a, b);
+        u_total += u;
+        v_total += v;
+    }
+    (u_total, v_total)
 }
 
 fn contiguous<'a>(storage: &'a CpuStorage, layout: &Layout) -> Result<&'a [f32]> {
@@ -252,9 +281,10 @@ impl CustomOp3 for FusedBatchNorm {
         let coef = coefficients(&affine_values, &stat_values);
         let relu = self.relu;
         // The gradient reaching the normalised value: through the ReLU mask (kept where the
-        // pre-activation is ≥ 0, as candle's ReLU does). Written as a select so it vectorises.
-        let masked = |(a, b): (f32, f32), x: f32, dy: f32| {
-            if relu && a * x + b < 0.0 {
+        // pre-activation is ≥ 0, as candle's ReLU does). A select on a copied flag, so that
+        // the loops below vectorise.
+        let masked = move |(a, b): (f32, f32), x: f32, dy: f32| {
+            if relu & (a * x + b < 0.0) {
                 0.0
             } else {
                 dy
@@ -269,13 +299,11 @@ impl CustomOp3 for FusedBatchNorm {
                 let (mut sum_g, mut sum_gx) = (0f64, 0f64);
                 for n in 0..batch {
                     let start = (n * channels + c) * spatial;
-                    let (xs, dy) = (&xs[start..][..spatial], &dy[start..][..spatial]);
-                    let (mut row_g, mut row_gx) = (0f32, 0f32);
-                    for (&x, &dy) in xs.iter().zip(dy) {
-                        let g = masked(ab, x, dy);
-                        row_g += g;
-                        row_gx += g * (x - mean);
-                    }
+                    let (row_g, row_gx) =
+                        paired_sums(&xs[start..][..spatial], &dy[start..][..spatial], |x, dy| {
+                            let g = masked(ab, x, dy);
+                            (g, g * (x - mean))
+                        });
                     sum_g += row_g as f64;
                     sum_gx += (row_gx * inv_std) as f64;
                 }
