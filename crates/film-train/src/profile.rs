@@ -92,8 +92,17 @@ fn median(mut values: Vec<f64>) -> f64 {
     values[values.len() / 2]
 }
 
-fn ms_since(start: Instant) -> f64 {
-    start.elapsed().as_secs_f64() * 1e3
+/// A timestamp taken once the device has finished the work queued so far: CUDA kernels run
+/// asynchronously, so without the wait a phase would be charged for its predecessor's work.
+fn now(device: &Device) -> Result<Instant> {
+    device.synchronize()?;
+    Ok(Instant::now())
+}
+
+/// Milliseconds since `start`, once the device has finished the work queued so far.
+fn ms_since(start: Instant, device: &Device) -> Result<f64> {
+    device.synchronize()?;
+    Ok(start.elapsed().as_secs_f64() * 1e3)
 }
 
 /// Times `request.steps` training steps (after `warmup`), then each component alone.
@@ -110,21 +119,21 @@ pub fn profile(request: &ProfileRequest, device: &Device) -> Result<Profile> {
 
     let (mut forward, mut backward, mut optimizer, mut whole) = (vec![], vec![], vec![], vec![]);
     for step in 0..request.warmup + request.steps {
-        let start = Instant::now();
+        let start = now(device)?;
         let logits = model.forward_t(&inputs.images, &inputs.questions, &inputs.lengths, true)?;
         let (loss, _) = loss_and_accuracy(&logits, &inputs.answers)?;
-        let forward_ms = ms_since(start);
-        let backward_start = Instant::now();
+        let forward_ms = ms_since(start, device)?;
+        let backward_start = now(device)?;
         let grads = loss.backward()?;
-        let backward_ms = ms_since(backward_start);
-        let optimizer_start = Instant::now();
+        let backward_ms = ms_since(backward_start, device)?;
+        let optimizer_start = now(device)?;
         adam.step(&grads)?;
-        let optimizer_ms = ms_since(optimizer_start);
+        let optimizer_ms = ms_since(optimizer_start, device)?;
         if step >= request.warmup {
             forward.push(forward_ms);
             backward.push(backward_ms);
             optimizer.push(optimizer_ms);
-            whole.push(ms_since(start));
+            whole.push(ms_since(start, device)?);
         }
     }
 
@@ -156,14 +165,14 @@ pub fn profile(request: &ProfileRequest, device: &Device) -> Result<Profile> {
     for (name, stage) in &stages {
         let (mut fwd, mut bwd) = (vec![], vec![]);
         for step in 0..request.warmup + request.steps {
-            let start = Instant::now();
+            let start = now(device)?;
             let out = stage()?;
-            let fwd_ms = ms_since(start);
-            let backward_start = Instant::now();
+            let fwd_ms = ms_since(start, device)?;
+            let backward_start = now(device)?;
             out.backward()?;
             if step >= request.warmup {
                 fwd.push(fwd_ms);
-                bwd.push(ms_since(backward_start));
+                bwd.push(ms_since(backward_start, device)?);
             }
         }
         components.push((name.to_string(), median(fwd), median(bwd)));
