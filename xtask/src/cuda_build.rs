@@ -59,8 +59,7 @@ const GPU_RUN_SCRIPT: &str = include_str!("../gpu-run.sh");
 /// What the device folder may weigh: the GPU machine takes 64 MiB of carried files.
 const DEVICE_DIR_LIMIT: u64 = 60 << 20;
 
-pub const USAGE: &str = "\
-  cuda-build [--compute-cap N] [--device-dir DIR]
+pub const USAGE: &str = "  cuda-build [--compute-cap N] [--device-dir DIR]
                              build the release film-train and film-layer's cuda_check
                              with --features cuda, without GPU or CUDA toolkit (the CUDA
                              13.0 compiler is pip-installed under ~/.cache/film-rs-cuda);
@@ -424,6 +423,31 @@ fn cargo_build(root: &Path, home: &Path, compute_cap: &str, args: &[&str]) -> Re
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn strings(args: &[&str]) -> Vec<String> {
+        args.iter().map(|a| a.to_string()).collect()
+    }
+
+    #[test]
+    fn options_default_to_hopper_and_no_device_dir() {
+        let options = parse_args(&[]).unwrap();
+        assert_eq!(options.compute_cap, "90");
+        assert_eq!(options.device_dir, None);
+        let options = parse_args(&strings(&["--device-dir", ".device", "--compute-cap", "80"])).unwrap();
+        assert_eq!(options.compute_cap, "80");
+        assert_eq!(options.device_dir, Some(PathBuf::from(".device")));
+    }
+
+    #[test]
+    fn bad_options_are_refused() {
+        for args in [
+            &["--compute-cap"][..],
+            &["--compute-cap", "sm_90"],
+            &["--fast", "1"],
+        ] {
+            assert!(parse_args(&strings(args)).is_err(), "{args:?} accepted");
+        }
+    }
 
     #[test]
     fn driver_functions_are_calls_of_cu_upper_names() {
