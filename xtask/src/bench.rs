@@ -149,7 +149,7 @@ pub fn run(args: &[String]) -> Result<()> {
             pattern => filter = Some(pattern.to_string()),
         }
     }
-    let root = workspace_root();
+    let root = super::workspace_root();
     let torch_script = torch_script.unwrap_or_else(|| root.join("../shared/reference/torch_film.py"));
     if torch.is_some() && !torch_script.is_file() {
         bail!(
@@ -203,13 +203,6 @@ pub fn run(args: &[String]) -> Result<()> {
         .with_context(|| format!("writing {}", json_path.display()))?;
     println!("\nwrote {}", json_path.display());
     Ok(())
-}
-
-fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("xtask lives in the workspace root")
-        .to_path_buf()
 }
 
 /// Reads every benchmark criterion wrote since `since` and derives the comparisons.

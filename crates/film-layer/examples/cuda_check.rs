@@ -5,8 +5,10 @@
 //!    shapes, both layouts, f32/f64/f16/bf16, with and without ReLU and residual; the
 //!    process exits with status 1 if any error exceeds its dtype's bound;
 //! 2. timings at (64,128,56,56), (256,256,56,56) and (64,128,14,14) in f32: device copy
-//!    bandwidth, the fused forward's bandwidth and its fraction of the copy's, and fused
-//!    forward+backward against candle's broadcast composition with autograd.
+//!    bandwidth (`cuMemcpyDtoD` between buffers allocated once, and `Tensor::copy`), the
+//!    fused forward's bandwidth and its fraction of both, and fused forward+backward
+//!    against candle's broadcast composition with autograd; all of it twice, with the
+//!    driver's default memory pool and with one that keeps freed memory.
 //!
 //! Every measurement is printed as one JSON line (prefix `JSON `) and in a table.
 //! Build and run: see docs/gpu.md.
@@ -269,19 +271,63 @@ fn time_median(
 }
 
 struct Row {
+    pool: &'static str,
     shape: Vec<usize>,
     what: &'static str,
     ms: f64,
     note: String,
 }
 
-fn json_line(shape: &[usize], what: &str, ms: f64, extra: &str) {
+fn json_line(pool: &str, shape: &[usize], what: &str, ms: f64, extra: &str) {
     println!(
-        "JSON {{\"check\":\"bench\",\"what\":\"{what}\",\"shape\":{shape:?},\"dtype\":\"f32\",\"ms\":{ms:.5}{extra}}}"
+        "JSON {{\"check\":\"bench\",\"pool\":\"{pool}\",\"what\":\"{what}\",\"shape\":{shape:?},\"dtype\":\"f32\",\"ms\":{ms:.5}{extra}}}"
     );
 }
 
-fn bench_shape(device: &Device, dims: [usize; 4], rows: &mut Vec<Row>) -> candle_core::Result<()> {
+/// Sets the release threshold of the device's default memory pool, from which candle
+/// allocates every tensor (`cuMemAllocAsync`): 0, the driver's default, returns all free
+/// memory to the driver at each synchronisation; `u64::MAX` keeps it for reuse, as
+/// PyTorch's caching allocator does and as `film-train --device cuda` sets it.
+fn set_pool_release_threshold(device: &Device, bytes: u64) -> candle_core::Result<()> {
+    use candle_core::cuda_backend::cudarc::driver::sys;
+    use candle_core::cuda_backend::WrapErr;
+    let context = device.as_cuda_device()?.cuda_stream().context().clone();
+    let mut pool: sys::CUmemoryPool = std::ptr::null_mut();
+    let mut threshold = bytes;
+    // SAFETY: an out-pointer query of the default pool, then a write of an attribute the
+    // driver reads as a u64.
+    unsafe {
+        sys::cuDeviceGetDefaultMemPool(&mut pool, context.cu_device())
+            .result()
+            .w()?;
+        sys::cuMemPoolSetAttribute(
+            pool,
+            sys::CUmemPool_attribute::CU_MEMPOOL_ATTR_RELEASE_THRESHOLD,
+            (&mut threshold as *mut u64).cast(),
+        )
+        .result()
+        .w()
+    }
+}
+
+/// The card's device-to-device copy bandwidth: `cuMemcpyDtoDAsync` between two buffers
+/// allocated once, so no allocation is timed. Seconds per copy of `numel` f32.
+fn raw_copy_seconds(device: &Device, numel: usize, reps: usize, per_rep: usize) -> candle_core::Result<f64> {
+    use candle_core::cuda_backend::WrapErr;
+    let stream = device.as_cuda_device()?.cuda_stream();
+    let src = stream.alloc_zeros::<f32>(numel).w()?;
+    let mut dst = stream.alloc_zeros::<f32>(numel).w()?;
+    time_median(device, 3, reps, per_rep, || {
+        stream.memcpy_dtod(&src, &mut dst).w()
+    })
+}
+
+fn bench_shape(
+    device: &Device,
+    pool: &'static str,
+    dims: [usize; 4],
+    rows: &mut Vec<Row>,
+) -> candle_core::Result<()> {
     let shape = dims.to_vec();
     let numel: usize = dims.iter().product();
     // Fewer calls per timed batch for the large shape keep the run short.
@@ -295,10 +341,34 @@ fn bench_shape(device: &Device, dims: [usize; 4], rows: &mut Vec<Row>) -> candle
     let cf = ChannelLayout::ChannelsFirst;
     let bytes = 2.0 * (numel * 4) as f64;
 
+    let raw_copy = raw_copy_seconds(device, numel, reps, per_rep)?;
+    let raw_copy_gbs = bytes / raw_copy / 1e9;
+    json_line(
+        pool,
+        &shape,
+        "raw_copy",
+        raw_copy * 1e3,
+        &format!(",\"gb_s\":{raw_copy_gbs:.1}"),
+    );
+    rows.push(Row {
+        pool,
+        shape: shape.clone(),
+        what: "device copy (cuMemcpyDtoD)",
+        ms: raw_copy * 1e3,
+        note: format!("{raw_copy_gbs:.0} GB/s, buffers allocated once"),
+    });
+
     let copy = time_median(device, 3, reps, per_rep, || x.copy().map(drop))?;
     let copy_gbs = bytes / copy / 1e9;
-    json_line(&shape, "copy", copy * 1e3, &format!(",\"gb_s\":{copy_gbs:.1}"));
+    json_line(
+        pool,
+        &shape,
+        "copy",
+        copy * 1e3,
+        &format!(",\"gb_s\":{copy_gbs:.1}"),
+    );
     rows.push(Row {
+        pool,
         shape: shape.clone(),
         what: "device copy (Tensor::copy)",
         ms: copy * 1e3,
@@ -312,20 +382,26 @@ fn bench_shape(device: &Device, dims: [usize; 4], rows: &mut Vec<Row>) -> candle
     })?;
     let fwd_gbs = bytes / fwd / 1e9;
     let fraction = fwd_gbs / copy_gbs;
+    let raw_fraction = fwd_gbs / raw_copy_gbs;
     json_line(
+        pool,
         &shape,
         "fused_forward",
         fwd * 1e3,
-        &format!(",\"gb_s\":{fwd_gbs:.1},\"fraction_of_copy\":{fraction:.3}"),
+        &format!(
+            ",\"gb_s\":{fwd_gbs:.1},\"fraction_of_copy\":{fraction:.3},\"fraction_of_raw_copy\":{raw_fraction:.3}"
+        ),
     );
     rows.push(Row {
+        pool,
         shape: shape.clone(),
         what: "fused forward",
         ms: fwd * 1e3,
         note: format!(
-            "{fwd_gbs:.0} GB/s = {:.1}% of copy (bar >= 85%: {})",
+            "{fwd_gbs:.0} GB/s = {:.1}% of cuMemcpyDtoD (bar >= 85%: {}), {:.1}% of Tensor::copy",
+            100.0 * raw_fraction,
+            if raw_fraction >= 0.85 { "met" } else { "NOT met" },
             100.0 * fraction,
-            if fraction >= 0.85 { "met" } else { "NOT met" }
         ),
     });
 
@@ -352,28 +428,32 @@ fn bench_shape(device: &Device, dims: [usize; 4], rows: &mut Vec<Row>) -> candle
     let seed = time_median(device, 3, reps, per_rep, || step(None))?;
     let ratio = composed / fused;
     let op_ratio = (composed - seed) / (fused - seed);
-    json_line(&shape, "fwd_bwd_fused", fused * 1e3, "");
-    json_line(&shape, "fwd_bwd_composed", composed * 1e3, "");
-    json_line(&shape, "fwd_bwd_seed_only", seed * 1e3, "");
+    json_line(pool, &shape, "fwd_bwd_fused", fused * 1e3, "");
+    json_line(pool, &shape, "fwd_bwd_composed", composed * 1e3, "");
+    json_line(pool, &shape, "fwd_bwd_seed_only", seed * 1e3, "");
     json_line(
+        pool,
         &shape,
         "fwd_bwd_speedup",
         (fused - seed) * 1e3,
         &format!(",\"ratio_with_seed\":{ratio:.3},\"ratio_op_only\":{op_ratio:.3}"),
     );
     rows.push(Row {
+        pool,
         shape: shape.clone(),
         what: "fwd+bwd fused (autograd)",
         ms: fused * 1e3,
         note: format!("op alone {:.3} ms", (fused - seed) * 1e3),
     });
     rows.push(Row {
+        pool,
         shape: shape.clone(),
         what: "fwd+bwd candle composition",
         ms: composed * 1e3,
         note: format!("op alone {:.3} ms", (composed - seed) * 1e3),
     });
     rows.push(Row {
+        pool,
         shape,
         what: "fwd+bwd speed-up",
         ms: f64::NAN,
@@ -413,13 +493,22 @@ fn main() -> candle_core::Result<()> {
     println!("parity done in {:.1} s", started.elapsed().as_secs_f64());
 
     println!("\n== timings, f32, channels-first, median of batches between synchronisations ==");
+    // Each shape twice: with the driver's default pool, which hands free memory back at
+    // every synchronisation (so every timed batch maps its outputs afresh), then with a
+    // pool that keeps it, as film-train runs.
     let mut rows = Vec::new();
-    for dims in [[64, 128, 56, 56], [256, 256, 56, 56], [64, 128, 14, 14]] {
-        if let Err(e) = bench_shape(&device, dims, &mut rows) {
-            println!("ERROR timing {dims:?}: {e}");
+    for (pool, threshold) in [("release", 0), ("keep", u64::MAX)] {
+        set_pool_release_threshold(&device, threshold)?;
+        for dims in [[64, 128, 56, 56], [256, 256, 56, 56], [64, 128, 14, 14]] {
+            if let Err(e) = bench_shape(&device, pool, dims, &mut rows) {
+                println!("ERROR timing {dims:?} (pool {pool}): {e}");
+            }
         }
     }
-    println!("{:<20} {:<28} {:>10}  note", "shape", "measurement", "ms");
+    println!(
+        "{:<8} {:<20} {:<28} {:>10}  note",
+        "pool", "shape", "measurement", "ms"
+    );
     for row in &rows {
         let ms = if row.ms.is_nan() {
             String::new()
@@ -427,7 +516,8 @@ fn main() -> candle_core::Result<()> {
             format!("{:.4}", row.ms)
         };
         println!(
-            "{:<20} {:<28} {:>10}  {}",
+            "{:<8} {:<20} {:<28} {:>10}  {}",
+            row.pool,
             format!("{:?}", row.shape),
             row.what,
             ms,

@@ -199,7 +199,7 @@ fn parse_pool(s: &str) -> Result<Pool, String> {
 fn device(name: &str) -> Result<Device> {
     match name {
         "cpu" => Ok(Device::Cpu),
-        "cuda" if candle_core::utils::cuda_is_available() => Ok(Device::new_cuda(0)?),
+        "cuda" if candle_core::utils::cuda_is_available() => Ok(crate::gpu::cuda_device(0)?),
         "cuda" => bail!("--device cuda: this film-train was built without CUDA support; rebuild with `--features cuda` (see docs/gpu.md)"),
         other => bail!("unknown device {other:?}: expected cpu or cuda"),
     }

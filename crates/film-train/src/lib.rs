@@ -5,6 +5,7 @@ pub mod adam;
 pub mod cli;
 pub mod data;
 pub mod evaluate;
+pub mod gpu;
 pub mod model;
 pub mod presets;
 pub mod profile;

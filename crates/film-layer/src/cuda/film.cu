@@ -92,49 +92,95 @@ __device__ __forceinline__ bool passes_relu(A z) { return z >= A(0); }
 // x is (N, C, S) and a pack of V values lies in one (n, c) row (S % V == 0), so it shares
 // one (g, b); channels-last x is (N, S, C) and a pack covers V consecutive channels
 // (C % V == 0), whose (g, b) are loaded as packs too.
+//
+// Each thread handles FWD_UNROLL packs per turn of the grid-stride loop, a block stride
+// apart so that every load instruction of a warp stays coalesced. Streaming x through
+// memory once, the kernel is bound by the bytes in flight, not by arithmetic: all of a
+// turn's x (and residual) loads are issued before any value is used, FWD_UNROLL loads
+// from DRAM in flight per thread instead of one. The (g, b) loads come after them: they
+// hit in cache, and holding them as well would cost registers, hence resident threads.
+// The launcher (mod.rs, FORWARD_UNROLL) sizes the grid with the same constant.
+#define FWD_UNROLL 4
+
+// (g, b) of one pack: channels-first shares one pair across the pack, channels-last has
+// one pair per channel of the pack.
+template <typename T, int V, bool CL> struct Modulation;
+
+template <typename T, int V> struct Modulation<T, V, false> {
+    typedef typename Num<T>::Acc A;
+    A g, b;
+    template <typename I>
+    __device__ __forceinline__ void load(const T* params, I e, I channels, I spatial) {
+        const I row = e / spatial;
+        const I n = row / channels;
+        const I c = row - n * channels;
+        g = Num<T>::load(params[2 * channels * n + c]);
+        b = Num<T>::load(params[2 * channels * n + channels + c]);
+    }
+    __device__ __forceinline__ A apply(int k, A x) const { return g * x + b; }
+};
+
+template <typename T, int V> struct Modulation<T, V, true> {
+    typedef typename Num<T>::Acc A;
+    Pack<T, V> g, b;
+    template <typename I>
+    __device__ __forceinline__ void load(const T* params, I e, I channels, I spatial) {
+        const I pos = e / channels;
+        const I c = e - pos * channels;
+        const I n = pos / spatial;
+        const T* p = params + 2 * channels * n + c;
+        g = load_pack<T, V>(p);
+        b = load_pack<T, V>(p + channels);
+    }
+    __device__ __forceinline__ A apply(int k, A x) const {
+        return Num<T>::load(g.v[k]) * x + Num<T>::load(b.v[k]);
+    }
+};
+
 template <typename T, int V, bool CL, typename I>
 __device__ __forceinline__ void film_forward(
     const T* __restrict__ x, const T* __restrict__ params, const T* __restrict__ residual,
     T* __restrict__ y, I numel, I channels, I spatial, int relu_on, int has_residual) {
     typedef typename Num<T>::Acc A;
     const I packs = numel / V;
-    const I stride = (I)gridDim.x * blockDim.x;
-    for (I i = (I)blockIdx.x * blockDim.x + threadIdx.x; i < packs; i += stride) {
-        const I e = i * V;
-        const Pack<T, V> xv = load_pack<T, V>(x + e);
-        Pack<T, V> out;
-        A z[V];
-        if (!CL) {
-            const I row = e / spatial;
-            const I n = row / channels;
-            const I c = row - n * channels;
-            const A g = Num<T>::load(params[2 * channels * n + c]);
-            const A b = Num<T>::load(params[2 * channels * n + channels + c]);
+    const I block = (I)blockDim.x;
+    const I stride = (I)gridDim.x * block * FWD_UNROLL;
+    for (I first = (I)blockIdx.x * block * FWD_UNROLL + threadIdx.x; first < packs;
+         first += stride) {
+        Pack<T, V> xv[FWD_UNROLL], rv[FWD_UNROLL];
 #pragma unroll
-            for (int k = 0; k < V; ++k) z[k] = g * Num<T>::load(xv.v[k]) + b;
-        } else {
-            const I pos = e / channels;
-            const I c = e - pos * channels;
-            const I n = pos / spatial;
-            const T* p = params + 2 * channels * n + c;
-            const Pack<T, V> gv = load_pack<T, V>(p);
-            const Pack<T, V> bv = load_pack<T, V>(p + channels);
-#pragma unroll
-            for (int k = 0; k < V; ++k)
-                z[k] = Num<T>::load(gv.v[k]) * Num<T>::load(xv.v[k]) + Num<T>::load(bv.v[k]);
-        }
-        if (relu_on) {
-#pragma unroll
-            for (int k = 0; k < V; ++k) z[k] = relu(z[k]);
-        }
-        if (has_residual) {
-            const Pack<T, V> rv = load_pack<T, V>(residual + e);
-#pragma unroll
-            for (int k = 0; k < V; ++k) z[k] += Num<T>::load(rv.v[k]);
+        for (int u = 0; u < FWD_UNROLL; ++u) {
+            const I i = first + (I)u * block;
+            if (i < packs) {
+                const I e = i * V;
+                xv[u] = load_pack<T, V>(x + e);
+                if (has_residual) rv[u] = load_pack<T, V>(residual + e);
+            }
         }
 #pragma unroll
-        for (int k = 0; k < V; ++k) out.v[k] = Num<T>::store(z[k]);
-        store_pack<T, V>(y + e, out);
+        for (int u = 0; u < FWD_UNROLL; ++u) {
+            const I i = first + (I)u * block;
+            if (i < packs) {
+                const I e = i * V;
+                Modulation<T, V, CL> m;
+                m.load(params, e, channels, spatial);
+                A z[V];
+#pragma unroll
+                for (int k = 0; k < V; ++k) z[k] = m.apply(k, Num<T>::load(xv[u].v[k]));
+                if (relu_on) {
+#pragma unroll
+                    for (int k = 0; k < V; ++k) z[k] = relu(z[k]);
+                }
+                if (has_residual) {
+#pragma unroll
+                    for (int k = 0; k < V; ++k) z[k] += Num<T>::load(rv[u].v[k]);
+                }
+                Pack<T, V> out;
+#pragma unroll
+                for (int k = 0; k < V; ++k) out.v[k] = Num<T>::store(z[k]);
+                store_pack<T, V>(y + e, out);
+            }
+        }
     }
 }
 

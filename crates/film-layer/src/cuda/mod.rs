@@ -39,6 +39,8 @@ const THREADS: u32 = 256;
 /// Resident blocks per multiprocessor that the grid-stride forward aims for
 /// (8 × 256 threads fill an SM); more blocks would only loop less.
 const BLOCKS_PER_SM: u32 = 8;
+/// Packs each forward thread handles per turn of its loop: `FWD_UNROLL` in film.cu.
+const FORWARD_UNROLL: usize = 4;
 /// Blocks per multiprocessor the channels-last backward splits positions into.
 const CL_BACKWARD_BLOCKS_PER_SM: u32 = 4;
 
@@ -114,15 +116,15 @@ fn aligned<T>(storage: &CudaStorage, views: &[&CudaView<'_, T>]) -> bool {
     let stream = storage.device.cuda_stream();
     views
         .iter()
-        .all(|v| v.device_ptr(&stream).0 as usize % PACK_BYTES == 0)
+        .all(|v| (v.device_ptr(&stream).0 as usize).is_multiple_of(PACK_BYTES))
 }
 
 /// Values per packed access for `T`, or 1 when the packed kernels cannot be used.
 fn pack_len<T>(geo: &Geometry, aligned: bool) -> usize {
     let pack = PACK_BYTES / std::mem::size_of::<T>();
     let row_splits = match geo.layout {
-        ChannelLayout::ChannelsFirst => geo.spatial % pack == 0,
-        ChannelLayout::ChannelsLast => geo.channels % pack == 0,
+        ChannelLayout::ChannelsFirst => geo.spatial.is_multiple_of(pack),
+        ChannelLayout::ChannelsLast => geo.channels.is_multiple_of(pack),
     };
     if aligned && row_splits {
         pack
@@ -221,7 +223,7 @@ fn forward_indexed<T: Element, I: Index>(
         let func = kernels.function(&name)?;
         let packs = numel / pack;
         let blocks = packs
-            .div_ceil(THREADS as usize)
+            .div_ceil(THREADS as usize * FORWARD_UNROLL)
             .min((kernels.sm_count * BLOCKS_PER_SM) as usize);
         let config = LaunchConfig {
             grid_dim: (grid_dim(OP, "blocks", blocks)?, 1, 1),

@@ -1,0 +1,45 @@
+//! The CUDA device, with its memory pool set up for training.
+
+use candle_core::{Device, Result};
+
+/// GPU `ordinal`, with a memory pool that keeps the memory tensors give back.
+///
+/// candle allocates every tensor with `cuMemAllocAsync` from the device's default memory
+/// pool, whose release threshold is 0: at each synchronisation the pool returns all its
+/// free memory to the driver, and the next step has to map it again. A training step frees
+/// and re-allocates the same tensors every step, so the threshold is raised to keep them,
+/// which is what PyTorch's caching allocator does in effect: freed blocks are reused, and
+/// the pool stays at the step's peak (as [`crate::runtime::keep_freed_memory`] does for the CPU).
+#[cfg(feature = "cuda")]
+pub fn cuda_device(ordinal: usize) -> Result<Device> {
+    use candle_core::cuda_backend::cudarc::driver::sys;
+    use candle_core::cuda_backend::WrapErr;
+
+    let device = Device::new_cuda(ordinal)?;
+    let context = device.as_cuda_device()?.cuda_stream().context().clone();
+    if context.has_async_alloc() {
+        let mut pool: sys::CUmemoryPool = std::ptr::null_mut();
+        let mut threshold = u64::MAX;
+        // SAFETY: an out-pointer query of the device's default pool, then a write of the
+        // release threshold, an attribute the driver reads as a u64.
+        unsafe {
+            sys::cuDeviceGetDefaultMemPool(&mut pool, context.cu_device())
+                .result()
+                .w()?;
+            sys::cuMemPoolSetAttribute(
+                pool,
+                sys::CUmemPool_attribute::CU_MEMPOOL_ATTR_RELEASE_THRESHOLD,
+                (&mut threshold as *mut u64).cast(),
+            )
+            .result()
+            .w()?;
+        }
+    }
+    Ok(device)
+}
+
+/// Without the `cuda` feature candle has no CUDA device: this returns its error.
+#[cfg(not(feature = "cuda"))]
+pub fn cuda_device(ordinal: usize) -> Result<Device> {
+    Device::new_cuda(ordinal)
+}
