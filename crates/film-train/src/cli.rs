@@ -98,7 +98,14 @@ enum Command {
         question: String,
         #[arg(long, default_value = "cpu")]
         device: String,
+        /// Also write where the model looks (the positions its pooled features come from)
+        /// over the image, as a PNG.
+        #[arg(long, value_name = "OUT.png")]
+        explain: Option<PathBuf>,
     },
+    /// The paper's analysis of a trained run: γ/β statistics, ablations, where the model
+    /// looks, parameter embeddings; writes OUT/report.md and its pictures.
+    Analyze(crate::analyze::AnalyzeArgs),
 }
 
 #[derive(Args)]
@@ -297,9 +304,15 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             image,
             question,
             device: dev,
+            explain,
         }) => {
             let dev = device(&dev)?;
-            ask(&run, &image, &question, &dev)?;
+            ask(&run, &image, &question, explain.as_deref(), &dev)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Some(Command::Analyze(args)) => {
+            let report = crate::analyze::analyze(&args, &device(&args.device)?)?;
+            println!("wrote {}", report.display());
             Ok(ExitCode::SUCCESS)
         }
     }
@@ -441,7 +454,7 @@ fn print_evaluation(eval: &Evaluation, vocab: &clevr::vocab::Vocabulary, split: 
     }
 }
 
-fn ask(run: &Path, image: &Path, question: &str, dev: &Device) -> Result<()> {
+fn ask(run: &Path, image: &Path, question: &str, explain: Option<&Path>, dev: &Device) -> Result<()> {
     let (config, vocab, model) = load_run(run, dev)?;
     let unknown: Vec<String> = clevr::vocab::question_tokens(question, vocab.questions.config())
         .into_iter()
@@ -466,19 +479,26 @@ fn ask(run: &Path, image: &Path, question: &str, dev: &Device) -> Result<()> {
     let images = Tensor::from_vec(pixels, (1, 3, image_config.height, image_config.width), dev)?;
     let len = ids.len();
     let questions = Tensor::from_vec(ids, (1, len), dev)?;
-    let logits = model.forward_t(&images, &questions, &[len], false)?;
+    let (logits, looks) = crate::analyze::attention::forward_with_looks(&model, &images, &questions, &[len])?;
     let probs = candle_nn::ops::softmax(&logits, D::Minus1)?
         .squeeze(0)?
         .to_vec1::<f32>()?;
     let mut ranked: Vec<(usize, f32)> = probs.into_iter().enumerate().collect();
     ranked.sort_by(|a, b| b.1.total_cmp(&a.1));
     println!("{question}");
-    for (id, p) in ranked.into_iter().take(5) {
+    for &(id, p) in ranked.iter().take(5) {
         println!(
             "  {:>6.1}%  {}",
             100.0 * p,
             vocab.answers.answer(id as u32).unwrap_or("?")
         );
+    }
+    if let Some(out) = explain {
+        let (top, p) = ranked[0];
+        let answer = vocab.answers.answer(top as u32).unwrap_or("?");
+        let subtitle = format!("model: {answer} ({:.1}%)", 100.0 * p);
+        crate::analyze::attention::write_look(out, image, &looks[0], question, &subtitle)?;
+        println!("wrote {}", out.display());
     }
     Ok(())
 }
