@@ -4,6 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
+use plotters::prelude::SeriesLabelPosition;
 
 use crate::plots::{line_charts, LineChart, Series};
 
@@ -41,6 +42,7 @@ pub fn draw_to(metrics: &Path, out: &Path) -> Result<()> {
             x_label: "step".into(),
             y_label: "cross-entropy".into(),
             y_range: None,
+            legend: SeriesLabelPosition::UpperRight,
             series: vec![series("training loss", 1, |p| p.train_loss)],
         },
         LineChart {
@@ -48,6 +50,8 @@ pub fn draw_to(metrics: &Path, out: &Path) -> Result<()> {
             x_label: "step".into(),
             y_label: "accuracy".into(),
             y_range: Some((0.0, 1.0)),
+            // Accuracy rises: the lower right is free by the end of a run.
+            legend: SeriesLabelPosition::LowerRight,
             series: vec![
                 series("training (batches since previous evaluation)", 1, |p| {
                     p.train_accuracy

@@ -21,6 +21,7 @@ use clevr::dataset::{LoadOptions, QuestionSet};
 use clevr::QuestionType;
 use film_layer::GammaMode;
 use indicatif::{ProgressBar, ProgressStyle};
+use plotters::prelude::SeriesLabelPosition;
 
 use crate::data::split_files;
 use crate::plots::{
@@ -342,6 +343,8 @@ fn draw_noise(path: &Path, ablations: &[Ablation], scores: &[Scores]) -> Result<
             x_label: "σ of the noise".into(),
             y_label: "accuracy".into(),
             y_range: Some((0.0, 1.0)),
+            // Accuracy falls as σ grows: the lower left is the free corner.
+            legend: SeriesLabelPosition::LowerLeft,
             series,
         })
     };

@@ -10,11 +10,13 @@ use super::{render_png, PlotError};
 
 /// The longer side the image is scaled up to (by an integer factor) when smaller.
 const MIN_IMAGE_SIDE: usize = 480;
-const TITLE_HEIGHT: u32 = 96;
+/// Room for the question (up to three lines) and the subtitle (up to two).
+const TITLE_HEIGHT: u32 = 118;
 const COLOR_BAR_WIDTH: u32 = 150;
 const MARGIN: u32 = 12;
-/// Opacity of the hottest cell; colder cells fade with their value.
-const MAX_ALPHA: f64 = 0.7;
+/// Opacity of the hottest cell; colder cells fade in proportion to their value, so the
+/// image stays visible where the model does not look.
+const MAX_ALPHA: f64 = 0.75;
 
 /// Non-negative values on a `width` x `height` grid, row-major, top row first. The grid
 /// covers the whole image: the network sees the image resized to its input square, so
@@ -66,8 +68,20 @@ pub fn heat_overlay(
     let (w, h) = (image.width * s, image.height * s);
     let max = heat.values.iter().cloned().fold(0.0f32, f32::max) as f64;
     render_png(path, overlay_size(image), |root| {
-        root.draw(&Text::new(title, (MARGIN as i32, 10), ("sans-serif", 22)))?;
-        root.draw(&Text::new(subtitle, (MARGIN as i32, 44), ("sans-serif", 17)))?;
+        let text_width = overlay_size(image).0 - 2 * MARGIN;
+        let mut y = MARGIN as i32;
+        for (text, sizes, max_lines) in [(title, [20.0, 17.0, 14.0], 3), (subtitle, [15.0, 13.0, 11.0], 2)] {
+            let lines = fit(root, text, &sizes, max_lines, text_width);
+            for line in &lines.1 {
+                root.draw(&Text::new(
+                    line.as_str(),
+                    (MARGIN as i32, y),
+                    ("sans-serif", lines.0),
+                ))?;
+                y += (lines.0 * 1.3) as i32;
+            }
+            y += 4;
+        }
         let origin = (MARGIN as i32, (TITLE_HEIGHT + MARGIN) as i32);
         let element = BitMapElement::with_owned_buffer(origin, (w as u32, h as u32), upscale(image, s))
             .expect("the upscaled buffer has w * h * 3 bytes");
@@ -85,7 +99,7 @@ pub fn heat_overlay(
                 let color = ViridisRGB.get_color_normalized(v as f32, 0.0, max as f32);
                 root.draw(&Rectangle::new(
                     [(x0, y0), (x1, y1)],
-                    color.mix(MAX_ALPHA * (0.3 + 0.7 * v / max)).filled(),
+                    color.mix(MAX_ALPHA * v / max).filled(),
                 ))?;
             }
         }
@@ -96,6 +110,27 @@ pub fn heat_overlay(
         );
         draw_color_bar(&bar, max.max(f64::MIN_POSITIVE), value_label)
     })
+}
+
+/// The largest of `sizes` at which `text` wraps into at most `max_lines` lines of
+/// `width` pixels (the smallest size, cut to `max_lines`, when none does).
+fn fit<DB: DrawingBackend>(
+    area: &DrawingArea<DB, plotters::coord::Shift>,
+    text: &str,
+    sizes: &[f64],
+    max_lines: usize,
+    width: u32,
+) -> (f64, Vec<String>) {
+    let mut last = (0.0, Vec::new());
+    for &size in sizes {
+        let lines = super::wrap(area, text, &("sans-serif", size).into_text_style(area), width);
+        if lines.len() <= max_lines {
+            return (size, lines);
+        }
+        last = (size, lines);
+    }
+    last.1.truncate(max_lines);
+    last
 }
 
 fn upscale(image: &RgbImage, s: usize) -> Vec<u8> {

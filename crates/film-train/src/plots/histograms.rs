@@ -5,7 +5,7 @@ use std::path::Path;
 
 use plotters::prelude::*;
 
-use super::{render_png, series_color, PlotError};
+use super::{render_png, series_color, tick_label, PlotError};
 
 /// One histogram: `counts` in equal bins from `lo` to `hi`.
 #[derive(Clone, Debug)]
@@ -84,6 +84,7 @@ where
         .y_desc("fraction of values")
         .x_labels(7)
         .y_labels(5)
+        .x_label_formatter(&tick_label)
         .y_label_formatter(&|v| format!("{v:.2}"))
         .draw()?;
     let width = (hi - lo) / fractions.len().max(1) as f64;
@@ -94,7 +95,7 @@ where
     }))?;
     // The zero line, where the paper's sharp peak of γ sits.
     if lo < 0.0 && hi > 0.0 {
-        chart.draw_series(LineSeries::new([(0.0, 0.0), (0.0, top)], BLACK.mix(0.5)))?;
+        chart.draw_series(LineSeries::new([(0.0, 0.0), (0.0, top)], BLACK.mix(0.45)))?;
     }
     Ok(())
 }

@@ -5,7 +5,7 @@ use std::path::Path;
 
 use plotters::prelude::*;
 
-use super::{padded_range, render_png, series_color, PlotError};
+use super::{padded_range, render_png, series_color, tick_label, PlotError};
 
 /// One named line; `color` indexes [`super::SERIES_COLORS`].
 #[derive(Clone, Debug)]
@@ -16,13 +16,15 @@ pub struct Series {
 }
 
 /// One chart: its axes and lines. `y_range` fixes the y axis (e.g. 0..1 for accuracies);
-/// otherwise it fits the data.
+/// otherwise it fits the data. `legend` is the corner the lines are expected to leave
+/// free (a falling loss: upper right; accuracy falling with noise: lower left).
 #[derive(Clone, Debug)]
 pub struct LineChart {
     pub title: String,
     pub x_label: String,
     pub y_label: String,
     pub y_range: Option<(f64, f64)>,
+    pub legend: SeriesLabelPosition,
     pub series: Vec<Series>,
 }
 
@@ -80,6 +82,8 @@ where
         .y_desc(&chart.y_label)
         .x_labels(8)
         .y_labels(6)
+        .x_label_formatter(&tick_label)
+        .y_label_formatter(&tick_label)
         .draw()?;
     for series in chart.series.iter().filter(|s| !s.points.is_empty()) {
         let color = series_color(series.color);
@@ -92,7 +96,7 @@ where
         plot.draw_series(series.points.iter().map(|&p| Circle::new(p, 3, color.filled())))?;
     }
     plot.configure_series_labels()
-        .position(SeriesLabelPosition::UpperRight)
+        .position(chart.legend.clone())
         .background_style(WHITE.mix(0.85))
         .border_style(BLACK.mix(0.4))
         .label_font(("sans-serif", 14))

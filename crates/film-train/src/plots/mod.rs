@@ -120,6 +120,36 @@ pub(crate) fn padded_range(lo: f64, hi: f64) -> (f64, f64) {
     }
 }
 
+/// A tick label: whole numbers without decimals (steps), others with two.
+pub(crate) fn tick_label(v: &f64) -> String {
+    if v.fract() == 0.0 && v.abs() < 1e9 {
+        format!("{v:.0}")
+    } else {
+        format!("{v:.2}")
+    }
+}
+
+/// `text` broken at spaces into lines no wider than `max_width` pixels in `font`.
+pub(crate) fn wrap<DB: DrawingBackend>(
+    area: &DrawingArea<DB, Shift>,
+    text: &str,
+    font: &TextStyle,
+    max_width: u32,
+) -> Vec<String> {
+    let width = |s: &str| area.estimate_text_size(s, font).map_or(u32::MAX, |(w, _)| w);
+    let mut lines: Vec<String> = Vec::new();
+    for word in text.split_whitespace() {
+        match lines.last_mut() {
+            Some(line) if width(&format!("{line} {word}")) <= max_width => {
+                line.push(' ');
+                line.push_str(word);
+            }
+            _ => lines.push(word.to_string()),
+        }
+    }
+    lines
+}
+
 #[cfg(test)]
 pub(crate) mod testing {
     use std::path::Path;

@@ -5,7 +5,7 @@ use std::path::Path;
 
 use plotters::prelude::*;
 
-use super::{padded_range, render_png, series_color, PlotError};
+use super::{padded_range, render_png, series_color, tick_label, PlotError};
 
 /// One scatter plot; each point is (x, y, class index into the class names).
 #[derive(Clone, Debug)]
@@ -66,6 +66,8 @@ where
         .y_desc(&panel.y_label)
         .x_labels(6)
         .y_labels(6)
+        .x_label_formatter(&tick_label)
+        .y_label_formatter(&tick_label)
         .draw()?;
     for (class, name) in classes.iter().enumerate() {
         let color = series_color(class);
