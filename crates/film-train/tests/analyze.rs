@@ -67,6 +67,8 @@ fn analyze_and_explain_a_tiny_run() {
         "0.5,2",
         "--examples",
         "2",
+        "--cache-dir",
+        dir.path().join("cache").to_str().unwrap(),
         "--quiet",
     ])
     .unwrap();

@@ -23,12 +23,12 @@ use film_layer::GammaMode;
 use indicatif::{ProgressBar, ProgressStyle};
 use plotters::prelude::SeriesLabelPosition;
 
-use crate::data::split_files;
+use crate::data::{default_cache_dir, image_config, load_split, split_files};
 use crate::plots::{
     histogram_grid, line_charts, scatter_panels, HistogramColumn, HistogramPanel, LineChart, ScatterPanel,
     Series,
 };
-use crate::train::{load_eval_split, load_run};
+use crate::train::load_run;
 use ablate::{Ablation, Ablator, Target};
 use params::{question_means, FilmShape};
 use pass::{run_pass, PassConfig, Scores};
@@ -62,6 +62,9 @@ pub struct AnalyzeArgs {
     /// The split analysed.
     #[arg(long, default_value = "val")]
     pub split: String,
+    /// Where resized images are cached (default: DATA/.film-cache, as for training).
+    #[arg(long)]
+    pub cache_dir: Option<PathBuf>,
     /// Folder for report.md and the pictures (created).
     #[arg(long)]
     pub out: PathBuf,
@@ -128,7 +131,14 @@ pub fn analyze(args: &AnalyzeArgs, device: &Device) -> Result<PathBuf> {
     drop(train_questions);
 
     let ablations = ablation_list(mode, vision.block.use_beta, &args.noise);
-    let split = load_eval_split(&data, &args.split, &vocab, config.model.image_size)?;
+    let cache = args.cache_dir.clone().unwrap_or_else(|| default_cache_dir(&data));
+    let split = load_split(
+        &data,
+        &args.split,
+        &vocab,
+        image_config(config.model.image_size),
+        &cache,
+    )?;
     progress.set_message(format!("scoring {} ablations on {}", ablations.len(), args.split));
     let mut ablator = Ablator::new(shape.clone(), mode, means.clone(), args.seed);
     let pass = run_pass(

@@ -145,6 +145,20 @@ fn markdown(a: &Analysis) -> String {
          CLEVR: γ → mean costs 65.4 points of accuracy, β → mean 1.0.\n",
         a.train_mean_questions, a.seed
     );
+    let fixed: Vec<&str> = [
+        (a.gamma_mode == GammaMode::Fixed).then_some("γ to 1"),
+        (!a.use_beta).then_some("β to 0"),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    if !fixed.is_empty() {
+        let _ = writeln!(
+            w,
+            "This run fixes {}: ablations of a parameter the network does not use are left out.\n",
+            fixed.join(" and ")
+        );
+    }
     let _ = write!(w, "| ablation | overall |");
     for t in QuestionType::ALL {
         let _ = write!(w, " {} |", t.name());
