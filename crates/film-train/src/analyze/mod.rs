@@ -84,8 +84,10 @@ pub struct AnalyzeArgs {
     /// Seed of the noise.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// Questions per forward pass.
     #[arg(long, default_value_t = 64)]
     pub batch: usize,
+    /// cpu, or cuda in a build with `--features cuda`.
     #[arg(long, default_value = "cpu")]
     pub device: String,
     /// No progress bar.
