@@ -496,8 +496,14 @@ fn ask(run: &Path, image: &Path, question: &str, explain: Option<&Path>, dev: &D
     if let Some(out) = explain {
         let (top, p) = ranked[0];
         let answer = vocab.answers.answer(top as u32).unwrap_or("?");
-        let subtitle = format!("model: {answer} ({:.1}%)", 100.0 * p);
-        crate::analyze::attention::write_look(out, image, &looks[0], question, &subtitle)?;
+        let look = &looks[0];
+        let subtitle = format!(
+            "model: {answer} ({:.1}%) · pooled from {} of {} channels",
+            100.0 * p,
+            look.live_channels,
+            look.channels
+        );
+        crate::analyze::attention::write_look(out, image, look, question, &subtitle)?;
         println!("wrote {}", out.display());
     }
     Ok(())

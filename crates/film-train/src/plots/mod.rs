@@ -168,3 +168,91 @@ pub(crate) mod testing {
         (info.width, info.height)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::testing::png_size;
+    use super::*;
+
+    #[test]
+    fn every_plot_is_a_png_of_its_stated_size() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = |name: &str| dir.path().join(name);
+
+        let panel = |title: &str| HistogramPanel {
+            title: title.into(),
+            lo: -1.0,
+            hi: 2.0,
+            counts: vec![1, 4, 9, 2, 0, 1],
+        };
+        let column = HistogramColumn {
+            x_label: "γ value".into(),
+            panels: vec![panel("all"), panel("block 1")],
+        };
+        histogram_grid(
+            &path("h.png"),
+            (700, 500),
+            "histograms",
+            &[column.clone(), column],
+        )
+        .unwrap();
+        assert_eq!(png_size(&path("h.png")), (700, 500));
+
+        let chart = LineChart {
+            title: "lines".into(),
+            x_label: "x".into(),
+            y_label: "y".into(),
+            y_range: None,
+            legend: SeriesLabelPosition::UpperRight,
+            series: vec![Series {
+                name: "a".into(),
+                color: 0,
+                points: vec![(0.0, 1.0), (1.0, 3.0), (2.0, 2.0)],
+            }],
+        };
+        line_charts(&path("l.png"), (640, 480), "lines", &[chart.clone(), chart]).unwrap();
+        assert_eq!(png_size(&path("l.png")), (640, 480));
+
+        let scatter = ScatterPanel {
+            title: "scatter".into(),
+            x_label: "PC1".into(),
+            y_label: "PC2".into(),
+            points: vec![(0.0, 0.0, 0), (1.0, 2.0, 1), (-1.0, 0.5, 1)],
+        };
+        scatter_panels(&path("s.png"), (800, 400), "scatter", &["one", "two"], &[scatter]).unwrap();
+        assert_eq!(png_size(&path("s.png")), (800, 400));
+
+        let image = clevr::image::RgbImage {
+            width: 48,
+            height: 32,
+            pixels: vec![128; 48 * 32 * 3],
+        };
+        let heat = HeatGrid {
+            width: 3,
+            height: 2,
+            values: vec![0.0, 0.1, 0.2, 0.3, 0.0, 0.4],
+        };
+        heat_overlay(&path("o.png"), &image, &heat, "question", "answer", "fraction").unwrap();
+        assert_eq!(png_size(&path("o.png")), overlay_size(&image));
+        // 48 px scaled by 10 to 480, plus the colour bar, margins and the title.
+        assert_eq!(overlay_size(&image), (480 + 150 + 24, 320 + 118 + 24));
+    }
+
+    #[test]
+    fn nothing_to_draw_is_an_error_not_an_empty_picture() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("empty.png");
+        let err = histogram_grid(&out, (100, 100), "t", &[]).unwrap_err();
+        assert!(matches!(err, PlotError::Empty { .. }), "{err}");
+        let empty = LineChart {
+            title: "t".into(),
+            x_label: "x".into(),
+            y_label: "y".into(),
+            y_range: None,
+            legend: SeriesLabelPosition::UpperRight,
+            series: vec![],
+        };
+        assert!(line_charts(&out, (100, 100), "t", &[empty]).is_err());
+        assert!(!out.exists());
+    }
+}
