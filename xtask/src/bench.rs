@@ -1,5 +1,7 @@
-//! `cargo xtask bench`: run the criterion benchmarks and summarise them against the
-//! memory-bandwidth bound and the naive composition.
+//! `cargo xtask bench`: run the criterion benchmarks and summarise them: the FiLM op against
+//! the memory-bandwidth bound and the naive composition, the convolutions against candle's,
+//! the training step in samples/s; with `--torch PYTHON`, the PyTorch reference harness's
+//! figures for the same convolution and step, measured in the same run.
 
 use std::collections::HashMap;
 use std::fs;
@@ -21,7 +23,14 @@ const QUICK_ARGS: &[&str] = &[
 ];
 
 /// The benchmark suites `bench` runs, as (package, bench target).
-const SUITES: &[(&str, &str)] = &[("film-layer", "film")];
+const SUITES: &[(&str, &str)] = &[
+    ("film-layer", "film"),
+    ("film-conv", "conv"),
+    ("film-train", "step"),
+];
+
+/// The conv benchmark's operation count: 2 · N·H·W · C_out · C_in · 3 · 3.
+const CONV_FLOPS: f64 = 2.0 * (64 * 14 * 14 * 128 * 128 * 9) as f64;
 
 /// One row of the table and of `bench.json`.
 #[derive(Debug, Serialize)]
@@ -34,24 +43,72 @@ struct Row {
     dtype: String,
     /// "fwd" or "fwd+bwd".
     pass: String,
-    /// "naive", "fused" or "copy".
+    /// "naive", "fused" or "copy" (FiLM); "ours", "candle" or "torch-reference".
     #[serde(rename = "impl")]
     implementation: String,
     /// Median time per iteration.
     ns: f64,
-    /// Bytes that must move (each input read once, each output written once) per second.
-    gbps: f64,
+    /// Bytes that must move (each input read once, each output written once) per second,
+    /// for the FiLM benchmarks.
+    gbps: Option<f64>,
+    /// Floating-point operations per second, for the convolutions.
+    gflops: Option<f64>,
+    /// Training samples per second, for the training step.
+    samples_per_s: Option<f64>,
     /// `gbps` over the copy of the same bytes.
     copy_fraction: Option<f64>,
     /// Naive time over this row's time, for fused rows.
     speedup_vs_naive: Option<f64>,
+    /// candle's time over this row's time, for "ours" rows.
+    speedup_vs_candle: Option<f64>,
+    /// This row's time over the PyTorch reference's, for "ours" rows (below 1: faster).
+    time_vs_torch: Option<f64>,
+}
+
+impl Row {
+    fn new(name: String, parts: [&str; 5], shape: Vec<usize>, ns: f64) -> Row {
+        let [op, pass, implementation, dtype, layout] = parts;
+        Row {
+            name,
+            op: op.into(),
+            shape,
+            layout: layout.into(),
+            dtype: dtype.into(),
+            pass: pass.into(),
+            implementation: implementation.into(),
+            ns,
+            gbps: None,
+            gflops: None,
+            samples_per_s: None,
+            copy_fraction: None,
+            speedup_vs_naive: None,
+            speedup_vs_candle: None,
+            time_vs_torch: None,
+        }
+    }
+
+    /// Sets the rate column that fits the benchmark: bytes, operations or samples.
+    fn set_rate(&mut self, amount: f64, unit: Unit) {
+        match unit {
+            Unit::Bytes => self.gbps = Some(amount / self.ns),
+            Unit::Operations => self.gflops = Some(amount / self.ns),
+            Unit::Samples => self.samples_per_s = Some(amount / (self.ns * 1e-9)),
+        }
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Unit {
+    Bytes,
+    Operations,
+    Samples,
 }
 
 /// What criterion writes in `new/benchmark.json`; only the fields we read.
 #[derive(Deserialize)]
 struct BenchmarkMeta {
     full_id: String,
-    /// `{"Bytes": n}` for our benchmarks.
+    /// `{"Bytes": n}` (FiLM) or `{"Elements": n}` (operations, or samples for a step).
     throughput: Option<serde_json::Value>,
 }
 
@@ -69,14 +126,37 @@ struct Estimate {
 pub fn run(args: &[String]) -> Result<()> {
     let mut quick = false;
     let mut filter = None;
-    for arg in args {
+    let mut torch = None;
+    let mut torch_script = None;
+    let mut args = args.iter();
+    while let Some(arg) = args.next() {
         match arg.as_str() {
             "--quick" => quick = true,
+            "--torch" => {
+                torch = Some(
+                    args.next()
+                        .context("--torch needs a Python with PyTorch")?
+                        .clone(),
+                )
+            }
+            "--torch-script" => {
+                torch_script = Some(PathBuf::from(
+                    args.next()
+                        .context("--torch-script needs the path of torch_film.py")?,
+                ))
+            }
             flag if flag.starts_with('-') => bail!("unknown flag {flag:?} for `cargo xtask bench`"),
             pattern => filter = Some(pattern.to_string()),
         }
     }
     let root = workspace_root();
+    let torch_script = torch_script.unwrap_or_else(|| root.join("../shared/reference/torch_film.py"));
+    if torch.is_some() && !torch_script.is_file() {
+        bail!(
+            "--torch: the reference harness {} does not exist (give its path with --torch-script)",
+            torch_script.display()
+        );
+    }
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| root.join("target"));
@@ -98,7 +178,17 @@ pub fn run(args: &[String]) -> Result<()> {
             bail!("cargo bench -p {package} --bench {bench} failed ({status})");
         }
     }
-    let rows = collect(&target.join("criterion"), started)?;
+    let mut rows = collect(&target.join("criterion"), started)?;
+    if let Some(python) = &torch {
+        // Only the reference figures that have one of this run's rows beside them.
+        let ran: Vec<_> = rows.iter().map(|r| (r.op.clone(), r.pass.clone())).collect();
+        rows.extend(
+            torch_reference_rows(python, &torch_script)?
+                .into_iter()
+                .filter(|r| ran.contains(&(r.op.clone(), r.pass.clone()))),
+        );
+    }
+    compare(&mut rows);
     if rows.is_empty() {
         bail!(
             "no benchmark results were written under {}",
@@ -141,6 +231,11 @@ fn collect(criterion_dir: &Path, since: SystemTime) -> Result<Vec<Row>> {
             }
         }
     }
+    Ok(rows)
+}
+
+/// Fills the comparison columns: against copy and naive (FiLM), candle and PyTorch (ours).
+fn compare(rows: &mut [Row]) {
     rows.sort_by(|a, b| a.name.cmp(&b.name));
     let key = |r: &Row| {
         (
@@ -154,22 +249,125 @@ fn collect(criterion_dir: &Path, since: SystemTime) -> Result<Vec<Row>> {
     let copy_gbps: HashMap<_, f64> = rows
         .iter()
         .filter(|r| r.implementation == "copy")
-        .map(|r| ((r.dtype.clone(), r.layout.clone(), r.shape.clone()), r.gbps))
+        .filter_map(|r| Some(((r.dtype.clone(), r.layout.clone(), r.shape.clone()), r.gbps?)))
         .collect();
-    let naive_ns: HashMap<_, f64> = rows
-        .iter()
-        .filter(|r| r.implementation == "naive")
-        .map(|r| (key(r), r.ns))
-        .collect();
-    for row in &mut rows {
-        row.copy_fraction = copy_gbps
-            .get(&(row.dtype.clone(), row.layout.clone(), row.shape.clone()))
-            .map(|copy| row.gbps / copy);
-        if row.implementation == "fused" {
-            row.speedup_vs_naive = naive_ns.get(&key(row)).map(|naive| naive / row.ns);
+    let times = |implementation: &str| -> HashMap<_, f64> {
+        rows.iter()
+            .filter(|r| r.implementation == implementation)
+            .map(|r| (key(r), r.ns))
+            .collect()
+    };
+    let (naive, candle, torch) = (times("naive"), times("candle"), times("torch-reference"));
+    for row in rows.iter_mut() {
+        row.copy_fraction = row.gbps.and_then(|gbps| {
+            copy_gbps
+                .get(&(row.dtype.clone(), row.layout.clone(), row.shape.clone()))
+                .map(|copy| gbps / copy)
+        });
+        match row.implementation.as_str() {
+            "fused" => row.speedup_vs_naive = naive.get(&key(row)).map(|naive| naive / row.ns),
+            "ours" => {
+                row.speedup_vs_candle = candle.get(&key(row)).map(|candle| candle / row.ns);
+                row.time_vs_torch = torch.get(&key(row)).map(|torch| row.ns / torch);
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Runs the PyTorch reference harness (the conv micro-benchmarks and the `small` train
+/// step, on the CPU with as many threads as criterion's runs had) and turns its JSON lines
+/// into rows beside ours.
+fn torch_reference_rows(python: &str, script: &Path) -> Result<Vec<Row>> {
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .to_string();
+    let runs: [&[&str]; 2] = [
+        &["--micro-only", "--micro-ops", "conv"],
+        &["--config", "small", "--steps", "20", "--modes", "train"],
+    ];
+    let mut rows = Vec::new();
+    for extra in runs {
+        let output = Command::new(python)
+            .arg(script)
+            .args(["--device", "cpu", "--threads", &threads])
+            .args(extra)
+            .output()
+            .with_context(|| format!("starting {python} {}", script.display()))?;
+        if !output.status.success() {
+            bail!(
+                "{python} {} {} failed ({}): {}",
+                script.display(),
+                extra.join(" "),
+                output.status,
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+        for line in String::from_utf8_lossy(&output.stdout).lines() {
+            let Ok(record) = serde_json::from_str::<serde_json::Value>(line) else {
+                continue;
+            };
+            rows.extend(torch_row(&record));
         }
     }
     Ok(rows)
+}
+
+/// One torch_film.py record as a row, if it is one we compare against.
+fn torch_row(record: &serde_json::Value) -> Option<Row> {
+    let what = record.get("what")?.as_str()?;
+    let ms = record.get("median_ms")?.as_f64()?;
+    let (op, pass, shape, unit, amount) = match what {
+        "conv2d_fwd" => (
+            "conv3x3-128",
+            "fwd",
+            vec![64, 128, 14, 14],
+            Unit::Operations,
+            CONV_FLOPS,
+        ),
+        "conv2d_fwd_bwd" => (
+            "conv3x3-128",
+            "fwd+bwd",
+            vec![64, 128, 14, 14],
+            Unit::Operations,
+            3.0 * CONV_FLOPS,
+        ),
+        "conv2d_bwd_input(conv_transpose2d)" => (
+            "conv3x3-128",
+            "bwd-input",
+            vec![64, 128, 14, 14],
+            Unit::Operations,
+            CONV_FLOPS,
+        ),
+        "conv2d_bwd_weight" => (
+            "conv3x3-128",
+            "bwd-weight",
+            vec![64, 128, 14, 14],
+            Unit::Operations,
+            CONV_FLOPS,
+        ),
+        "train_step" if record.get("config")?.as_str()? == "small" => {
+            let batch = record.get("batch")?.as_u64()? as usize;
+            (
+                "train-step-mini",
+                "fwd+bwd",
+                vec![batch, 3, 64, 64],
+                Unit::Samples,
+                batch as f64,
+            )
+        }
+        _ => return None,
+    };
+    let shape_id = shape.iter().map(|d| d.to_string()).collect::<Vec<_>>().join("x");
+    let name = format!("{op}/{pass}/torch-reference/f32/channels-first/{shape_id}");
+    let mut row = Row::new(
+        name,
+        [op, pass, "torch-reference", "f32", "channels-first"],
+        shape,
+        ms * 1e6,
+    );
+    row.set_rate(amount, unit);
+    Some(row)
 }
 
 /// One benchmark's result from its `new/` directory, if it was written since `since`.
@@ -199,34 +397,28 @@ fn read_result(dir: &Path, since: SystemTime) -> Result<Option<Row>> {
                 .with_context(|| format!("bad shape in benchmark id {}", meta.full_id))
         })
         .collect::<Result<Vec<_>>>()?;
-    let Some(bytes) = meta
-        .throughput
-        .as_ref()
-        .and_then(|t| t.get("Bytes"))
-        .and_then(|b| b.as_u64())
-    else {
-        bail!("benchmark {} has no byte throughput", meta.full_id);
+    let throughput = meta.throughput.as_ref();
+    let amount = |kind: &str| throughput.and_then(|t| t.get(kind)).and_then(|n| n.as_u64());
+    let (amount, unit) = match (amount("Bytes"), amount("Elements")) {
+        (Some(bytes), _) => (bytes, Unit::Bytes),
+        (None, Some(samples)) if op.starts_with("train-step") => (samples, Unit::Samples),
+        (None, Some(operations)) => (operations, Unit::Operations),
+        (None, None) => bail!("benchmark {} has no throughput", meta.full_id),
     };
-    let ns = estimates.median.point_estimate;
-    Ok(Some(Row {
-        name: meta.full_id.clone(),
-        op: op.into(),
+    let mut row = Row::new(
+        meta.full_id.clone(),
+        [op, pass, implementation, dtype, layout],
         shape,
-        layout: layout.into(),
-        dtype: dtype.into(),
-        pass: pass.into(),
-        implementation: implementation.into(),
-        ns,
-        gbps: bytes as f64 / ns,
-        copy_fraction: None,
-        speedup_vs_naive: None,
-    }))
+        estimates.median.point_estimate,
+    );
+    row.set_rate(amount as f64, unit);
+    Ok(Some(row))
 }
 
 fn print_table(rows: &[Row]) {
     println!(
-        "\n{:<20} {:<18} {:<15} {:<8} {:<6} {:>11} {:>8} {:>7} {:>9}",
-        "op", "shape", "layout", "pass", "impl", "time", "GB/s", "%copy", "vs naive"
+        "\n{:<18} {:<16} {:<15} {:<10} {:<16} {:>11} {:>15} {:>6} {:>9} {:>10}",
+        "op", "shape", "layout", "pass", "impl", "time", "rate", "%copy", "speed-up", "vs torch"
     );
     for r in rows {
         let shape = r
@@ -240,14 +432,29 @@ fn print_table(rows: &[Row]) {
         } else {
             format!("{:.1} µs", r.ns / 1e3)
         };
+        let rate = match (r.gbps, r.gflops, r.samples_per_s) {
+            (Some(gbps), _, _) => format!("{gbps:.2} GB/s"),
+            (_, Some(gflops), _) => format!("{gflops:.1} GFLOP/s"),
+            (_, _, Some(samples)) => format!("{samples:.0} samples/s"),
+            _ => String::new(),
+        };
         let copy = r
             .copy_fraction
             .map(|f| format!("{:.0}%", 100.0 * f))
             .unwrap_or_default();
-        let speedup = r.speedup_vs_naive.map(|s| format!("{s:.1}x")).unwrap_or_default();
+        // Over the naive composition for fused FiLM rows, over candle for "ours" rows.
+        let speedup = r
+            .speedup_vs_naive
+            .or(r.speedup_vs_candle)
+            .map(|s| format!("{s:.1}x"))
+            .unwrap_or_default();
+        let torch = r
+            .time_vs_torch
+            .map(|t| format!("{t:.2}x time"))
+            .unwrap_or_default();
         println!(
-            "{:<20} {:<18} {:<15} {:<8} {:<6} {:>11} {:>8.2} {:>7} {:>9}",
-            r.op, shape, r.layout, r.pass, r.implementation, time, r.gbps, copy, speedup
+            "{:<18} {:<16} {:<15} {:<10} {:<16} {:>11} {:>15} {:>6} {:>9} {:>10}",
+            r.op, shape, r.layout, r.pass, r.implementation, time, rate, copy, speedup, torch
         );
     }
 }

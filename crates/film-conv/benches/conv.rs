@@ -2,7 +2,11 @@
 //! (64, 128, 14, 14) f32 batch: forward and forward+backward of the fast
 //! kernels against candle's own conv2d, plus the two backward ops alone (to
 //! set beside PyTorch's `conv_transpose2d` and `conv2d_weight` rows from
-//! ../shared/reference/torch_film.py --micro-ops conv).
+//! ../shared/reference/torch_film.py --micro-ops conv, which
+//! `cargo xtask bench --torch PYTHON` runs and imports).
+//!
+//! Ids follow `{op}/{pass}/{impl}/{dtype}/{layout}/{shape}` like the FiLM
+//! benchmarks; the throughput is in floating-point operations.
 
 use std::hint::black_box;
 use std::time::Duration;
@@ -19,6 +23,9 @@ const PARAMS: ConvParams = ConvParams {
     stride: 1,
     padding: 1,
 };
+
+/// dtype, layout and shape, the end of every benchmark id.
+const ID_TAIL: &str = "f32/channels-first/64x128x14x14";
 
 /// Multiply-adds of one convolution pass, as floating-point operations.
 const FLOPS: u64 = 2 * (BATCH * SIDE * SIDE * CHANNELS * CHANNELS * KERNEL * KERNEL) as u64;
@@ -37,13 +44,13 @@ fn inputs() -> Result<(Var, Var, Tensor)> {
 
 fn bench_conv3x3(c: &mut Criterion) {
     let (x, w, dy) = inputs().expect("bench inputs");
-    let mut group = c.benchmark_group("conv2d_3x3_128to128_64x128x14x14");
+    let mut group = c.benchmark_group("conv3x3-128");
     group.sample_size(20).measurement_time(Duration::from_secs(6));
     let paths: [(&str, Conv); 2] = [("ours", fast::conv2d), ("candle", reference::conv2d)];
 
     group.throughput(Throughput::Elements(FLOPS));
     for (name, conv) in paths {
-        group.bench_function(format!("fwd/{name}"), |b| {
+        group.bench_function(format!("fwd/{name}/{ID_TAIL}"), |b| {
             b.iter(|| black_box(conv(x.as_tensor(), w.as_tensor(), None, PARAMS).unwrap()))
         });
     }
@@ -51,7 +58,7 @@ fn bench_conv3x3(c: &mut Criterion) {
     // `conv2d(x, w).sum().backward()` in the reference script).
     group.throughput(Throughput::Elements(3 * FLOPS));
     for (name, conv) in paths {
-        group.bench_function(format!("fwd_bwd/{name}"), |b| {
+        group.bench_function(format!("fwd+bwd/{name}/{ID_TAIL}"), |b| {
             b.iter(|| {
                 let y = conv(x.as_tensor(), w.as_tensor(), None, PARAMS).unwrap();
                 black_box(y.sum_all().unwrap().backward().unwrap())
@@ -64,7 +71,7 @@ fn bench_conv3x3(c: &mut Criterion) {
         in_h: SIDE,
         in_w: SIDE,
     };
-    group.bench_function("bwd_input/ours", |b| {
+    group.bench_function(format!("bwd-input/ours/{ID_TAIL}"), |b| {
         b.iter(|| black_box(dy.apply_op2_no_bwd(w.as_tensor(), &input_grad).unwrap()))
     });
     let param_grad = ParamGradOp {
@@ -73,7 +80,7 @@ fn bench_conv3x3(c: &mut Criterion) {
         kernel_w: KERNEL,
         with_bias: false,
     };
-    group.bench_function("bwd_weight/ours", |b| {
+    group.bench_function(format!("bwd-weight/ours/{ID_TAIL}"), |b| {
         b.iter(|| black_box(x.as_tensor().apply_op2_no_bwd(&dy, &param_grad).unwrap()))
     });
     group.finish();

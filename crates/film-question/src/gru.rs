@@ -4,6 +4,8 @@
 use candle_core::{Result, Tensor};
 use candle_nn::{Init, VarBuilder};
 
+use crate::recurrence;
+
 /// PyTorch's GRU (gate order r, z, n; weights `weight_ih_l0`, `weight_hh_l0`,
 /// `bias_ih_l0`, `bias_hh_l0`) so checkpoints read the same from Python.
 #[derive(Clone, Debug)]
@@ -34,8 +36,19 @@ impl Gru {
 
     /// Runs over `inputs` (N, T, D) and returns the hidden state (N, H) after each
     /// sequence's `lengths[i]`-th step. Steps past a sequence's length never reach its
-    /// result, so padding cannot leak in; the loop stops at the longest length.
+    /// result, so padding cannot leak in; the loop stops at the longest length. On the CPU
+    /// in f32 the recurrence runs as one fused op ([`crate::recurrence`]).
     pub fn last_states(&self, inputs: &Tensor, lengths: &[usize]) -> Result<Tensor> {
+        self.last_states_with(inputs, lengths, recurrence::supports(inputs))
+    }
+
+    /// [`Gru::last_states`] composed from candle ops step by step: the obviously correct
+    /// path, kept for every device and dtype and as the fused op's reference.
+    pub fn last_states_reference(&self, inputs: &Tensor, lengths: &[usize]) -> Result<Tensor> {
+        self.last_states_with(inputs, lengths, false)
+    }
+
+    fn last_states_with(&self, inputs: &Tensor, lengths: &[usize], fused: bool) -> Result<Tensor> {
         let (batch, _, input_dim) = inputs.dims3()?;
         if lengths.len() != batch {
             candle_core::bail!("{} lengths for a batch of {batch}", lengths.len());
@@ -45,17 +58,38 @@ impl Gru {
         }
         let steps = lengths.iter().copied().max().unwrap_or(0);
         let h = self.hidden_dim;
-        // The input projection of every step in one matrix product, instead of one per step.
-        let inputs = inputs.narrow(1, 0, steps)?.contiguous()?;
+        // The input projection of every step in one matrix product, instead of one per step,
+        // time-major (T, N, 3H) so that each step's rows are contiguous.
+        let inputs = inputs.narrow(1, 0, steps)?.transpose(0, 1)?.contiguous()?;
         let projected = inputs
-            .reshape((batch * steps, input_dim))?
+            .reshape((steps * batch, input_dim))?
             .matmul(&self.weight_ih.t()?)?
             .broadcast_add(&self.bias_ih)?
-            .reshape((batch, steps, 3 * h))?;
-        let mut state = Tensor::zeros((batch, h), inputs.dtype(), inputs.device())?;
+            .reshape((steps, batch, 3 * h))?;
+        let all = if fused {
+            recurrence::gru_recurrence(&projected, &self.weight_hh, &self.bias_hh)?
+        } else {
+            self.composed_recurrence(&projected)?
+        };
+        let all = all.reshape((steps * batch, h))?;
+        let last: Vec<u32> = lengths
+            .iter()
+            .enumerate()
+            .map(|(i, &l)| ((l - 1) * batch + i) as u32)
+            .collect();
+        let index = Tensor::from_vec(last, batch, inputs.device())?;
+        all.index_select(&index, 0)
+    }
+
+    /// Every step's state (T, N, H) from the input projections (T, N, 3H), one candle op at
+    /// a time.
+    fn composed_recurrence(&self, projected: &Tensor) -> Result<Tensor> {
+        let (steps, batch, _) = projected.dims3()?;
+        let h = self.hidden_dim;
+        let mut state = Tensor::zeros((batch, h), projected.dtype(), projected.device())?;
         let mut states = Vec::with_capacity(steps);
         for t in 0..steps {
-            let x = projected.narrow(1, t, 1)?.squeeze(1)?;
+            let x = projected.get(t)?;
             let hh = state.matmul(&self.weight_hh.t()?)?.broadcast_add(&self.bias_hh)?;
             let (x_r, x_z, x_n) = (x.narrow(1, 0, h)?, x.narrow(1, h, h)?, x.narrow(1, 2 * h, h)?);
             let (h_r, h_z, h_n) = (hh.narrow(1, 0, h)?, hh.narrow(1, h, h)?, hh.narrow(1, 2 * h, h)?);
@@ -66,13 +100,6 @@ impl Gru {
             state = (&candidate + (update * (state - &candidate)?)?)?;
             states.push(state.clone());
         }
-        let all = Tensor::stack(&states, 1)?.reshape((batch * steps, h))?;
-        let last: Vec<u32> = lengths
-            .iter()
-            .enumerate()
-            .map(|(i, &l)| (i * steps + l - 1) as u32)
-            .collect();
-        let index = Tensor::from_vec(last, batch, inputs.device())?;
-        all.index_select(&index, 0)
+        Tensor::stack(&states, 0)
     }
 }

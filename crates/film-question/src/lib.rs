@@ -7,6 +7,7 @@
 
 mod encoder;
 mod gru;
+pub mod recurrence;
 
 pub use encoder::{QuestionEncoder, QuestionEncoderConfig};
 pub use gru::Gru;

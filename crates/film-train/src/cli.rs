@@ -183,6 +183,9 @@ struct TrainArgs {
     /// Number of FiLMed blocks.
     #[arg(long)]
     blocks: Option<usize>,
+    /// A question-only baseline: the network is given a blank image.
+    #[arg(long)]
+    question_only: bool,
     /// No progress bar.
     #[arg(long)]
     quiet: bool,
@@ -379,6 +382,7 @@ fn train_request(args: &TrainArgs) -> Result<TrainRequest> {
     }
     block.use_beta &= !args.no_beta;
     block.residual &= !args.no_residual;
+    model.question_only |= args.question_only;
     if let Some(pool) = args.pool {
         model.vision.pool = pool;
     }

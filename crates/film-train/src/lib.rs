@@ -11,6 +11,7 @@ pub mod plots;
 pub mod presets;
 pub mod profile;
 pub mod run_dir;
+pub mod runtime;
 pub mod seeded;
 pub mod train;
 pub mod training_curve;

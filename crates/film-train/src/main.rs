@@ -9,7 +9,7 @@ use clap::Parser;
 use film_train::cli;
 
 fn main() -> ExitCode {
-    keep_freed_memory();
+    film_train::runtime::tune_for_training();
     let cli = cli::Cli::parse();
     match cli::run(cli) {
         Ok(code) => code,
@@ -19,21 +19,3 @@ fn main() -> ExitCode {
         }
     }
 }
-
-/// A training step frees and re-allocates the same few hundred megabytes of tensors every
-/// step. glibc's defaults hand large blocks straight back to the kernel (mmap above an
-/// adaptive threshold, heap trimming above 128 KiB), so every step pays page faults and TLB
-/// shootdowns on fresh memory: about 40% of the `mini` step on a 2-core machine. Serving
-/// blocks up to 32 MiB from the heap and never trimming it makes the step 1.7x faster
-/// (docs/benchmarks.md, "training step"); memory stays at the step's peak instead.
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
-fn keep_freed_memory() {
-    // SAFETY: mallopt only changes allocator tunables; it is called before any thread starts.
-    unsafe {
-        libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
-        libc::mallopt(libc::M_TRIM_THRESHOLD, i32::MAX);
-    }
-}
-
-#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-fn keep_freed_memory() {}

@@ -12,6 +12,7 @@ use crate::presets::ModelConfig;
 pub struct FilmModel {
     pub generator: QuestionEncoder,
     pub network: FilmedNetwork,
+    question_only: bool,
 }
 
 impl FilmModel {
@@ -19,6 +20,7 @@ impl FilmModel {
         Ok(FilmModel {
             generator: QuestionEncoder::new(&config.question, vb.pp("generator"))?,
             network: FilmedNetwork::new(&config.vision, vb.pp("network"))?,
+            question_only: config.question_only,
         })
     }
 
@@ -36,6 +38,9 @@ impl FilmModel {
         train: bool,
     ) -> Result<Tensor> {
         let params = self.film_params(questions, lengths)?;
+        if self.question_only {
+            return self.network.forward_t(&images.zeros_like()?, &params, train);
+        }
         self.network.forward_t(images, &params, train)
     }
 }

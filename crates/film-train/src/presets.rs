@@ -12,6 +12,10 @@ pub struct ModelConfig {
     pub image_size: usize,
     pub question: QuestionEncoderConfig,
     pub vision: VisionConfig,
+    /// A baseline that never sees the image: the network gets a blank (all-zero) image, so
+    /// its answer is a function of the question alone (`--question-only`).
+    #[serde(default)]
+    pub question_only: bool,
 }
 
 /// How a preset trains by default.
@@ -76,6 +80,7 @@ fn pixels(
             pool: Pool::Max,
             num_answers: 0,
         },
+        question_only: false,
     }
 }
 
@@ -123,6 +128,7 @@ pub fn all() -> Vec<Preset> {
                 image_size: 224,
                 question: QuestionEncoderConfig::paper(0),
                 vision: VisionConfig::paper_features(0),
+                question_only: false,
             },
             training: paper_training(600.0, 2000),
         },

@@ -11,6 +11,7 @@ use serde::Serialize;
 
 use crate::adam::{Adam, AdamConfig};
 use crate::evaluate::loss_and_accuracy;
+use crate::model::FilmModel;
 use crate::presets::ModelConfig;
 use crate::train::{build_model, trainable};
 
@@ -96,37 +97,91 @@ fn ms_since(start: Instant) -> f64 {
     start.elapsed().as_secs_f64() * 1e3
 }
 
-/// Times `request.steps` training steps (after `warmup`), then each component alone.
-pub fn profile(request: &ProfileRequest, device: &Device) -> Result<Profile> {
-    let mut config = request.model.clone();
-    config.question.vocab_size = VOCAB;
-    config.vision.num_answers = ANSWERS;
-    let (model, varmap) = build_model(&config, 0, device)?;
-    let mut adam = Adam::new(
-        trainable(&varmap),
-        AdamConfig::new(request.learning_rate, request.weight_decay),
-    );
-    let inputs = synthetic_inputs(&config, request.batch, device)?;
+/// One model, its optimizer and a synthetic batch: a training step that can be repeated,
+/// for the profile and for the criterion benchmark of the step.
+pub struct TrainingStep {
+    model: FilmModel,
+    adam: Adam,
+    inputs: Inputs,
+}
 
-    let (mut forward, mut backward, mut optimizer, mut whole) = (vec![], vec![], vec![], vec![]);
-    for step in 0..request.warmup + request.steps {
+/// Milliseconds of the three parts of one step.
+pub struct StepTimes {
+    pub forward_ms: f64,
+    pub backward_ms: f64,
+    pub optimizer_ms: f64,
+}
+
+impl TrainingStep {
+    /// `model` with the reference harness's vocabulary and answer count, seed 0.
+    pub fn new(
+        model: &ModelConfig,
+        batch: usize,
+        learning_rate: f64,
+        weight_decay: f64,
+        device: &Device,
+    ) -> Result<Self> {
+        let mut config = model.clone();
+        config.question.vocab_size = VOCAB;
+        config.vision.num_answers = ANSWERS;
+        let (model, varmap) = build_model(&config, 0, device)?;
+        let adam = Adam::new(trainable(&varmap), AdamConfig::new(learning_rate, weight_decay));
+        let inputs = synthetic_inputs(&config, batch, device)?;
+        Ok(TrainingStep { model, adam, inputs })
+    }
+
+    /// Forward, loss, backward and Adam on the synthetic batch.
+    pub fn run(&mut self) -> Result<StepTimes> {
+        let inputs = &self.inputs;
         let start = Instant::now();
-        let logits = model.forward_t(&inputs.images, &inputs.questions, &inputs.lengths, true)?;
+        let logits = self
+            .model
+            .forward_t(&inputs.images, &inputs.questions, &inputs.lengths, true)?;
         let (loss, _) = loss_and_accuracy(&logits, &inputs.answers)?;
+        synchronize(&loss)?;
         let forward_ms = ms_since(start);
         let backward_start = Instant::now();
         let grads = loss.backward()?;
+        synchronize(&loss)?;
         let backward_ms = ms_since(backward_start);
         let optimizer_start = Instant::now();
-        adam.step(&grads)?;
-        let optimizer_ms = ms_since(optimizer_start);
-        if step >= request.warmup {
-            forward.push(forward_ms);
-            backward.push(backward_ms);
-            optimizer.push(optimizer_ms);
-            whole.push(ms_since(start));
+        self.adam.step(&grads)?;
+        synchronize(&loss)?;
+        Ok(StepTimes {
+            forward_ms,
+            backward_ms,
+            optimizer_ms: ms_since(optimizer_start),
+        })
+    }
+}
+
+/// Waits for the device's queued work, so that wall-clock timestamps mean something on
+/// asynchronous devices.
+fn synchronize(t: &Tensor) -> Result<()> {
+    t.device().synchronize()?;
+    Ok(())
+}
+
+/// Times `request.steps` training steps (after `warmup`), then each component alone.
+pub fn profile(request: &ProfileRequest, device: &Device) -> Result<Profile> {
+    let mut step = TrainingStep::new(
+        &request.model,
+        request.batch,
+        request.learning_rate,
+        request.weight_decay,
+        device,
+    )?;
+    let (mut forward, mut backward, mut optimizer, mut whole) = (vec![], vec![], vec![], vec![]);
+    for i in 0..request.warmup + request.steps {
+        let times = step.run()?;
+        if i >= request.warmup {
+            forward.push(times.forward_ms);
+            backward.push(times.backward_ms);
+            optimizer.push(times.optimizer_ms);
+            whole.push(times.forward_ms + times.backward_ms + times.optimizer_ms);
         }
     }
+    let (model, inputs) = (&step.model, &step.inputs);
 
     // Each component alone: its inputs detached, so its backward stops at its own inputs.
     let network = &model.network;
@@ -158,9 +213,11 @@ pub fn profile(request: &ProfileRequest, device: &Device) -> Result<Profile> {
         for step in 0..request.warmup + request.steps {
             let start = Instant::now();
             let out = stage()?;
+            synchronize(&out)?;
             let fwd_ms = ms_since(start);
             let backward_start = Instant::now();
             out.backward()?;
+            synchronize(&out)?;
             if step >= request.warmup {
                 fwd.push(fwd_ms);
                 bwd.push(ms_since(backward_start));

@@ -1,7 +1,7 @@
 //! Convolutions, batch norms and linear layers initialised as the FiLM reference code does.
 
 use candle_core::{Module, Result, Tensor};
-use candle_nn::{BatchNorm, BatchNormConfig, Init, Linear, VarBuilder};
+use candle_nn::{Init, Linear, VarBuilder};
 use film_conv::ConvParams;
 
 /// PyTorch's default bias initialisation, U(-1/√fan_in, 1/√fan_in).
@@ -59,17 +59,6 @@ pub fn linear(in_dim: usize, out_dim: usize, vb: VarBuilder) -> Result<Linear> {
     )?;
     let bias = vb.get_with_hints(out_dim, "bias", bias_init(in_dim))?;
     Ok(Linear::new(weight, Some(bias)))
-}
-
-/// PyTorch's BatchNorm defaults (eps 1e-5, momentum 0.1), with or without its own affine.
-pub fn batch_norm(channels: usize, affine: bool, vb: VarBuilder) -> Result<BatchNorm> {
-    let config = BatchNormConfig {
-        eps: 1e-5,
-        remove_mean: true,
-        affine,
-        momentum: 0.1,
-    };
-    candle_nn::batch_norm(channels, config, vb)
 }
 
 /// Two coordinate maps (x along the width, y along the height, each from -1 to 1) for a

@@ -5,10 +5,12 @@
 //! (γ, β); a classifier pools them into answer logits. Every architecture ablation of the
 //! paper's Table 2 is an option of [`VisionConfig`], not a copy of the block.
 
+mod batch_norm;
 mod config;
 mod layers;
 mod model;
 
+pub use batch_norm::BatchNorm;
 pub use config::{BlockOptions, FilmPosition, Pool, Stem, VisionConfig};
 pub use layers::coordinate_maps;
 pub use model::{Classifier, FilmedNetwork, FilmedResBlock};

@@ -1,12 +1,13 @@
 //! The FiLMed network, top to bottom as in Figure 3 of the paper: a stem, FiLMed residual
 //! blocks that see coordinate maps, and a classifier.
 
-use candle_core::{Module, ModuleT, Result, Tensor, D};
-use candle_nn::{BatchNorm, Linear, VarBuilder};
+use candle_core::{Module, Result, Tensor, D};
+use candle_nn::{Linear, VarBuilder};
 use film_layer::{film_fused, split_film_params, ChannelLayout};
 
+use crate::batch_norm::BatchNorm;
 use crate::config::{BlockOptions, FilmPosition, Pool, Stem, VisionConfig};
-use crate::layers::{batch_norm, conv2d, coordinate_maps, linear, Conv};
+use crate::layers::{conv2d, coordinate_maps, linear, Conv};
 
 /// conv → BatchNorm → ReLU, the unit of both stems.
 #[derive(Clone, Debug)]
@@ -26,12 +27,12 @@ impl ConvNormRelu {
     ) -> Result<Self> {
         Ok(ConvNormRelu {
             conv: conv2d(in_c, out_c, kernel, stride, padding, vb.pp("conv"))?,
-            norm: batch_norm(out_c, true, vb.pp("bn"))?,
+            norm: BatchNorm::new(out_c, true, vb.pp("bn"))?,
         })
     }
 
     fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        self.norm.forward_t(&self.conv.forward(x)?, train)?.relu()
+        self.norm.forward_relu_t(&self.conv.forward(x)?, train)
     }
 }
 
@@ -57,7 +58,7 @@ impl FilmedResBlock {
             input_conv: conv2d(channels + 2, channels, 1, 1, 0, vb.pp("input_proj"))?,
             conv: conv2d(channels, channels, 3, 1, 1, vb.pp("conv"))?,
             // No affine parameters of its own: FiLM supplies the scale and shift.
-            norm: batch_norm(channels, false, vb.pp("bn"))?,
+            norm: BatchNorm::new(channels, false, vb.pp("bn"))?,
             options: options.clone(),
         })
     }
@@ -146,7 +147,7 @@ impl Classifier {
         Ok(Classifier {
             projection: ConvNormRelu::new(c + 2, p, 1, 1, 0, vb.pp("proj"))?,
             hidden: linear(p, f, vb.pp("fc1"))?,
-            hidden_norm: batch_norm(f, true, vb.pp("fc_bn"))?,
+            hidden_norm: BatchNorm::new(f, true, vb.pp("fc_bn"))?,
             output: linear(f, config.num_answers, vb.pp("fc2"))?,
             pool: config.pool,
         })
@@ -160,8 +161,7 @@ impl Classifier {
         };
         let hidden = self
             .hidden_norm
-            .forward_t(&self.hidden.forward(&pooled)?, train)?
-            .relu()?;
+            .forward_relu_t(&self.hidden.forward(&pooled)?, train)?;
         self.output.forward(&hidden)
     }
 

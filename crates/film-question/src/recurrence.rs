@@ -1,0 +1,380 @@
+//! The GRU's recurrence over a whole sequence as one differentiable candle op (CPU, f32).
+//!
+//! Composed from candle ops, every time step adds a dozen small tensors to the autograd
+//! graph, and the backward pass accumulates each weight gradient step by step into freshly
+//! allocated buffers: for the `mini` preset (46 steps, batch 64, H = 256) that costs four
+//! times the forward. Here the forward is one GEMM plus a gate loop per step, and the
+//! backward is back-propagation through time in place, with the weight gradient as a single
+//! GEMM over all steps at the end.
+//!
+//! Gate order and equations are PyTorch's:
+//!   r = σ(x_r + h_r), z = σ(x_z + h_z), n = tanh(x_n + r ⊙ h_n), h' = (1 - z) ⊙ n + z ⊙ h
+//! where x = W_ih·input + b_ih (computed outside, for all steps at once) and
+//! h_* = W_hh·h + b_hh.
+
+use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
+use gemm::Parallelism;
+use rayon::prelude::*;
+use std::sync::Mutex;
+
+/// Runs the recurrence: `projected` (T, N, 3H) time-major input projections, `weight_hh`
+/// (3H, H), `bias_hh` (3H,) → every step's hidden state (T, N, H), starting from h = 0.
+/// Time-major keeps each step's rows contiguous for the per-step matrix products.
+pub fn gru_recurrence(projected: &Tensor, weight_hh: &Tensor, bias_hh: &Tensor) -> Result<Tensor> {
+    let projected = projected.contiguous()?;
+    let weight_hh = weight_hh.contiguous()?;
+    let bias_hh = bias_hh.contiguous()?;
+    projected.apply_op3(
+        &weight_hh,
+        &bias_hh,
+        GruRecurrence {
+            kept: Mutex::new(None),
+        },
+    )
+}
+
+/// One call of the op. The forward keeps its gates here for the backward of the same
+/// graph node, instead of recomputing them.
+struct GruRecurrence {
+    kept: Mutex<Option<Vec<f32>>>,
+}
+
+/// Sizes of one call: batch, steps, hidden.
+#[derive(Clone, Copy)]
+struct Dims {
+    batch: usize,
+    steps: usize,
+    hidden: usize,
+}
+
+fn dims(projected: &Shape, weight_hh: &Shape, bias_hh: &Shape) -> Result<Dims> {
+    let (steps, batch, gates) = projected.dims3()?;
+    let (rows, hidden) = weight_hh.dims2()?;
+    if gates != 3 * hidden || rows != 3 * hidden || bias_hh.elem_count() != 3 * hidden {
+        candle_core::bail!(
+            "GRU recurrence: projections {projected:?}, weight_hh {weight_hh:?} and bias_hh {bias_hh:?} \
+             do not agree on 3 x hidden"
+        );
+    }
+    Ok(Dims { batch, steps, hidden })
+}
+
+fn f32_slice<'a>(storage: &'a CpuStorage, layout: &Layout) -> Result<&'a [f32]> {
+    let data = storage.as_slice::<f32>()?;
+    match layout.contiguous_offsets() {
+        Some((start, end)) => Ok(&data[start..end]),
+        None => candle_core::bail!("GRU recurrence: inputs must be contiguous"),
+    }
+}
+
+fn parallelism() -> Parallelism {
+    match candle_core::utils::get_num_threads() {
+        0 | 1 => Parallelism::None,
+        n => Parallelism::Rayon(n),
+    }
+}
+
+/// A row-major matrix view: element (i, j) at `data[i * row_stride + j * col_stride]`.
+struct View {
+    ptr: *const f32,
+    row_stride: isize,
+    col_stride: isize,
+}
+
+/// dst (m × n, row-major with `dst_row_stride`) (+)= lhs (m × k) · rhs (k × n).
+///
+/// # Safety
+/// Every element the views address must be inside a live allocation, and `dst` must not
+/// overlap `lhs` or `rhs`.
+#[allow(clippy::too_many_arguments)]
+unsafe fn matmul(
+    (m, n, k): (usize, usize, usize),
+    dst: *mut f32,
+    dst_row_stride: usize,
+    accumulate: bool,
+    lhs: View,
+    rhs: View,
+    parallelism: Parallelism,
+) {
+    gemm::gemm(
+        m,
+        n,
+        k,
+        dst,
+        1,
+        dst_row_stride as isize,
+        accumulate,
+        lhs.ptr,
+        lhs.col_stride,
+        lhs.row_stride,
+        rhs.ptr,
+        rhs.col_stride,
+        rhs.row_stride,
+        1.0,
+        1.0,
+        false,
+        false,
+        false,
+        parallelism,
+    );
+}
+
+fn sigmoid(x: f32) -> f32 {
+    1.0 / (1.0 + (-x).exp())
+}
+
+/// Values per hidden unit and step that the forward keeps for the backward: the reset,
+/// update and candidate gates, and the candidate's hidden projection W_hn·h + b_hn.
+const KEPT: usize = 4;
+
+/// Rows handed to one thread at a time in the per-step gate loops.
+const ROWS_PER_TASK: usize = 8;
+
+/// Forward, time-major: `projected` (T, N, 3H) → states (T, N, H), plus the kept gates
+/// (T, N, 4H).
+fn forward(d: Dims, projected: &[f32], weight_hh: &[f32], bias_hh: &[f32]) -> (Vec<f32>, Vec<f32>) {
+    let Dims {
+        batch,
+        steps,
+        hidden: h,
+    } = d;
+    let mut states = vec![0f32; steps * batch * h];
+    let mut kept = vec![0f32; steps * batch * KEPT * h];
+    let mut hh = vec![0f32; batch * 3 * h];
+    let zeros = vec![0f32; batch * h];
+    for t in 0..steps {
+        let (done, rest) = states.split_at_mut(t * batch * h);
+        let previous = if t == 0 {
+            &zeros[..]
+        } else {
+            &done[(t - 1) * batch * h..]
+        };
+        // hh = h_prev · W_hhᵀ
+        // SAFETY: `previous` is batch × h, W_hhᵀ is read as h × 3h inside `weight_hh`, and
+        // `hh` is a separate batch × 3h buffer.
+        unsafe {
+            matmul(
+                (batch, 3 * h, h),
+                hh.as_mut_ptr(),
+                3 * h,
+                false,
+                View {
+                    ptr: previous.as_ptr(),
+                    row_stride: h as isize,
+                    col_stride: 1,
+                },
+                View {
+                    ptr: weight_hh.as_ptr(),
+                    row_stride: 1,
+                    col_stride: h as isize,
+                },
+                parallelism(),
+            );
+        }
+        let x_t = &projected[t * batch * 3 * h..][..batch * 3 * h];
+        rest[..batch * h]
+            .par_chunks_mut(h)
+            .zip(kept[t * batch * KEPT * h..][..batch * KEPT * h].par_chunks_mut(KEPT * h))
+            .zip(x_t.par_chunks(3 * h).zip(hh.par_chunks(3 * h)))
+            .zip(previous.par_chunks(h))
+            .with_min_len(ROWS_PER_TASK)
+            .for_each(|(((state, kept), (x, hh)), previous)| {
+                for j in 0..h {
+                    let hn = hh[2 * h + j] + bias_hh[2 * h + j];
+                    let reset = sigmoid(x[j] + hh[j] + bias_hh[j]);
+                    let update = sigmoid(x[h + j] + hh[h + j] + bias_hh[h + j]);
+                    let candidate = (x[2 * h + j] + reset * hn).tanh();
+                    state[j] = candidate + update * (previous[j] - candidate);
+                    kept[j] = reset;
+                    kept[h + j] = update;
+                    kept[2 * h + j] = candidate;
+                    kept[3 * h + j] = hn;
+                }
+            });
+    }
+    (states, kept)
+}
+
+/// Gradients of the recurrence, time-major: (d projected (T, N, 3H), d weight_hh (3H, H),
+/// d bias_hh (3H)).
+fn backward(
+    d: Dims,
+    weight_hh: &[f32],
+    states: &[f32],
+    kept: &[f32],
+    grad_states: &[f32],
+) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    let Dims {
+        batch,
+        steps,
+        hidden: h,
+    } = d;
+    let zeros = vec![0f32; batch * h];
+    let mut grad_projected = vec![0f32; steps * batch * 3 * h];
+    let mut grad_hh = vec![0f32; steps * batch * 3 * h];
+    let mut grad_next = vec![0f32; batch * h];
+    for t in (0..steps).rev() {
+        let previous = if t == 0 {
+            &zeros[..]
+        } else {
+            &states[(t - 1) * batch * h..][..batch * h]
+        };
+        let rows = 3 * h * batch;
+        grad_projected[t * rows..][..rows]
+            .par_chunks_mut(3 * h)
+            .zip(grad_hh[t * rows..][..rows].par_chunks_mut(3 * h))
+            .zip(grad_next.par_chunks_mut(h))
+            .zip(kept[t * batch * KEPT * h..][..batch * KEPT * h].par_chunks(KEPT * h))
+            .zip(
+                grad_states[t * batch * h..][..batch * h]
+                    .par_chunks(h)
+                    .zip(previous.par_chunks(h)),
+            )
+            .with_min_len(ROWS_PER_TASK)
+            .for_each(|((((gp, ghh), next), kept), (gs, previous))| {
+                for j in 0..h {
+                    let (reset, update, candidate, hn) =
+                        (kept[j], kept[h + j], kept[2 * h + j], kept[3 * h + j]);
+                    let dh = gs[j] + next[j];
+                    let d_candidate = dh * (1.0 - update) * (1.0 - candidate * candidate);
+                    let d_update = dh * (previous[j] - candidate) * update * (1.0 - update);
+                    let d_reset = d_candidate * hn * reset * (1.0 - reset);
+                    gp[j] = d_reset;
+                    gp[h + j] = d_update;
+                    gp[2 * h + j] = d_candidate;
+                    ghh[j] = d_reset;
+                    ghh[h + j] = d_update;
+                    ghh[2 * h + j] = d_candidate * reset;
+                    // The direct path h' = … + z ⊙ h; the path through W_hh is added below.
+                    next[j] = dh * update;
+                }
+            });
+        if t > 0 {
+            // grad_next += d hh_t · W_hh
+            // SAFETY: step t's rows of `grad_hh` are batch × 3h; W_hh is 3h × h; `grad_next`
+            // is a separate batch × h buffer.
+            unsafe {
+                matmul(
+                    (batch, h, 3 * h),
+                    grad_next.as_mut_ptr(),
+                    h,
+                    true,
+                    View {
+                        ptr: grad_hh[t * rows..].as_ptr(),
+                        row_stride: (3 * h) as isize,
+                        col_stride: 1,
+                    },
+                    View {
+                        ptr: weight_hh.as_ptr(),
+                        row_stride: h as isize,
+                        col_stride: 1,
+                    },
+                    parallelism(),
+                );
+            }
+        }
+    }
+    // d W_hh = Σ_t d hh_tᵀ · h_{t-1}: one (3h × (T-1)·N) · ((T-1)·N × h) product (h_{-1} = 0
+    // adds nothing).
+    let mut grad_weight = vec![0f32; 3 * h * h];
+    if steps > 1 {
+        let k = (steps - 1) * batch;
+        // SAFETY: `grad_hh` from step 1 read transposed as 3h × k, `states` up to step T-2 as
+        // k × h, output 3h × h.
+        unsafe {
+            matmul(
+                (3 * h, h, k),
+                grad_weight.as_mut_ptr(),
+                h,
+                false,
+                View {
+                    ptr: grad_hh[batch * 3 * h..].as_ptr(),
+                    row_stride: 1,
+                    col_stride: (3 * h) as isize,
+                },
+                View {
+                    ptr: states.as_ptr(),
+                    row_stride: h as isize,
+                    col_stride: 1,
+                },
+                parallelism(),
+            );
+        }
+    }
+    let mut grad_bias = vec![0f32; 3 * h];
+    for row in grad_hh.chunks_exact(3 * h) {
+        for (g, v) in grad_bias.iter_mut().zip(row) {
+            *g += v;
+        }
+    }
+    (grad_projected, grad_weight, grad_bias)
+}
+
+/// A tensor's f32 data, contiguous, read on the CPU.
+fn cpu_values(t: &Tensor) -> Result<Vec<f32>> {
+    t.contiguous()?.flatten_all()?.to_vec1::<f32>()
+}
+
+impl CustomOp3 for GruRecurrence {
+    fn name(&self) -> &'static str {
+        "gru-recurrence"
+    }
+
+    fn cpu_fwd(
+        &self,
+        projected: &CpuStorage,
+        projected_layout: &Layout,
+        weight_hh: &CpuStorage,
+        weight_layout: &Layout,
+        bias_hh: &CpuStorage,
+        bias_layout: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let d = dims(
+            projected_layout.shape(),
+            weight_layout.shape(),
+            bias_layout.shape(),
+        )?;
+        let (states, kept) = forward(
+            d,
+            f32_slice(projected, projected_layout)?,
+            f32_slice(weight_hh, weight_layout)?,
+            f32_slice(bias_hh, bias_layout)?,
+        );
+        *self.kept.lock().expect("kept gates lock poisoned") = Some(kept);
+        Ok((CpuStorage::F32(states), Shape::from((d.steps, d.batch, d.hidden))))
+    }
+
+    fn bwd(
+        &self,
+        projected: &Tensor,
+        weight_hh: &Tensor,
+        bias_hh: &Tensor,
+        states: &Tensor,
+        grad_states: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let d = dims(projected.shape(), weight_hh.shape(), bias_hh.shape())?;
+        let kept = self.kept.lock().expect("kept gates lock poisoned");
+        let Some(kept) = kept.as_ref() else {
+            candle_core::bail!("GRU recurrence: backward before forward")
+        };
+        let (grad_projected, grad_weight, grad_bias) = backward(
+            d,
+            &cpu_values(weight_hh)?,
+            &cpu_values(states)?,
+            kept,
+            &cpu_values(grad_states)?,
+        );
+        let device = projected.device();
+        Ok((
+            Some(Tensor::from_vec(grad_projected, projected.shape(), device)?),
+            Some(Tensor::from_vec(grad_weight, weight_hh.shape(), device)?),
+            Some(Tensor::from_vec(grad_bias, bias_hh.shape(), device)?),
+        ))
+    }
+}
+
+/// Whether the fused recurrence can run `t` (CPU f32); other devices and dtypes use the
+/// composed candle path.
+pub fn supports(t: &Tensor) -> bool {
+    t.device().is_cpu() && t.dtype() == candle_core::DType::F32
+}

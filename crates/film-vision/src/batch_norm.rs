@@ -1,0 +1,319 @@
+//! Batch normalisation (optionally followed by ReLU) as one differentiable candle op on the
+//! CPU.
+//!
+//! candle-nn's BatchNorm is composed from a transpose, a copy and seven broadcast ops; with
+//! their backward passes a stem BatchNorm reads and writes its activations about twenty
+//! times per step, and the three stem BatchNorms alone cost more than their convolutions.
+//! The fused op reads the input twice for the batch statistics and once to normalise, and
+//! its backward is two passes: per-channel sums, then the input gradient. The variables
+//! (`weight`, `bias`, `running_mean`, `running_var`) and their update are candle-nn's, so
+//! checkpoints are unchanged, and on other devices the candle-nn module runs instead.
+
+use candle_core::{CpuStorage, CustomOp3, DType, Layout, ModuleT, Result, Shape, Tensor, Var};
+use candle_nn::{BatchNormConfig, VarBuilder};
+use rayon::prelude::*;
+
+/// BatchNorm over dimension 1 of (N, C) or (N, C, *spatial) inputs, with running statistics
+/// for evaluation, momentum 0.1 and ε = 1e-5 as PyTorch's defaults.
+#[derive(Clone, Debug)]
+pub struct BatchNorm {
+    composed: candle_nn::BatchNorm,
+    running_mean: Var,
+    running_var: Var,
+    channels: usize,
+}
+
+impl BatchNorm {
+    /// `affine`: a learned per-channel scale and shift after normalising.
+    pub fn new(channels: usize, affine: bool, vb: VarBuilder) -> Result<Self> {
+        let config = BatchNormConfig {
+            eps: 1e-5,
+            remove_mean: true,
+            affine,
+            momentum: 0.1,
+        };
+        let composed = candle_nn::batch_norm(channels, config, vb)?;
+        Ok(BatchNorm {
+            running_mean: Var::from_tensor(composed.running_mean())?,
+            running_var: Var::from_tensor(composed.running_var())?,
+            composed,
+            channels,
+        })
+    }
+
+    /// Normalises `x` with the batch's statistics (`train`, which also updates the running
+    /// statistics) or with the running ones.
+    pub fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        self.forward_with(x, train, false)
+    }
+
+    /// `relu(BatchNorm(x))` in the same pass.
+    pub fn forward_relu_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        self.forward_with(x, train, true)
+    }
+
+    /// The candle-nn composition, for parity tests and devices without the fused op.
+    pub fn forward_reference_t(&self, x: &Tensor, train: bool, relu: bool) -> Result<Tensor> {
+        let y = self.composed.forward_t(x, train)?;
+        if relu {
+            y.relu()
+        } else {
+            Ok(y)
+        }
+    }
+
+    fn forward_with(&self, x: &Tensor, train: bool, relu: bool) -> Result<Tensor> {
+        if !x.device().is_cpu() || x.dtype() != DType::F32 || x.rank() < 2 {
+            return self.forward_reference_t(x, train, relu);
+        }
+        let (batch, channels) = (x.dim(0)?, x.dim(1)?);
+        if channels != self.channels {
+            candle_core::bail!(
+                "BatchNorm of {} channels got an input of shape {:?}",
+                self.channels,
+                x.shape()
+            );
+        }
+        let x = x.contiguous()?;
+        let spatial = x.elem_count() / (batch * channels).max(1);
+        let eps = self.composed.eps();
+        let (mean, variance) = if train {
+            let (mean, variance) = channel_statistics(&x, batch, channels, spatial)?;
+            self.update_running(&mean, &variance, batch * spatial)?;
+            (mean, variance)
+        } else {
+            (
+                self.running_mean.as_tensor().to_vec1::<f32>()?,
+                self.running_var.as_tensor().to_vec1::<f32>()?,
+            )
+        };
+        let inv_std: Vec<f32> = variance.iter().map(|v| 1.0 / (v + eps as f32).sqrt()).collect();
+        let stats = Tensor::from_vec(
+            mean.iter()
+                .zip(&inv_std)
+                .flat_map(|(&m, &s)| [m, s])
+                .collect::<Vec<_>>(),
+            (channels, 2),
+            x.device(),
+        )?;
+        let affine = match self.composed.weight_and_bias() {
+            Some((weight, bias)) => Tensor::stack(&[weight, bias], 1)?,
+            None => Tensor::from_vec([1f32, 0.0].repeat(channels), (channels, 2), x.device())?,
+        };
+        x.apply_op3(
+            &affine,
+            &stats,
+            FusedBatchNorm {
+                batch_statistics: train,
+                relu,
+            },
+        )
+    }
+
+    fn update_running(&self, mean: &[f32], variance: &[f32], count: usize) -> Result<()> {
+        let momentum = self.composed.momentum();
+        let device = self.running_mean.device();
+        // PyTorch keeps the unbiased variance in its running estimate.
+        let unbiased = count as f64 / (count as f64 - 1.0).max(1.0);
+        let mean = Tensor::from_slice(mean, self.channels, device)?;
+        let variance = Tensor::from_slice(variance, self.channels, device)?;
+        self.running_mean
+            .set(&((self.running_mean.as_tensor() * (1.0 - momentum))? + (mean * momentum)?)?)?;
+        self.running_var
+            .set(&((self.running_var.as_tensor() * (1.0 - momentum))? + (variance * (momentum * unbiased))?)?)
+    }
+}
+
+/// Per-channel mean and (biased) variance of a contiguous (N, C, S) f32 tensor, two-pass
+/// for accuracy: each row of S values is summed in f32 (vectorised), rows in f64.
+fn channel_statistics(
+    x: &Tensor,
+    batch: usize,
+    channels: usize,
+    spatial: usize,
+) -> Result<(Vec<f32>, Vec<f32>)> {
+    let (storage, layout) = x.storage_and_layout();
+    let candle_core::Storage::Cpu(cpu) = &*storage else {
+        candle_core::bail!("BatchNorm statistics: the input is not on the CPU")
+    };
+    let data = contiguous(cpu, layout)?;
+    let count = (batch * spatial) as f64;
+    Ok((0..channels)
+        .into_par_iter()
+        .map(|c| {
+            let rows = || (0..batch).map(move |n| &data[(n * channels + c) * spatial..][..spatial]);
+            let mean = rows().map(|row| row.iter().sum::<f32>() as f64).sum::<f64>() / count;
+            let m = mean as f32;
+            let variance = rows()
+                .map(|row| row.iter().map(|&v| (v - m) * (v - m)).sum::<f32>() as f64)
+                .sum::<f64>()
+                / count;
+            (m, variance as f32)
+        })
+        .unzip())
+}
+
+fn contiguous<'a>(storage: &'a CpuStorage, layout: &Layout) -> Result<&'a [f32]> {
+    let data = storage.as_slice::<f32>()?;
+    match layout.contiguous_offsets() {
+        Some((start, end)) => Ok(&data[start..end]),
+        None => candle_core::bail!("fused BatchNorm: the input must be contiguous"),
+    }
+}
+
+/// y = [relu](scale_c · (x - mean_c) · inv_std_c + shift_c), x (N, C, *), `affine` (C, 2)
+/// = [scale, shift], `stats` (C, 2) = [mean, inv_std]. With `batch_statistics` the backward
+/// differentiates through the statistics (training); without, they are constants
+/// (evaluation). `stats` never receives a gradient: it is computed from x outside the op.
+struct FusedBatchNorm {
+    batch_statistics: bool,
+    relu: bool,
+}
+
+/// Per-channel y = a·x + b coefficients from the affine parameters and statistics.
+fn coefficients(affine: &[f32], stats: &[f32]) -> Vec<(f32, f32)> {
+    affine
+        .chunks_exact(2)
+        .zip(stats.chunks_exact(2))
+        .map(|(ab, ms)| {
+            let a = ab[0] * ms[1];
+            (a, ab[1] - ms[0] * a)
+        })
+        .collect()
+}
+
+/// Work handed to one thread at a time, in elements: small tensors stay on one thread.
+const GRAIN: usize = 1 << 14;
+
+impl CustomOp3 for FusedBatchNorm {
+    fn name(&self) -> &'static str {
+        "fused-batch-norm"
+    }
+
+    fn cpu_fwd(
+        &self,
+        x: &CpuStorage,
+        x_layout: &Layout,
+        affine: &CpuStorage,
+        affine_layout: &Layout,
+        stats: &CpuStorage,
+        stats_layout: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let shape = x_layout.shape().clone();
+        let (batch, channels) = (shape.dims()[0], shape.dims()[1]);
+        let spatial = shape.elem_count() / (batch * channels).max(1);
+        let x = contiguous(x, x_layout)?;
+        let coef = coefficients(
+            contiguous(affine, affine_layout)?,
+            contiguous(stats, stats_layout)?,
+        );
+        let mut y = vec![0f32; x.len()];
+        let relu = self.relu;
+        y.par_chunks_mut(spatial)
+            .with_min_len(GRAIN / spatial.max(1) + 1)
+            .zip(x.par_chunks(spatial))
+            .enumerate()
+            .for_each(|(row, (y, x))| {
+                let (a, b) = coef[row % channels];
+                if relu {
+                    for (y, &x) in y.iter_mut().zip(x) {
+                        *y = (a * x + b).max(0.0);
+                    }
+                } else {
+                    for (y, &x) in y.iter_mut().zip(x) {
+                        *y = a * x + b;
+                    }
+                }
+            });
+        Ok((CpuStorage::F32(y), shape))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        affine: &Tensor,
+        stats: &Tensor,
+        _y: &Tensor,
+        grad_y: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let (batch, channels) = (x.dim(0)?, x.dim(1)?);
+        let spatial = x.elem_count() / (batch * channels).max(1);
+        let grad_y = grad_y.contiguous()?;
+        let (x_storage, x_layout) = x.storage_and_layout();
+        let (dy_storage, dy_layout) = grad_y.storage_and_layout();
+        let (candle_core::Storage::Cpu(x_cpu), candle_core::Storage::Cpu(dy_cpu)) =
+            (&*x_storage, &*dy_storage)
+        else {
+            candle_core::bail!("fused BatchNorm backward: tensors are not on the CPU")
+        };
+        let (xs, dy) = (contiguous(x_cpu, x_layout)?, contiguous(dy_cpu, dy_layout)?);
+        let affine_values = affine.flatten_all()?.to_vec1::<f32>()?;
+        let stat_values = stats.flatten_all()?.to_vec1::<f32>()?;
+        let coef = coefficients(&affine_values, &stat_values);
+        let relu = self.relu;
+        // The gradient reaching the normalised value: through the ReLU mask (kept where the
+        // pre-activation is ≥ 0, as candle's ReLU does). Written as a select so it vectorises.
+        let masked = |(a, b): (f32, f32), x: f32, dy: f32| {
+            if relu && a * x + b < 0.0 {
+                0.0
+            } else {
+                dy
+            }
+        };
+        // Per channel: Σ g and Σ g · x̂, rows summed in f32, rows accumulated in f64.
+        let sums: Vec<(f64, f64)> = (0..channels)
+            .into_par_iter()
+            .map(|c| {
+                let (mean, inv_std) = (stat_values[2 * c], stat_values[2 * c + 1]);
+                let ab = coef[c];
+                let (mut sum_g, mut sum_gx) = (0f64, 0f64);
+                for n in 0..batch {
+                    let start = (n * channels + c) * spatial;
+                    let (xs, dy) = (&xs[start..][..spatial], &dy[start..][..spatial]);
+                    let (mut row_g, mut row_gx) = (0f32, 0f32);
+                    for (&x, &dy) in xs.iter().zip(dy) {
+                        let g = masked(ab, x, dy);
+                        row_g += g;
+                        row_gx += g * (x - mean);
+                    }
+                    sum_g += row_g as f64;
+                    sum_gx += (row_gx * inv_std) as f64;
+                }
+                (sum_g, sum_gx)
+            })
+            .collect();
+        let count = (batch * spatial) as f32;
+        let batch_statistics = self.batch_statistics;
+        let mut dx = vec![0f32; xs.len()];
+        dx.par_chunks_mut(spatial)
+            .with_min_len(GRAIN / spatial.max(1) + 1)
+            .zip(xs.par_chunks(spatial).zip(dy.par_chunks(spatial)))
+            .enumerate()
+            .for_each(|(row, (dx, (xs, dy)))| {
+                let c = row % channels;
+                let ab = coef[c];
+                let (mean, inv_std) = (stat_values[2 * c], stat_values[2 * c + 1]);
+                let scale = affine_values[2 * c] * inv_std;
+                let (mean_g, slope) = if batch_statistics {
+                    // dx = scale · (g - mean(g) - x̂ · mean(g x̂)), x̂ = (x - mean) · inv_std
+                    let mean_g = sums[c].0 as f32 / count;
+                    (mean_g, inv_std * sums[c].1 as f32 / count)
+                } else {
+                    (0.0, 0.0)
+                };
+                for ((dx, &x), &dy) in dx.iter_mut().zip(xs).zip(dy) {
+                    *dx = scale * (masked(ab, x, dy) - mean_g - (x - mean) * slope);
+                }
+            });
+        let device = x.device();
+        let grad_affine: Vec<f32> = sums
+            .iter()
+            .flat_map(|&(sum_g, sum_gx)| [sum_gx as f32, sum_g as f32])
+            .collect();
+        Ok((
+            Some(Tensor::from_vec(dx, x.shape(), device)?),
+            Some(Tensor::from_vec(grad_affine, (channels, 2), device)?),
+            None,
+        ))
+    }
+}
