@@ -119,6 +119,22 @@ fn analyze_and_explain_a_tiny_run() {
     assert_eq!(json["ablations"].as_array().unwrap().len(), 7);
     let n = json["questions"].as_u64().unwrap();
     assert_eq!(json["ablations"][0]["accuracy"]["n"].as_u64(), Some(n));
+    // The unablated pass runs the network stage by stage; it must score exactly as `eval`.
+    let (config, vocab, model) = film_train::train::load_run(&run, &Device::Cpu).unwrap();
+    let split = film_train::data::load_split(
+        &fixture(),
+        "val",
+        &vocab,
+        film_train::data::image_config(config.model.image_size),
+        &dir.path().join("cache"),
+    )
+    .unwrap();
+    let eval = film_train::evaluate::evaluate(&model, &split, 64, None, &Device::Cpu).unwrap();
+    assert_eq!(eval.overall.total as u64, n);
+    assert_eq!(
+        json["ablations"][0]["accuracy"]["overall"].as_f64(),
+        eval.overall.accuracy()
+    );
 
     let explained = dir.path().join("explain.png");
     let cli = film_train::cli::Cli::try_parse_from([

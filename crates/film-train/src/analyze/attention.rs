@@ -99,7 +99,8 @@ pub fn forward_with_looks(
 ) -> Result<(Tensor, Vec<Look>)> {
     let network = &model.network;
     let params = model.film_params(questions, lengths)?;
-    let x = network.blocks_t(&network.stem_t(images, false)?, &params, false)?;
+    let stem = network.stem_t(&model.vision_input(images)?, false)?;
+    let x = network.blocks_t(&stem, &params, false)?;
     let maps = network.classifier_map_t(&x, false)?;
     let logits = network.classifier_t(&x, false)?;
     Ok((logits, looks(&maps, network.config().pool)?))
