@@ -1,4 +1,4 @@
-//! Test-time ablations of the FiLM parameters (the paper's Section 5.3 and Figure 7):
+//! Test-time ablations of the FiLM parameters (the paper's ablation study and Figure 7):
 //! γ or β replaced by its training-set mean, per block and channel, or perturbed by
 //! Gaussian noise. Each turns a batch's raw generator output into the raw output that
 //! makes the blocks apply the ablated values.

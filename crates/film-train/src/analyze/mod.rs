@@ -1,11 +1,12 @@
 //! `film-train analyze`: the FiLM paper's analysis of a trained run, as pictures, tables
 //! and one markdown report. γ and β statistics and histograms (Figure 5), test-time
-//! ablations (Section 5.3, Figure 7), where the model looks (Figure 4) and 2-D embeddings
+//! ablations (Figure 7), where the model looks (Figure 4) and 2-D embeddings
 //! of the FiLM parameters (Figure 6).
 
 pub mod ablate;
 pub mod attention;
 pub mod embed;
+pub mod figures;
 pub mod gamma;
 pub mod params;
 pub mod pass;
@@ -18,36 +19,17 @@ use anyhow::{bail, Context, Result};
 use candle_core::Device;
 use clap::Args;
 use clevr::dataset::{LoadOptions, QuestionSet};
-use clevr::QuestionType;
 use film_layer::GammaMode;
 use indicatif::{ProgressBar, ProgressStyle};
-use plotters::prelude::SeriesLabelPosition;
 
 use crate::data::{default_cache_dir, image_config, load_split, split_files};
-use crate::plots::{
-    histogram_grid, line_charts, scatter_panels, HistogramColumn, HistogramPanel, LineChart, ScatterPanel,
-    Series,
-};
 use crate::train::load_run;
 use ablate::{Ablation, Ablator, Target};
 use params::{question_means, FilmShape};
-use pass::{run_pass, PassConfig, Scores};
+use pass::{run_pass, PassConfig};
 use report::{Analysis, ExampleRow, StatRow};
 
-/// Bins of every histogram: fine enough to show the peak at zero over the observed range.
-const HISTOGRAM_BINS: usize = 60;
-const HISTOGRAM_PANEL: (u32, u32) = (560, 250);
-pub const NOISE_SIZE: (u32, u32) = (1000, 900);
-pub const EMBEDDING_SIZE: (u32, u32) = (1400, 650);
-
-/// The size of the histogram picture of a run with `blocks` conditioned blocks: one row
-/// for all blocks together and one per block, γ and β side by side.
-pub fn histograms_size(blocks: usize) -> (u32, u32) {
-    (
-        2 * HISTOGRAM_PANEL.0,
-        50 + HISTOGRAM_PANEL.1 * (blocks as u32 + 1),
-    )
-}
+pub use figures::{histograms_size, EMBEDDING_SIZE, NOISE_SIZE};
 
 /// `film-train analyze`'s arguments.
 #[derive(Args, Clone, Debug)]
@@ -162,7 +144,7 @@ pub fn analyze(args: &AnalyzeArgs, device: &Device) -> Result<PathBuf> {
     }
 
     let table = &pass.table;
-    let groups = stat_groups(table);
+    let groups = figures::stat_groups(table);
     let stats: Vec<StatRow> = groups
         .iter()
         .map(|g| StatRow {
@@ -171,42 +153,11 @@ pub fn analyze(args: &AnalyzeArgs, device: &Device) -> Result<PathBuf> {
             beta: stats::summarize(&g.beta).expect("groups are not empty"),
         })
         .collect();
-    draw_histograms(&args.out.join(report::HISTOGRAMS), &groups, mode)?;
-    let noise_plot = draw_noise(&args.out.join(report::NOISE), &ablations, &pass.scores)?;
-    let explained = draw_embeddings(&args.out.join(report::EMBEDDINGS), table)?;
+    figures::draw_histograms(&args.out.join(report::HISTOGRAMS), &groups, mode)?;
+    let noise_plot = figures::draw_noise(&args.out.join(report::NOISE), &ablations, &pass.scores)?;
+    let explained = figures::draw_embeddings(&args.out.join(report::EMBEDDINGS), table)?;
 
-    let split_files = split_files(&data, &args.split)?;
-    let mut examples = Vec::new();
-    for (i, example) in pass.examples.iter().enumerate() {
-        let set = &split.questions;
-        let file = format!("looks/{:02}-question-{}.png", i + 1, example.position);
-        let image_name = &set.images[set.image_slot[example.position] as usize];
-        let row = ExampleRow {
-            file: file.clone(),
-            image: image_name.clone(),
-            question: question_text(&vocab, set.question_tokens(example.position)),
-            answer: vocab
-                .answers
-                .answer(set.answers[example.position])
-                .unwrap_or("?")
-                .to_string(),
-            predicted: vocab.answers.answer(example.predicted).unwrap_or("?").to_string(),
-            live_channels: example.look.live_channels,
-            channels: example.look.channels,
-        };
-        let subtitle = format!(
-            "{image_name} · answer: {} · model: {} · pooled from {} of {} channels",
-            row.answer, row.predicted, row.live_channels, row.channels
-        );
-        attention::write_look(
-            &args.out.join(&file),
-            &split_files.image_path(image_name)?,
-            &example.look,
-            &row.question,
-            &subtitle,
-        )?;
-        examples.push(row);
-    }
+    let examples = write_examples(&args.out, &data, &split, &vocab, &pass.examples)?;
 
     let metrics = args.run.join("metrics.jsonl");
     let curve = metrics
@@ -270,147 +221,47 @@ fn ablation_list(mode: GammaMode, use_beta: bool, noise: &[f64]) -> Vec<Ablation
     list
 }
 
-/// The values one row of the statistics table (and of the histograms) is computed over.
-struct Group {
-    name: String,
-    gamma: Vec<f32>,
-    beta: Vec<f32>,
-}
-
-/// All blocks together, then each conditioned block.
-fn stat_groups(table: &params::FilmTable) -> Vec<Group> {
-    let mut groups = vec![Group {
-        name: "all blocks".into(),
-        gamma: table.gamma.clone(),
-        beta: table.beta.clone(),
-    }];
-    for (b, &k) in table.shape.blocks.iter().enumerate() {
-        groups.push(Group {
-            name: format!("block {}", k + 1),
-            gamma: table.block_values(&table.gamma, b),
-            beta: table.block_values(&table.beta, b),
-        });
+/// Draws where the model looks for each kept example into `out/looks/`.
+fn write_examples(
+    out: &Path,
+    data: &Path,
+    split: &crate::data::Split,
+    vocab: &clevr::vocab::Vocabulary,
+    kept: &[pass::Example],
+) -> Result<Vec<ExampleRow>> {
+    let files = split_files(data, &split.name)?;
+    let set = &split.questions;
+    let mut examples = Vec::new();
+    for (i, example) in kept.iter().enumerate() {
+        let file = format!("looks/{:02}-question-{}.png", i + 1, example.position);
+        let image_name = &set.images[set.image_slot[example.position] as usize];
+        let row = ExampleRow {
+            file: file.clone(),
+            image: image_name.clone(),
+            question: question_text(vocab, set.question_tokens(example.position)),
+            answer: vocab
+                .answers
+                .answer(set.answers[example.position])
+                .unwrap_or("?")
+                .to_string(),
+            predicted: vocab.answers.answer(example.predicted).unwrap_or("?").to_string(),
+            live_channels: example.look.live_channels,
+            channels: example.look.channels,
+        };
+        let subtitle = format!(
+            "{image_name} · answer: {} · model: {} · pooled from {} of {} channels",
+            row.answer, row.predicted, row.live_channels, row.channels
+        );
+        attention::write_look(
+            &out.join(&file),
+            &files.image_path(image_name)?,
+            &example.look,
+            &row.question,
+            &subtitle,
+        )?;
+        examples.push(row);
     }
-    groups
-}
-
-fn draw_histograms(path: &Path, groups: &[Group], mode: GammaMode) -> Result<()> {
-    let column = |symbol: &str, pick: fn(&Group) -> &Vec<f32>| HistogramColumn {
-        x_label: format!("{symbol} value"),
-        panels: groups
-            .iter()
-            .map(|g| {
-                let h = stats::Histogram::of(pick(g), HISTOGRAM_BINS);
-                HistogramPanel {
-                    title: format!("{symbol}, {}", g.name),
-                    lo: h.lo,
-                    hi: h.hi,
-                    counts: h.counts,
-                }
-            })
-            .collect(),
-    };
-    let columns = [column("γ", |g| &g.gamma), column("β", |g| &g.beta)];
-    let size = histograms_size(groups.len() - 1);
-    let title = format!("FiLM parameters as applied (γ parametrisation: {mode})");
-    histogram_grid(path, size, &title, &columns)?;
-    Ok(())
-}
-
-/// Accuracy against σ for γ and β noise, overall and per question type; σ = 0 is the
-/// trained model.
-/// Returns whether there was any noise level to draw.
-fn draw_noise(path: &Path, ablations: &[Ablation], scores: &[Scores]) -> Result<bool> {
-    let baseline = &scores[0];
-    let chart = |target: Target| -> Option<LineChart> {
-        let levels: Vec<(f64, &Scores)> = std::iter::once((0.0, baseline))
-            .chain(ablations.iter().zip(scores).filter_map(|(a, s)| match a {
-                Ablation::Noise(t, sigma) if *t == target => Some((*sigma, s)),
-                _ => None,
-            }))
-            .collect();
-        if levels.len() < 2 {
-            return None;
-        }
-        let mut series = vec![Series {
-            name: "overall".into(),
-            color: 0,
-            points: levels
-                .iter()
-                .filter_map(|(s, sc)| Some((*s, sc.overall.accuracy()?)))
-                .collect(),
-        }];
-        for t in QuestionType::ALL {
-            series.push(Series {
-                name: t.name().into(),
-                color: 1 + t.index(),
-                points: levels
-                    .iter()
-                    .filter_map(|(s, sc)| Some((*s, sc.by_type.get(&t.index())?.accuracy()?)))
-                    .collect(),
-            });
-        }
-        Some(LineChart {
-            title: format!("Gaussian noise added to {}", target.symbol()),
-            x_label: "σ of the noise".into(),
-            y_label: "accuracy".into(),
-            y_range: Some((0.0, 1.0)),
-            // Accuracy falls as σ grows: the lower left is the free corner.
-            legend: SeriesLabelPosition::LowerLeft,
-            series,
-        })
-    };
-    let charts: Vec<LineChart> = [Target::Gamma, Target::Beta]
-        .into_iter()
-        .filter_map(chart)
-        .collect();
-    if charts.is_empty() {
-        return Ok(false);
-    }
-    line_charts(
-        path,
-        NOISE_SIZE,
-        "Accuracy under noise on the FiLM parameters",
-        &charts,
-    )?;
-    Ok(true)
-}
-
-/// PCA of each question's (γ, β) for the first and last conditioned block; returns the
-/// variance shares of (PC1, PC2) per drawn block, as (block number, shares).
-fn draw_embeddings(path: &Path, table: &params::FilmTable) -> Result<Vec<(usize, [f64; 2])>> {
-    let blocks = &table.shape.blocks;
-    let mut picked = vec![0];
-    if blocks.len() > 1 {
-        picked.push(blocks.len() - 1);
-    }
-    let mut explained = Vec::new();
-    let mut panels = Vec::new();
-    for b in picked {
-        let projection = embed::pca_2d(&table.block_rows(b), 2 * table.shape.channels);
-        let [e1, e2] = projection.explained;
-        explained.push((blocks[b] + 1, projection.explained));
-        panels.push(ScatterPanel {
-            title: format!("block {}: PCA of (γ, β)", blocks[b] + 1),
-            x_label: format!("PC1 ({:.0}% of variance)", 100.0 * e1),
-            y_label: format!("PC2 ({:.0}% of variance)", 100.0 * e2),
-            points: projection
-                .points
-                .iter()
-                .zip(&table.types)
-                .map(|(&(x, y), &t)| (x, y, t as usize))
-                .collect(),
-        });
-    }
-    let classes: Vec<&str> = QuestionType::ALL.iter().map(|t| t.name()).collect();
-    scatter_panels(
-        path,
-        EMBEDDING_SIZE,
-        "FiLM parameters per question, by question type",
-        &classes,
-        &panels,
-    )?;
-    Ok(explained)
+    Ok(examples)
 }
 
 /// The question's words, without the start, end and padding tokens.

@@ -133,7 +133,7 @@ fn markdown(a: &Analysis) -> String {
         "\n![histograms of γ and β]({})\n\nHistograms: {} equal bins over each group's range; \
          bars are the fraction of the group's values; the grey line is 0.\n",
         super::report::HISTOGRAMS,
-        super::HISTOGRAM_BINS
+        super::figures::HISTOGRAM_BINS
     );
 
     let _ = writeln!(w, "## Test-time ablations\n");
