@@ -564,5 +564,6 @@ fn default_run() -> Result<ExitCode> {
     println!("\nrun directory: {DEFAULT_RUN} (best model: {DEFAULT_RUN}/best.safetensors, metrics: {DEFAULT_RUN}/metrics.jsonl)");
     println!("try:\n  cargo run --release -p film-train -- ask --run {DEFAULT_RUN} --image {}/images/val/CLEVR_val_000000.png \"How many cubes are there?\"", data.display());
     println!("  cargo run --release -p film-train -- eval --run {DEFAULT_RUN} --split val");
+    println!("  cargo run --release -p film-train -- analyze --run {DEFAULT_RUN} --out {DEFAULT_RUN}/analysis   (report.md with the paper's analysis)");
     Ok(ExitCode::SUCCESS)
 }
