@@ -98,7 +98,14 @@ enum Command {
         question: String,
         #[arg(long, default_value = "cpu")]
         device: String,
+        /// Also write where the model looks (the positions its pooled features come from)
+        /// over the image, as a PNG.
+        #[arg(long, value_name = "OUT.png")]
+        explain: Option<PathBuf>,
     },
+    /// The paper's analysis of a trained run: γ/β statistics, ablations, where the model
+    /// looks, parameter embeddings; writes OUT/report.md and its pictures.
+    Analyze(crate::analyze::AnalyzeArgs),
 }
 
 #[derive(Args)]
@@ -300,9 +307,15 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             image,
             question,
             device: dev,
+            explain,
         }) => {
             let dev = device(&dev)?;
-            ask(&run, &image, &question, &dev)?;
+            ask(&run, &image, &question, explain.as_deref(), &dev)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Some(Command::Analyze(args)) => {
+            let report = crate::analyze::analyze(&args, &device(&args.device)?)?;
+            println!("wrote {}", report.display());
             Ok(ExitCode::SUCCESS)
         }
     }
@@ -445,7 +458,7 @@ fn print_evaluation(eval: &Evaluation, vocab: &clevr::vocab::Vocabulary, split: 
     }
 }
 
-fn ask(run: &Path, image: &Path, question: &str, dev: &Device) -> Result<()> {
+fn ask(run: &Path, image: &Path, question: &str, explain: Option<&Path>, dev: &Device) -> Result<()> {
     let (config, vocab, model) = load_run(run, dev)?;
     let unknown: Vec<String> = clevr::vocab::question_tokens(question, vocab.questions.config())
         .into_iter()
@@ -470,19 +483,32 @@ fn ask(run: &Path, image: &Path, question: &str, dev: &Device) -> Result<()> {
     let images = Tensor::from_vec(pixels, (1, 3, image_config.height, image_config.width), dev)?;
     let len = ids.len();
     let questions = Tensor::from_vec(ids, (1, len), dev)?;
-    let logits = model.forward_t(&images, &questions, &[len], false)?;
+    let (logits, looks) = crate::analyze::attention::forward_with_looks(&model, &images, &questions, &[len])?;
     let probs = candle_nn::ops::softmax(&logits, D::Minus1)?
         .squeeze(0)?
         .to_vec1::<f32>()?;
     let mut ranked: Vec<(usize, f32)> = probs.into_iter().enumerate().collect();
     ranked.sort_by(|a, b| b.1.total_cmp(&a.1));
     println!("{question}");
-    for (id, p) in ranked.into_iter().take(5) {
+    for &(id, p) in ranked.iter().take(5) {
         println!(
             "  {:>6.1}%  {}",
             100.0 * p,
             vocab.answers.answer(id as u32).unwrap_or("?")
         );
+    }
+    if let Some(out) = explain {
+        let (top, p) = ranked[0];
+        let answer = vocab.answers.answer(top as u32).unwrap_or("?");
+        let look = &looks[0];
+        let subtitle = format!(
+            "model: {answer} ({:.1}%) · pooled from {} of {} channels",
+            100.0 * p,
+            look.live_channels,
+            look.channels
+        );
+        crate::analyze::attention::write_look(out, image, look, question, &subtitle)?;
+        println!("wrote {}", out.display());
     }
     Ok(())
 }
@@ -538,5 +564,6 @@ fn default_run() -> Result<ExitCode> {
     println!("\nrun directory: {DEFAULT_RUN} (best model: {DEFAULT_RUN}/best.safetensors, metrics: {DEFAULT_RUN}/metrics.jsonl)");
     println!("try:\n  cargo run --release -p film-train -- ask --run {DEFAULT_RUN} --image {}/images/val/CLEVR_val_000000.png \"How many cubes are there?\"", data.display());
     println!("  cargo run --release -p film-train -- eval --run {DEFAULT_RUN} --split val");
+    println!("  cargo run --release -p film-train -- analyze --run {DEFAULT_RUN} --out {DEFAULT_RUN}/analysis   (report.md with the paper's analysis)");
     Ok(ExitCode::SUCCESS)
 }

@@ -30,7 +30,7 @@ pub struct Tally {
 }
 
 impl Tally {
-    fn add(&mut self, correct: bool) {
+    pub fn add(&mut self, correct: bool) {
         self.correct += usize::from(correct);
         self.total += 1;
     }

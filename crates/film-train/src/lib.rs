@@ -1,15 +1,18 @@
 //! The film-train library behind the binary: presets, the assembled model, data loading,
-//! the training loop with checkpoints, evaluation and the command line.
+//! the training loop with checkpoints, evaluation, analysis with plots and the command line.
 
 pub mod adam;
+pub mod analyze;
 pub mod cli;
 pub mod data;
 pub mod evaluate;
 pub mod gpu;
 pub mod model;
+pub mod plots;
 pub mod presets;
 pub mod profile;
 pub mod run_dir;
 pub mod runtime;
 pub mod seeded;
 pub mod train;
+pub mod training_curve;

@@ -38,9 +38,17 @@ impl FilmModel {
         train: bool,
     ) -> Result<Tensor> {
         let params = self.film_params(questions, lengths)?;
+        self.network
+            .forward_t(&self.vision_input(images)?, &params, train)
+    }
+
+    /// The images the network is given: `images`, or blank ones for the question-only
+    /// baseline. Code that runs the network's stages itself (analysis) starts from here.
+    pub fn vision_input(&self, images: &Tensor) -> Result<Tensor> {
         if self.question_only {
-            return self.network.forward_t(&images.zeros_like()?, &params, train);
+            images.zeros_like()
+        } else {
+            Ok(images.clone())
         }
-        self.network.forward_t(images, &params, train)
     }
 }

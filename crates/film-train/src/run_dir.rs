@@ -3,7 +3,8 @@
 //!
 //! Layout: `config.json`, `tokenizer.json`, `answers.json`, `state.json` (names the last
 //! complete checkpoint), `model-STEP.safetensors`, `optimizer-STEP.safetensors`,
-//! `best.safetensors` (best validation accuracy so far), `metrics.jsonl`.
+//! `best.safetensors` (best validation accuracy so far), `metrics.jsonl` and
+//! `training-curve.png` (redrawn from it at every evaluation).
 
 use std::collections::HashMap;
 use std::fs;

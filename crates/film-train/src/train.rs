@@ -261,6 +261,10 @@ fn record(
         fields.insert("train_accuracy".into(), (window.1 / window.2 as f64).into());
     }
     run.append_metrics(&record)?;
+    // A picture is not worth stopping a training run for: say what failed and go on.
+    if let Err(err) = crate::training_curve::draw(run.path()) {
+        progress.suspend(|| eprintln!("warning: training curve not redrawn: {err:#}"));
+    }
     if state.best_val_accuracy.is_none_or(|best| val > best) {
         state.best_val_accuracy = Some(val);
         state.best_step = Some(state.step);

@@ -154,8 +154,7 @@ impl Classifier {
     }
 
     pub fn forward_t(&self, x: &Tensor, coords: &Tensor, train: bool) -> Result<Tensor> {
-        let x = self.projection.forward_t(&Tensor::cat(&[x, coords], 1)?, train)?;
-        let x = x.flatten_from(2)?;
+        let x = self.feature_map_t(x, coords, train)?.flatten_from(2)?;
         let pooled = match self.pool {
             Pool::Max => x.max(D::Minus1)?,
             Pool::Mean => x.mean(D::Minus1)?,
@@ -164,6 +163,12 @@ impl Classifier {
             .hidden_norm
             .forward_relu_t(&self.hidden.forward(&pooled)?, train)?;
         self.output.forward(&hidden)
+    }
+
+    /// The projection's (N, P, h, w) maps that the global pool reduces: what analysis
+    /// tools read to see which positions the pooled features come from.
+    pub fn feature_map_t(&self, x: &Tensor, coords: &Tensor, train: bool) -> Result<Tensor> {
+        self.projection.forward_t(&Tensor::cat(&[x, coords], 1)?, train)
     }
 }
 
@@ -245,6 +250,11 @@ impl FilmedNetwork {
     /// The classifier on the last block's output: answer logits (N, answers).
     pub fn classifier_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         self.classifier.forward_t(x, &Self::coords(x)?, train)
+    }
+
+    /// The classifier's (N, P, h, w) maps before its global pool, on the last block's output.
+    pub fn classifier_map_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        self.classifier.feature_map_t(x, &Self::coords(x)?, train)
     }
 
     fn coords(x: &Tensor) -> Result<Tensor> {
