@@ -45,7 +45,6 @@ fn inputs() -> Result<(Var, Var, Tensor)> {
 fn bench_conv3x3(c: &mut Criterion) {
     let (x, w, dy) = inputs().expect("bench inputs");
     let mut group = c.benchmark_group("conv3x3-128");
-    group.sample_size(20).measurement_time(Duration::from_secs(6));
     let paths: [(&str, Conv); 2] = [("ours", fast::conv2d), ("candle", reference::conv2d)];
 
     group.throughput(Throughput::Elements(FLOPS));
@@ -86,5 +85,11 @@ fn bench_conv3x3(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench_conv3x3);
+// In the group's config rather than on the group, so that `cargo xtask bench --quick`'s
+// command-line settings can shorten it.
+criterion_group! {
+    name = benches;
+    config = Criterion::default().sample_size(20).measurement_time(Duration::from_secs(6));
+    targets = bench_conv3x3
+}
 criterion_main!(benches);

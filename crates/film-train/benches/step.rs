@@ -28,10 +28,7 @@ fn bench_step(c: &mut Criterion) {
     )
     .expect("building the mini model");
     let mut group = c.benchmark_group("train-step-mini");
-    group
-        .sample_size(10)
-        .measurement_time(Duration::from_secs(10))
-        .throughput(Throughput::Elements(BATCH as u64));
+    group.throughput(Throughput::Elements(BATCH as u64));
     let size = preset.model.image_size;
     group.bench_function(
         format!("fwd+bwd/ours/f32/channels-first/{BATCH}x3x{size}x{size}"),
@@ -40,5 +37,11 @@ fn bench_step(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench_step);
+// In the group's config rather than on the group, so that `cargo xtask bench --quick`'s
+// command-line settings can shorten it.
+criterion_group! {
+    name = benches;
+    config = Criterion::default().sample_size(10).measurement_time(Duration::from_secs(10));
+    targets = bench_step
+}
 criterion_main!(benches);
