@@ -12,7 +12,7 @@
 //! where x = W_ih·input + b_ih (computed outside, for all steps at once) and
 //! h_* = W_hh·h + b_hh.
 
-use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Storage, Tensor};
 use gemm::Parallelism;
 use rayon::prelude::*;
 use std::sync::Mutex;
@@ -310,9 +310,13 @@ fn backward(
     (grad_projected, grad_weight, grad_bias)
 }
 
-/// A tensor's f32 data, contiguous, read on the CPU.
-fn cpu_values(t: &Tensor) -> Result<Vec<f32>> {
-    t.contiguous()?.flatten_all()?.to_vec1::<f32>()
+/// Runs `f` on a contiguous CPU tensor's f32 data in place, without copying it out.
+fn with_values<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> Result<R>) -> Result<R> {
+    let (storage, layout) = t.storage_and_layout();
+    let Storage::Cpu(cpu) = &*storage else {
+        candle_core::bail!("GRU recurrence: backward tensors must be on the CPU")
+    };
+    f(f32_slice(cpu, layout)?)
 }
 
 impl CustomOp3 for GruRecurrence {
@@ -357,13 +361,15 @@ impl CustomOp3 for GruRecurrence {
         let Some(kept) = kept.as_ref() else {
             candle_core::bail!("GRU recurrence: backward before forward")
         };
-        let (grad_projected, grad_weight, grad_bias) = backward(
-            d,
-            &cpu_values(weight_hh)?,
-            &cpu_values(states)?,
-            kept,
-            &cpu_values(grad_states)?,
-        );
+        // The weights and states are contiguous already; the incoming gradient may not be.
+        let grad_states = grad_states.contiguous()?;
+        let (grad_projected, grad_weight, grad_bias) = with_values(weight_hh, |weight_hh| {
+            with_values(states, |states| {
+                with_values(&grad_states, |grad_states| {
+                    Ok(backward(d, weight_hh, states, kept, grad_states))
+                })
+            })
+        })?;
         let device = projected.device();
         Ok((
             Some(Tensor::from_vec(grad_projected, projected.shape(), device)?),
