@@ -63,12 +63,16 @@ impl Gru {
         let inputs = inputs.narrow(1, 0, steps)?.transpose(0, 1)?.contiguous()?;
         let projected = inputs
             .reshape((steps * batch, input_dim))?
-            .matmul(&self.weight_ih.t()?)?
-            .broadcast_add(&self.bias_ih)?
-            .reshape((steps, batch, 3 * h))?;
+            .matmul(&self.weight_ih.t()?)?;
         let all = if fused {
-            recurrence::gru_recurrence(&projected, &self.weight_hh, &self.bias_hh)?
+            // The fused op adds both biases in its gate loop.
+            let biases = Tensor::cat(&[&self.bias_ih, &self.bias_hh], 0)?;
+            let projected = projected.reshape((steps, batch, 3 * h))?;
+            recurrence::gru_recurrence(&projected, &self.weight_hh, &biases)?
         } else {
+            let projected = projected
+                .broadcast_add(&self.bias_ih)?
+                .reshape((steps, batch, 3 * h))?;
             self.composed_recurrence(&projected)?
         };
         let all = all.reshape((steps * batch, h))?;

@@ -5,6 +5,7 @@
 //! Token ids (N, T) → embedding → one-layer GRU → the state at each question's last real
 //! token (padding never reaches it) → linear head → (N, K, 2C).
 
+mod activations;
 mod encoder;
 mod gru;
 pub mod recurrence;

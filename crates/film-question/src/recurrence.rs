@@ -9,24 +9,28 @@
 //!
 //! Gate order and equations are PyTorch's:
 //!   r = σ(x_r + h_r), z = σ(x_z + h_z), n = tanh(x_n + r ⊙ h_n), h' = (1 - z) ⊙ n + z ⊙ h
-//! where x = W_ih·input + b_ih (computed outside, for all steps at once) and
-//! h_* = W_hh·h + b_hh.
+//! where x = W_ih·input + b_ih and h_* = W_hh·h + b_hh. The product W_ih·input is computed
+//! outside, for all steps at once; both biases are added inside, in the gate loop, so that
+//! neither the forward nor the backward makes a separate pass over the (T, N, 3H)
+//! projections for them.
 
+use crate::activations::{sigmoid, tanh, LANES};
 use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Storage, Tensor};
 use gemm::Parallelism;
 use rayon::prelude::*;
 use std::sync::Mutex;
 
-/// Runs the recurrence: `projected` (T, N, 3H) time-major input projections, `weight_hh`
-/// (3H, H), `bias_hh` (3H,) → every step's hidden state (T, N, H), starting from h = 0.
-/// Time-major keeps each step's rows contiguous for the per-step matrix products.
-pub fn gru_recurrence(projected: &Tensor, weight_hh: &Tensor, bias_hh: &Tensor) -> Result<Tensor> {
+/// Runs the recurrence: `projected` (T, N, 3H) time-major input projections W_ih·input
+/// without their bias, `weight_hh` (3H, H), `biases` (6H,) = b_ih followed by b_hh → every
+/// step's hidden state (T, N, H), starting from h = 0. Time-major keeps each step's rows
+/// contiguous for the per-step matrix products.
+pub fn gru_recurrence(projected: &Tensor, weight_hh: &Tensor, biases: &Tensor) -> Result<Tensor> {
     let projected = projected.contiguous()?;
     let weight_hh = weight_hh.contiguous()?;
-    let bias_hh = bias_hh.contiguous()?;
+    let biases = biases.contiguous()?;
     projected.apply_op3(
         &weight_hh,
-        &bias_hh,
+        &biases,
         GruRecurrence {
             kept: Mutex::new(None),
         },
@@ -47,13 +51,13 @@ struct Dims {
     hidden: usize,
 }
 
-fn dims(projected: &Shape, weight_hh: &Shape, bias_hh: &Shape) -> Result<Dims> {
+fn dims(projected: &Shape, weight_hh: &Shape, biases: &Shape) -> Result<Dims> {
     let (steps, batch, gates) = projected.dims3()?;
     let (rows, hidden) = weight_hh.dims2()?;
-    if gates != 3 * hidden || rows != 3 * hidden || bias_hh.elem_count() != 3 * hidden {
+    if gates != 3 * hidden || rows != 3 * hidden || biases.elem_count() != 6 * hidden {
         candle_core::bail!(
-            "GRU recurrence: projections {projected:?}, weight_hh {weight_hh:?} and bias_hh {bias_hh:?} \
-             do not agree on 3 x hidden"
+            "GRU recurrence: projections {projected:?}, weight_hh {weight_hh:?} and biases {biases:?} \
+             do not agree on 3 x hidden (6 x hidden for both biases)"
         );
     }
     Ok(Dims { batch, steps, hidden })
@@ -119,8 +123,51 @@ unsafe fn matmul(
     );
 }
 
-fn sigmoid(x: f32) -> f32 {
-    1.0 / (1.0 + (-x).exp())
+/// One question's gates at one step: from its input projection `x` (3H) and hidden
+/// projection `hh` (3H), both without bias, the biases `bias_ih` and `bias_hh` (3H each) and
+/// the previous state (H), writes the new state (H) and the kept
+/// gates (4H). In groups of [`LANES`] units so that the non-linearities vectorise; a last
+/// partial group is padded with zeros and only its real lanes are stored.
+fn forward_gates(
+    h: usize,
+    x: &[f32],
+    hh: &[f32],
+    (bias_ih, bias_hh): (&[f32], &[f32]),
+    previous: &[f32],
+    state: &mut [f32],
+    kept: &mut [f32],
+) {
+    for j0 in (0..h).step_by(LANES) {
+        let lanes = (h - j0).min(LANES);
+        let mut hn = [0.0; LANES];
+        let mut pre_r = [0.0; LANES];
+        let mut pre_z = [0.0; LANES];
+        let mut x_n = [0.0; LANES];
+        let mut prev = [0.0; LANES];
+        for l in 0..lanes {
+            let j = j0 + l;
+            hn[l] = hh[2 * h + j] + bias_hh[2 * h + j];
+            pre_r[l] = x[j] + bias_ih[j] + hh[j] + bias_hh[j];
+            pre_z[l] = x[h + j] + bias_ih[h + j] + hh[h + j] + bias_hh[h + j];
+            x_n[l] = x[2 * h + j] + bias_ih[2 * h + j];
+            prev[l] = previous[j];
+        }
+        let reset = sigmoid(pre_r);
+        let update = sigmoid(pre_z);
+        let mut pre_n = [0.0; LANES];
+        for l in 0..LANES {
+            pre_n[l] = x_n[l] + reset[l] * hn[l];
+        }
+        let candidate = tanh(pre_n);
+        for l in 0..lanes {
+            let j = j0 + l;
+            state[j] = candidate[l] + update[l] * (prev[l] - candidate[l]);
+            kept[j] = reset[l];
+            kept[h + j] = update[l];
+            kept[2 * h + j] = candidate[l];
+            kept[3 * h + j] = hn[l];
+        }
+    }
 }
 
 /// Values per hidden unit and step that the forward keeps for the backward: the reset,
@@ -132,7 +179,7 @@ const ROWS_PER_TASK: usize = 8;
 
 /// Forward, time-major: `projected` (T, N, 3H) → states (T, N, H), plus the kept gates
 /// (T, N, 4H).
-fn forward(d: Dims, projected: &[f32], weight_hh: &[f32], bias_hh: &[f32]) -> (Vec<f32>, Vec<f32>) {
+fn forward(d: Dims, projected: &[f32], weight_hh: &[f32], biases: &[f32]) -> (Vec<f32>, Vec<f32>) {
     let Dims {
         batch,
         steps,
@@ -179,24 +226,14 @@ fn forward(d: Dims, projected: &[f32], weight_hh: &[f32], bias_hh: &[f32]) -> (V
             .zip(previous.par_chunks(h))
             .with_min_len(ROWS_PER_TASK)
             .for_each(|(((state, kept), (x, hh)), previous)| {
-                for j in 0..h {
-                    let hn = hh[2 * h + j] + bias_hh[2 * h + j];
-                    let reset = sigmoid(x[j] + hh[j] + bias_hh[j]);
-                    let update = sigmoid(x[h + j] + hh[h + j] + bias_hh[h + j]);
-                    let candidate = (x[2 * h + j] + reset * hn).tanh();
-                    state[j] = candidate + update * (previous[j] - candidate);
-                    kept[j] = reset;
-                    kept[h + j] = update;
-                    kept[2 * h + j] = candidate;
-                    kept[3 * h + j] = hn;
-                }
+                forward_gates(h, x, hh, biases.split_at(3 * h), previous, state, kept);
             });
     }
     (states, kept)
 }
 
 /// Gradients of the recurrence, time-major: (d projected (T, N, 3H), d weight_hh (3H, H),
-/// d bias_hh (3H)).
+/// d biases (6H): d b_ih then d b_hh).
 fn backward(
     d: Dims,
     weight_hh: &[f32],
@@ -301,13 +338,18 @@ fn backward(
             );
         }
     }
-    let mut grad_bias = vec![0f32; 3 * h];
-    for row in grad_hh.chunks_exact(3 * h) {
-        for (g, v) in grad_bias.iter_mut().zip(row) {
-            *g += v;
+    // x = W_ih·input + b_ih and h_* = W_hh·h + b_hh: each bias gets the sum over all rows of
+    // its projection's gradient.
+    let mut grad_biases = vec![0f32; 6 * h];
+    let (grad_bias_ih, grad_bias_hh) = grad_biases.split_at_mut(3 * h);
+    for (sum, rows) in [(grad_bias_ih, &grad_projected), (grad_bias_hh, &grad_hh)] {
+        for row in rows.chunks_exact(3 * h) {
+            for (g, v) in sum.iter_mut().zip(row) {
+                *g += v;
+            }
         }
     }
-    (grad_projected, grad_weight, grad_bias)
+    (grad_projected, grad_weight, grad_biases)
 }
 
 /// Runs `f` on a contiguous CPU tensor's f32 data in place, without copying it out.
@@ -330,7 +372,7 @@ impl CustomOp3 for GruRecurrence {
         projected_layout: &Layout,
         weight_hh: &CpuStorage,
         weight_layout: &Layout,
-        bias_hh: &CpuStorage,
+        biases: &CpuStorage,
         bias_layout: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         let d = dims(
@@ -342,7 +384,7 @@ impl CustomOp3 for GruRecurrence {
             d,
             f32_slice(projected, projected_layout)?,
             f32_slice(weight_hh, weight_layout)?,
-            f32_slice(bias_hh, bias_layout)?,
+            f32_slice(biases, bias_layout)?,
         );
         *self.kept.lock().expect("kept gates lock poisoned") = Some(kept);
         Ok((CpuStorage::F32(states), Shape::from((d.steps, d.batch, d.hidden))))
@@ -352,18 +394,18 @@ impl CustomOp3 for GruRecurrence {
         &self,
         projected: &Tensor,
         weight_hh: &Tensor,
-        bias_hh: &Tensor,
+        biases: &Tensor,
         states: &Tensor,
         grad_states: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let d = dims(projected.shape(), weight_hh.shape(), bias_hh.shape())?;
+        let d = dims(projected.shape(), weight_hh.shape(), biases.shape())?;
         let kept = self.kept.lock().expect("kept gates lock poisoned");
         let Some(kept) = kept.as_ref() else {
             candle_core::bail!("GRU recurrence: backward before forward")
         };
         // The weights and states are contiguous already; the incoming gradient may not be.
         let grad_states = grad_states.contiguous()?;
-        let (grad_projected, grad_weight, grad_bias) = with_values(weight_hh, |weight_hh| {
+        let (grad_projected, grad_weight, grad_biases) = with_values(weight_hh, |weight_hh| {
             with_values(states, |states| {
                 with_values(&grad_states, |grad_states| {
                     Ok(backward(d, weight_hh, states, kept, grad_states))
@@ -374,7 +416,7 @@ impl CustomOp3 for GruRecurrence {
         Ok((
             Some(Tensor::from_vec(grad_projected, projected.shape(), device)?),
             Some(Tensor::from_vec(grad_weight, weight_hh.shape(), device)?),
-            Some(Tensor::from_vec(grad_bias, bias_hh.shape(), device)?),
+            Some(Tensor::from_vec(grad_biases, biases.shape(), device)?),
         ))
     }
 }
