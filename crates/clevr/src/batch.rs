@@ -9,6 +9,7 @@
 
 use crate::cache::ImageCache;
 use crate::dataset::{QuestionSet, NO_ANSWER};
+use crate::features::FeatureFile;
 use crate::image::Normalization;
 use crate::vocab::NULL_ID;
 use candle_core::{Device, Tensor};
@@ -33,6 +34,16 @@ pub enum BatchError {
         question: usize,
         slot: usize,
         cached: usize,
+    },
+    #[error(
+        "{}: question {question} is about image_index {image_index}, but the file holds features of {rows} images",
+        path.display()
+    )]
+    FeatureRow {
+        path: std::path::PathBuf,
+        question: usize,
+        image_index: usize,
+        rows: usize,
     },
     #[error("batch_size must be at least 1")]
     EmptyBatch,
@@ -71,7 +82,8 @@ pub struct Batch {
     pub questions: Tensor,
     /// True question lengths, `(N,)` u32.
     pub lengths: Tensor,
-    /// Normalised images, `(N, 3, H, W)` f32.
+    /// Normalised images, `(N, 3, H, W)` f32, or with [`ImageInputs::Features`] the
+    /// images' feature maps, `(N, C, H, W)` f32.
     pub images: Tensor,
     /// Answer ids `(N,)` u32; `None` when any question of the batch has no answer
     /// (test split), so an unanswered question can never reach a loss as an id.
@@ -82,12 +94,23 @@ pub struct Batch {
     pub positions: Vec<usize>,
 }
 
-/// Builds batches of a question set against its image cache.
+/// Where a batch's image tensor comes from.
+#[derive(Clone, Debug)]
+pub enum ImageInputs {
+    /// Resized pixels from the preprocessing cache, normalised per channel.
+    Pixels {
+        cache: Arc<ImageCache>,
+        normalization: Normalization,
+    },
+    /// Pre-extracted feature maps; a question reads the row of its `image_index`.
+    Features(Arc<FeatureFile>),
+}
+
+/// Builds batches of a question set against its images or their features.
 #[derive(Clone)]
 pub struct Batcher {
     questions: Arc<QuestionSet>,
-    images: Arc<ImageCache>,
-    normalization: Normalization,
+    inputs: ImageInputs,
     config: BatchConfig,
 }
 
@@ -98,9 +121,6 @@ impl Batcher {
         normalization: Normalization,
         config: BatchConfig,
     ) -> Result<Self, BatchError> {
-        if config.batch_size == 0 {
-            return Err(BatchError::EmptyBatch);
-        }
         if let Some((question, &slot)) = questions
             .image_slot
             .iter()
@@ -113,10 +133,50 @@ impl Batcher {
                 cached: images.len(),
             });
         }
+        Self::with_inputs(
+            questions,
+            ImageInputs::Pixels {
+                cache: images,
+                normalization,
+            },
+            config,
+        )
+    }
+
+    /// Batches whose image tensor holds each question's pre-extracted feature map.
+    pub fn with_features(
+        questions: Arc<QuestionSet>,
+        features: Arc<FeatureFile>,
+        config: BatchConfig,
+    ) -> Result<Self, BatchError> {
+        let rows = features.rows();
+        if let Some((question, &image_index)) = questions
+            .image_index
+            .iter()
+            .enumerate()
+            .find(|(_, &i)| i as usize >= rows)
+        {
+            return Err(BatchError::FeatureRow {
+                path: features.path().to_path_buf(),
+                question,
+                image_index: image_index as usize,
+                rows,
+            });
+        }
+        Self::with_inputs(questions, ImageInputs::Features(features), config)
+    }
+
+    fn with_inputs(
+        questions: Arc<QuestionSet>,
+        inputs: ImageInputs,
+        config: BatchConfig,
+    ) -> Result<Self, BatchError> {
+        if config.batch_size == 0 {
+            return Err(BatchError::EmptyBatch);
+        }
         Ok(Batcher {
             questions,
-            images,
-            normalization,
+            inputs,
             config,
         })
     }
@@ -151,23 +211,37 @@ impl Batcher {
             ids[row * longest..row * longest + tokens.len()].copy_from_slice(tokens);
             lengths.push(tokens.len() as u32);
         }
-        let image_len = self.images.image_bytes();
-        let plane = self.images.width() * self.images.height();
-        let mut pixels = vec![0f32; n * image_len];
-        pixels
-            .par_chunks_mut(image_len)
-            .zip(positions.par_iter())
-            .for_each(|(out, &i)| {
-                let chw = self.images.image(set.image_slot[i] as usize);
-                self.normalization.apply_chw(chw, plane, out);
-            });
+        let cpu = &Device::Cpu;
+        let images = match &self.inputs {
+            ImageInputs::Pixels { cache, normalization } => {
+                let image_len = cache.image_bytes();
+                let plane = cache.width() * cache.height();
+                let mut pixels = vec![0f32; n * image_len];
+                pixels
+                    .par_chunks_mut(image_len)
+                    .zip(positions.par_iter())
+                    .for_each(|(out, &i)| {
+                        let chw = cache.image(set.image_slot[i] as usize);
+                        normalization.apply_chw(chw, plane, out);
+                    });
+                Tensor::from_vec(pixels, (n, 3, cache.height(), cache.width()), cpu)?
+            }
+            ImageInputs::Features(features) => {
+                let map_len = features.map_len();
+                let mut maps = vec![0f32; n * map_len];
+                maps.par_chunks_mut(map_len)
+                    .zip(positions.par_iter())
+                    .for_each(|(out, &i)| features.read_into(set.image_index[i] as usize, out));
+                let (c, h, w) = features.map_shape();
+                Tensor::from_vec(maps, (n, c, h, w), cpu)?
+            }
+        };
         let answers: Vec<u32> = positions.iter().map(|&i| set.answers[i]).collect();
         let types: Vec<u8> = positions.iter().map(|&i| set.types[i]).collect();
-        let cpu = &Device::Cpu;
         Ok(Batch {
             questions: Tensor::from_vec(ids, (n, longest), cpu)?,
             lengths: Tensor::from_vec(lengths, n, cpu)?,
-            images: Tensor::from_vec(pixels, (n, 3, self.images.height(), self.images.width()), cpu)?,
+            images,
             answers: if answers.contains(&NO_ANSWER) {
                 None
             } else {
@@ -336,6 +410,51 @@ mod tests {
         assert!((images[24] - 100.0 / 255.0).abs() < 1e-6);
         assert_eq!(images[8], 0.0, "green plane");
         assert_eq!(images[16], 1.0, "blue plane");
+    }
+
+    /// A feature file whose row i is filled with i + 0.5 in channel 0 and -(i + 0.5) in
+    /// channel 1, for `rows` images of 2 x 3 x 2 maps.
+    fn feature_file(dir: &std::path::Path, rows: usize) -> Arc<FeatureFile> {
+        use crate::features::{write_npy, FeatureDType};
+        let values: Vec<f32> = (0..rows)
+            .flat_map(|i| {
+                let v = i as f32 + 0.5;
+                [v; 6].into_iter().chain([-v; 6])
+            })
+            .collect();
+        let path = dir.join("val_features.npy");
+        write_npy(&path, &[rows, 2, 3, 2], FeatureDType::F32, &values).unwrap();
+        Arc::new(FeatureFile::open(&path).unwrap())
+    }
+
+    #[test]
+    fn feature_batches_read_each_questions_image_row() {
+        let (root, set, _) = fixture();
+        let features = feature_file(root.path(), 3);
+        let b = Batcher::with_features(set.clone(), features, BatchConfig::default()).unwrap();
+        let positions = [5, 0, 4];
+        let batch = b.batch(&positions).unwrap();
+        assert_eq!(batch.images.dims(), [3, 2, 3, 2]);
+        let maps = batch.images.flatten_from(1).unwrap().to_vec2::<f32>().unwrap();
+        for (map, &q) in maps.iter().zip(&positions) {
+            let v = set.image_index[q] as f32 + 0.5;
+            assert_eq!(map[..6], [v; 6], "question {q}");
+            assert_eq!(map[6..], [-v; 6], "question {q}");
+        }
+    }
+
+    #[test]
+    fn a_feature_file_with_too_few_rows_is_refused() {
+        let (root, set, _) = fixture();
+        let features = feature_file(root.path(), 2);
+        let err = Batcher::with_features(set, features, BatchConfig::default())
+            .err()
+            .expect("image_index 2 has no row")
+            .to_string();
+        assert!(
+            err.contains("val_features.npy: question 2 is about image_index 2, but the file holds features of 2 images"),
+            "{err}"
+        );
     }
 
     #[test]

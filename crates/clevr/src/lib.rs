@@ -9,6 +9,7 @@
 //! - [`question_type`]: the paper's five question-type columns.
 //! - [`vocab`]: the `tokenizer.json` question vocabulary and the answer index.
 //! - [`image`], [`cache`]: PNG decode, resize, normalise; the safetensors cache.
+//! - [`features`]: pre-extracted image features (`.npy`) for the features stem.
 //! - [`batch`]: seeded, prefetched batches as candle tensors.
 //! - [`executor`], [`verify`]: functional programs on scene graphs; dataset checks.
 //!
@@ -19,6 +20,7 @@ pub mod batch;
 pub mod cache;
 pub mod dataset;
 pub mod executor;
+pub mod features;
 pub mod image;
 pub mod json;
 pub mod layout;

@@ -65,6 +65,9 @@ enum Command {
         data: Option<PathBuf>,
         #[arg(long, default_value = "val")]
         split: String,
+        /// For a features preset: the folder of `<split>_features.npy` (default: DATA/features).
+        #[arg(long)]
+        features: Option<PathBuf>,
         /// Print one JSON object instead of tables.
         #[arg(long)]
         json: bool,
@@ -162,6 +165,10 @@ struct TrainArgs {
     /// Validation questions scored at each evaluation (default: all).
     #[arg(long)]
     val_limit: Option<usize>,
+    /// For a features preset (`paper-features`): the folder holding `train_features.npy` and
+    /// `val_features.npy`, one (images, C, H, W) array per split (default: DATA/features).
+    #[arg(long)]
+    features: Option<PathBuf>,
     /// Where FiLM sits in each block.
     #[arg(long, value_parser = parse_position)]
     film_position: Option<FilmPosition>,
@@ -262,13 +269,14 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             run,
             data,
             split,
+            features,
             json,
             device: dev,
         }) => {
             let dev = device(&dev)?;
             let (config, vocab, model) = load_run(&run, &dev)?;
             let data = data.unwrap_or(config.data.clone());
-            let split_data = load_eval_split(&data, &split, &vocab, config.model.image_size)?;
+            let split_data = load_eval_split(&data, &split, &vocab, &config.model, features.as_deref())?;
             let eval = evaluate(&model, &split_data, 64, None, &dev)?;
             if json {
                 println!("{}", eval.summary_json());
@@ -423,6 +431,7 @@ fn train_request(args: &TrainArgs) -> Result<TrainRequest> {
         seed: args.seed,
         val_limit: args.val_limit,
         cache_dir: None,
+        features_dir: args.features.clone(),
         quiet: args.quiet,
     })
 }
@@ -460,6 +469,13 @@ fn print_evaluation(eval: &Evaluation, vocab: &clevr::vocab::Vocabulary, split: 
 
 fn ask(run: &Path, image: &Path, question: &str, explain: Option<&Path>, dev: &Device) -> Result<()> {
     let (config, vocab, model) = load_run(run, dev)?;
+    if let film_vision::Stem::Features { .. } = config.model.vision.stem {
+        bail!(
+            "run {} reads pre-extracted image features, not pixels: `ask` can only question \
+             pixel models (presets tiny, mini, paper-raw); evaluate it with `film-train eval`",
+            run.display()
+        );
+    }
     let unknown: Vec<String> = clevr::vocab::question_tokens(question, vocab.questions.config())
         .into_iter()
         .filter(|t| vocab.questions.id(t).is_none())
@@ -541,12 +557,13 @@ fn default_run() -> Result<ExitCode> {
         seed: 0,
         val_limit: None,
         cache_dir: None,
+        features_dir: None,
         quiet: false,
     };
     let dev = Device::Cpu;
     train(&request, &dev)?;
     let (config, vocab, model) = load_run(Path::new(DEFAULT_RUN), &dev)?;
-    let split = load_eval_split(&data, "val", &vocab, config.model.image_size)?;
+    let split = load_eval_split(&data, "val", &vocab, &config.model, None)?;
     let eval = evaluate(&model, &split, 64, None, &dev)?;
     println!();
     println!("{:<20} {:>9}", "question type", "accuracy");

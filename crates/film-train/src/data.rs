@@ -3,21 +3,57 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use anyhow::{Context, Result};
-use clevr::batch::{BatchConfig, Batcher};
+use anyhow::{bail, Context, Result};
+use clevr::batch::{BatchConfig, Batcher, ImageInputs};
 use clevr::cache::{CacheConfig, ImageCache};
 use clevr::dataset::{LoadOptions, QuestionSet};
+use clevr::features::FeatureFile;
 use clevr::image::{Filter, ImageConfig, Normalization};
 use clevr::layout::{Release, SplitFiles};
 use clevr::vocab::Vocabulary;
+use film_vision::Stem;
 
-/// A split ready to batch: its questions encoded with the run's vocabulary and its images
-/// in the preprocessing cache.
+use crate::presets::ModelConfig;
+
+/// A split ready to batch: its questions encoded with the run's vocabulary, and its images
+/// in the preprocessing cache or their pre-extracted features.
 pub struct Split {
     pub name: String,
     pub questions: Arc<QuestionSet>,
-    pub images: Arc<ImageCache>,
-    pub image_config: ImageConfig,
+    pub inputs: ImageInputs,
+}
+
+/// What a model reads for each question's image.
+#[derive(Clone, Debug)]
+pub enum ImageSource {
+    /// Pixels resized and normalised by `image`, cached under `cache_root`.
+    Pixels { image: ImageConfig, cache_root: PathBuf },
+    /// Pre-extracted feature maps of `channels` channels, read from
+    /// `<dir>/<split>_features.npy` (see [`clevr::features`]).
+    Features { dir: PathBuf, channels: usize },
+}
+
+impl ImageSource {
+    /// The source `model`'s stem reads for the dataset `data`: pixels cached under
+    /// `cache_dir` (default `<data>/.film-cache`), or features in `features_dir` (default
+    /// `<data>/features`).
+    pub fn for_model(
+        model: &ModelConfig,
+        data: &Path,
+        cache_dir: Option<&Path>,
+        features_dir: Option<&Path>,
+    ) -> Self {
+        match model.vision.stem {
+            Stem::Pixels { .. } => ImageSource::Pixels {
+                image: image_config(model.image_size),
+                cache_root: cache_dir.map_or_else(|| default_cache_dir(data), Path::to_path_buf),
+            },
+            Stem::Features { in_channels } => ImageSource::Features {
+                dir: features_dir.map_or_else(|| data.join("features"), Path::to_path_buf),
+                channels: in_channels,
+            },
+        }
+    }
 }
 
 /// The image preprocessing of a model whose input is `size` x `size` pixels.
@@ -41,30 +77,49 @@ pub fn default_cache_dir(root: &Path) -> PathBuf {
     root.join(".film-cache")
 }
 
-/// Loads `split` of `root`, reporting skipped questions on stderr; resized images are
-/// cached under `cache_root`.
-pub fn load_split(
-    root: &Path,
-    split: &str,
-    vocab: &Vocabulary,
-    image: ImageConfig,
-    cache_root: &Path,
-) -> Result<Split> {
+/// Loads `split` of `root`, reporting skipped questions on stderr, with its images from
+/// `source`.
+pub fn load_split(root: &Path, split: &str, vocab: &Vocabulary, source: &ImageSource) -> Result<Split> {
     let files = split_files(root, split)?;
     let (questions, report) = QuestionSet::load(&files, vocab, LoadOptions::default())
         .with_context(|| format!("loading questions of split {split:?}"))?;
     if !report.skipped.is_empty() {
         eprintln!("{split}: {report}");
     }
-    let cache_dir = cache_root.join(format!("{split}-{}x{}", image.width, image.height));
-    let (images, _status) =
-        ImageCache::open_or_build(&files, &questions.images, &image, &CacheConfig::new(cache_dir))
-            .with_context(|| format!("preparing the image cache of split {split:?}"))?;
+    let inputs = match source {
+        ImageSource::Pixels { image, cache_root } => {
+            let cache_dir = cache_root.join(format!("{split}-{}x{}", image.width, image.height));
+            let (images, _status) =
+                ImageCache::open_or_build(&files, &questions.images, image, &CacheConfig::new(cache_dir))
+                    .with_context(|| format!("preparing the image cache of split {split:?}"))?;
+            ImageInputs::Pixels {
+                cache: Arc::new(images),
+                normalization: image.normalization,
+            }
+        }
+        ImageSource::Features { dir, channels } => {
+            let path = dir.join(format!("{split}_features.npy"));
+            let features = FeatureFile::open(&path).with_context(|| {
+                format!(
+                    "the features stem reads pre-extracted image features of split {split:?} \
+                     (see docs/training.md, \"Pre-extracted features\")"
+                )
+            })?;
+            let (c, h, w) = features.map_shape();
+            if c != *channels {
+                bail!(
+                    "{}: header field 'shape': feature maps of {c} x {h} x {w}, but the model's \
+                     features stem reads {channels} channels",
+                    path.display()
+                );
+            }
+            ImageInputs::Features(Arc::new(features))
+        }
+    };
     Ok(Split {
         name: split.to_string(),
         questions: Arc::new(questions),
-        images: Arc::new(images),
-        image_config: image,
+        inputs,
     })
 }
 
@@ -78,11 +133,13 @@ impl Split {
             drop_last: false,
             prefetch: 2,
         };
-        Ok(Batcher::new(
-            self.questions.clone(),
-            self.images.clone(),
-            self.image_config.normalization,
-            config,
-        )?)
+        Ok(match &self.inputs {
+            ImageInputs::Pixels { cache, normalization } => {
+                Batcher::new(self.questions.clone(), cache.clone(), *normalization, config)?
+            }
+            ImageInputs::Features(features) => {
+                Batcher::with_features(self.questions.clone(), features.clone(), config)?
+            }
+        })
     }
 }

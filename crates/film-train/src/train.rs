@@ -11,10 +11,10 @@ use clevr::vocab::{TokenizerConfig, Vocabulary};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::adam::{Adam, AdamConfig};
-use crate::data::{default_cache_dir, image_config, load_split, split_files, Split};
+use crate::data::{load_split, split_files, ImageSource, Split};
 use crate::evaluate::{evaluate, loss_and_accuracy, Evaluation};
 use crate::model::FilmModel;
-use crate::presets::Preset;
+use crate::presets::{ModelConfig, Preset};
 use crate::run_dir::{load_model, model_tensors, save_tensors, RunConfig, RunDir, RunState};
 use crate::seeded::seeded_var_builder;
 
@@ -31,6 +31,8 @@ pub struct TrainRequest {
     pub val_limit: Option<usize>,
     /// Where resized images are cached (default: `DATA/.film-cache`).
     pub cache_dir: Option<PathBuf>,
+    /// Where a features preset finds `<split>_features.npy` (default: `DATA/features`).
+    pub features_dir: Option<PathBuf>,
     pub quiet: bool,
 }
 
@@ -124,13 +126,14 @@ pub fn train(request: &TrainRequest, device: &Device) -> Result<TrainOutcome> {
         }
     }
 
-    let image = image_config(config.model.image_size);
-    let cache = request
-        .cache_dir
-        .clone()
-        .unwrap_or_else(|| default_cache_dir(&config.data));
-    let train_split = load_split(&config.data, "train", &vocab, image, &cache)?;
-    let val_split = load_split(&config.data, "val", &vocab, image, &cache)?;
+    let source = ImageSource::for_model(
+        &config.model,
+        &config.data,
+        request.cache_dir.as_deref(),
+        request.features_dir.as_deref(),
+    );
+    let train_split = load_split(&config.data, "train", &vocab, &source)?;
+    let val_split = load_split(&config.data, "val", &vocab, &source)?;
 
     let (model, varmap) = build_model(&config.model, config.seed, device)?;
     let training = &config.training;
@@ -334,13 +337,19 @@ pub fn load_run(run_path: &Path, device: &Device) -> Result<(RunConfig, Vocabula
     Ok((config, vocab, model))
 }
 
-/// A split of `data` prepared for a run's model, for `eval`.
-pub fn load_eval_split(data: &Path, split: &str, vocab: &Vocabulary, image_size: usize) -> Result<Split> {
+/// A split of `data` prepared for a run's model, for `eval`: pixels through the default
+/// cache, or features from `features_dir` (default `<data>/features`).
+pub fn load_eval_split(
+    data: &Path,
+    split: &str,
+    vocab: &Vocabulary,
+    model: &ModelConfig,
+    features_dir: Option<&Path>,
+) -> Result<Split> {
     load_split(
         data,
         split,
         vocab,
-        image_config(image_size),
-        &default_cache_dir(data),
+        &ImageSource::for_model(model, data, None, features_dir),
     )
 }

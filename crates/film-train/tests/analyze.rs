@@ -47,6 +47,7 @@ fn analyze_and_explain_a_tiny_run() {
         seed: 3,
         val_limit: None,
         cache_dir: Some(dir.path().join("cache")),
+        features_dir: None,
         quiet: true,
     };
     train(&request, &Device::Cpu).unwrap();
@@ -121,14 +122,13 @@ fn analyze_and_explain_a_tiny_run() {
     assert_eq!(json["ablations"][0]["accuracy"]["n"].as_u64(), Some(n));
     // The unablated pass runs the network stage by stage; it must score exactly as `eval`.
     let (config, vocab, model) = film_train::train::load_run(&run, &Device::Cpu).unwrap();
-    let split = film_train::data::load_split(
+    let source = film_train::data::ImageSource::for_model(
+        &config.model,
         &fixture(),
-        "val",
-        &vocab,
-        film_train::data::image_config(config.model.image_size),
-        &dir.path().join("cache"),
-    )
-    .unwrap();
+        Some(&dir.path().join("cache")),
+        None,
+    );
+    let split = film_train::data::load_split(&fixture(), "val", &vocab, &source).unwrap();
     let eval = film_train::evaluate::evaluate(&model, &split, 64, None, &Device::Cpu).unwrap();
     assert_eq!(eval.overall.total as u64, n);
     assert_eq!(

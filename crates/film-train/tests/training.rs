@@ -21,6 +21,7 @@ fn request(out: &Path, cache: &Path, epochs: usize) -> TrainRequest {
         seed: 7,
         val_limit: None,
         cache_dir: Some(cache.to_path_buf()),
+        features_dir: None,
         quiet: true,
     }
 }
@@ -85,4 +86,79 @@ fn resumed_run_matches_an_uninterrupted_one() {
         let diff = diff.to_scalar::<f32>().unwrap();
         assert_eq!(diff, 0.0, "{name} differs by {diff} after resuming");
     }
+}
+
+/// `tiny` reading pre-extracted feature maps of `channels` x 4 x 4 instead of pixels.
+fn features_request(out: &Path, features: &Path, channels: usize) -> TrainRequest {
+    let mut preset = presets::by_name("tiny").unwrap();
+    preset.model.vision.stem = film_vision::Stem::Features {
+        in_channels: channels,
+    };
+    TrainRequest {
+        features_dir: Some(features.to_path_buf()),
+        preset,
+        ..request(out, &out.with_extension("cache"), 40)
+    }
+}
+
+/// Feature files for the fixture's train (3 images) and val (2 images) splits, 8 x 4 x 4
+/// maps of distinct values per image.
+fn write_features(dir: &Path) {
+    use clevr::features::{write_npy, FeatureDType};
+    std::fs::create_dir_all(dir).unwrap();
+    for (split, rows) in [("train", 3), ("val", 2)] {
+        let values: Vec<f32> = (0..rows * 8 * 16)
+            .map(|i| ((i * 7919) % 113) as f32 / 56.0 - 1.0)
+            .collect();
+        let path = dir.join(format!("{split}_features.npy"));
+        write_npy(&path, &[rows, 8, 4, 4], FeatureDType::F16, &values).unwrap();
+    }
+}
+
+#[test]
+fn features_model_overfits_the_fixture_from_npy_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let features = dir.path().join("features");
+    write_features(&features);
+    let run = dir.path().join("run");
+    let outcome = train(&features_request(&run, &features, 8), &Device::Cpu).unwrap();
+    assert!(outcome.state.finished);
+    let m = metrics(&run);
+    let loss = |r: &serde_json::Value| r["train_loss"].as_f64().unwrap();
+    let (first, last) = (loss(&m[0]), loss(&m[m.len() - 1]));
+    assert!(last < 0.3 * first, "loss {first} -> {last}");
+    assert!(
+        m[m.len() - 1]["overall"].as_f64().is_some(),
+        "validation ran on val_features.npy"
+    );
+}
+
+#[test]
+fn features_of_the_wrong_shape_or_missing_are_reported_with_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let features = dir.path().join("features");
+    write_features(&features);
+    let err = train(
+        &features_request(&dir.path().join("a"), &features, 16),
+        &Device::Cpu,
+    )
+    .err()
+    .expect("16 channels asked, 8 stored");
+    let err = format!("{err:#}");
+    assert!(
+        err.contains("train_features.npy: header field 'shape': feature maps of 8 x 4 x 4, but the model's features stem reads 16 channels"),
+        "{err}"
+    );
+    let missing = dir.path().join("nowhere");
+    let err = train(
+        &features_request(&dir.path().join("b"), &missing, 8),
+        &Device::Cpu,
+    )
+    .err()
+    .expect("no feature files");
+    let err = format!("{err:#}");
+    assert!(
+        err.contains("nowhere/train_features.npy: cannot open the feature file"),
+        "{err}"
+    );
 }

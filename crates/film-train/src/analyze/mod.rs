@@ -22,7 +22,7 @@ use clevr::dataset::{LoadOptions, QuestionSet};
 use film_layer::GammaMode;
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::data::{default_cache_dir, image_config, load_split, split_files};
+use crate::data::{load_split, split_files, ImageSource};
 use crate::train::load_run;
 use ablate::{Ablation, Ablator, Target};
 use params::{question_means, FilmShape};
@@ -115,14 +115,8 @@ pub fn analyze(args: &AnalyzeArgs, device: &Device) -> Result<PathBuf> {
     drop(train_questions);
 
     let ablations = ablation_list(mode, vision.block.use_beta, &args.noise);
-    let cache = args.cache_dir.clone().unwrap_or_else(|| default_cache_dir(&data));
-    let split = load_split(
-        &data,
-        &args.split,
-        &vocab,
-        image_config(config.model.image_size),
-        &cache,
-    )?;
+    let source = ImageSource::for_model(&config.model, &data, args.cache_dir.as_deref(), None);
+    let split = load_split(&data, &args.split, &vocab, &source)?;
     progress.set_message(format!("scoring {} ablations on {}", ablations.len(), args.split));
     let mut ablator = Ablator::new(shape.clone(), mode, means.clone(), args.seed);
     let pass = run_pass(
