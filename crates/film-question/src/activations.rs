@@ -23,6 +23,8 @@ const LN2_LO: f32 = -2.121_944_4e-4;
 /// float, and sigmoid and tanh are saturated long before.
 const EXP_MIN: f32 = -87.0;
 const EXP_MAX: f32 = 88.0;
+/// 2^23 + 127: see the end of [`exp_one`].
+const MAGIC_BIAS: f32 = 8_388_735.0;
 
 #[inline(always)]
 fn exp_one(x: f32) -> f32 {
@@ -36,20 +38,34 @@ fn exp_one(x: f32) -> f32 {
     p = p * r + 1.666_666_5e-1;
     p = p * r + 0.5;
     let e = p * r * r + r + 1.0;
-    // 2^n from its exponent bits; n is in [-126, 127] after the clamp.
-    e * f32::from_bits(((n as i32 + 127) as u32) << 23)
+    // 2^n from its exponent bits; n is a whole number in [-126, 127] after the clamp. Adding
+    // 2^23 + 127 puts n + 127 in the low mantissa bits, and the shift moves it into the
+    // exponent (the bits above it fall off). This avoids `n as i32`, whose saturating
+    // conversion the compiler does one lane at a time.
+    e * f32::from_bits((n + MAGIC_BIAS).to_bits() << 23)
 }
+
+// The lane loops below are plain indexed loops on purpose: `[T; N]::map` goes through a
+// generic helper that is not always inlined, and then nothing is vectorised.
 
 /// `1 / (1 + e^{-x})` of every lane.
 #[inline(always)]
 pub fn sigmoid(x: Lanes) -> Lanes {
-    x.map(|v| 1.0 / (1.0 + exp_one(-v)))
+    let mut out = [0.0; LANES];
+    for i in 0..LANES {
+        out[i] = 1.0 / (1.0 + exp_one(-x[i]));
+    }
+    out
 }
 
 /// `tanh(x)` of every lane.
 #[inline(always)]
 pub fn tanh(x: Lanes) -> Lanes {
-    x.map(|v| 1.0 - 2.0 / (exp_one(2.0 * v) + 1.0))
+    let mut out = [0.0; LANES];
+    for i in 0..LANES {
+        out[i] = 1.0 - 2.0 / (exp_one(2.0 * x[i]) + 1.0);
+    }
+    out
 }
 
 #[cfg(test)]
@@ -76,7 +92,7 @@ mod tests {
     #[test]
     fn exp_is_within_two_ulp_of_libm() {
         for group in samples(-87.0, 88.0) {
-            for (x, got) in group.iter().zip(group.map(exp_one)) {
+            for (x, got) in group.iter().zip(group.iter().map(|&x| exp_one(x))) {
                 let want = (*x as f64).exp();
                 let ulp = (want as f32).abs() * f32::EPSILON;
                 assert!(
