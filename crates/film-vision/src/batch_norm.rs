@@ -164,9 +164,11 @@ const LANES: usize = 8;
 #[inline]
 fn paired_sums(a: &[f32], b: &[f32], term: impl Fn(f32, f32) -> (f32, f32)) -> (f32, f32) {
     let (mut first, mut second) = ([0f32; LANES], [0f32; LANES]);
-    let (a_chunks, b_chunks) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
-    let (a_rest, b_rest) = (a_chunks.remainder(), b_chunks.remainder());
-    for (a, b) in a_chunks.zip(b_chunks) {
+    // Fixed-size arrays, not `chunks_exact` slices, so that the group length is known at
+    // compile time: with slices every lane kept a bounds check and was loaded on its own.
+    let (a_chunks, a_rest) = a.as_chunks::<LANES>();
+    let (b_chunks, b_rest) = b.as_chunks::<LANES>();
+    for (a, b) in a_chunks.iter().zip(b_chunks) {
         for k in 0..LANES {
             let (u, v) = term(a[k], b[k]);
             first[k] += u;
