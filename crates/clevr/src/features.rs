@@ -118,7 +118,14 @@ impl FeatureFile {
                 ),
             });
         };
-        let expected = shape.iter().product::<usize>() * dtype.size();
+        let expected = shape
+            .iter()
+            .try_fold(dtype.size(), |bytes, &d| bytes.checked_mul(d))
+            .ok_or_else(|| FeatureError::Header {
+                path: path.to_path_buf(),
+                field: "shape",
+                problem: format!("{shape:?} is larger than this machine can address"),
+            })?;
         let actual = map.len() - data_offset;
         if actual < expected {
             return Err(FeatureError::Truncated {
@@ -389,6 +396,14 @@ mod tests {
         );
         assert!(
             e.contains("holds 20 bytes of data, but shape [2, 3, 1, 1] of float32 ('<f4') needs 24"),
+            "{e}"
+        );
+        let e = error_of(
+            "{'descr': '<f4', 'fortran_order': False, 'shape': (4294967296, 4294967296, 1, 1), }",
+            0,
+        );
+        assert!(
+            e.contains("header field 'shape': [4294967296, 4294967296, 1, 1] is larger"),
             "{e}"
         );
         let e = error_of("{'descr': '<f4', 'fortran_order': False }", 0);
