@@ -3,7 +3,8 @@
 
 use std::collections::HashMap;
 
-use candle_core::{backprop::GradStore, Result, Tensor, Var};
+use candle_core::{backprop::GradStore, CpuStorage, DType, InplaceOp3, Layout, Result, Tensor, Var};
+use rayon::prelude::*;
 
 /// Adam's hyper-parameters; β₁, β₂ and ε are PyTorch's defaults.
 #[derive(Clone, Copy, Debug)]
@@ -52,6 +53,13 @@ impl Adam {
     /// One update from the gradients in `grads`; variables without a gradient (BatchNorm
     /// running statistics, unused weights) are left alone.
     pub fn step(&mut self, grads: &GradStore) -> Result<()> {
+        self.step_with(grads, true)
+    }
+
+    /// [`Adam::step`]; `fused` allows the in-place CPU passes ([`MomentUpdate`],
+    /// [`ParameterUpdate`]) for f32 variables on the CPU, and every other variable takes the
+    /// composed candle path.
+    fn step_with(&mut self, grads: &GradStore, fused: bool) -> Result<()> {
         self.step += 1;
         let c = self.config;
         let bias1 = 1.0 - c.beta1.powi(self.step as i32);
@@ -60,6 +68,39 @@ impl Adam {
             let Some(grad) = grads.get(var.as_tensor()) else {
                 continue;
             };
+            if fused && var.device().is_cpu() && var.dtype() == DType::F32 {
+                let grad = grad.detach().contiguous()?;
+                let param = var.as_tensor();
+                let m = match self.first_moment.get(name) {
+                    Some(m) => m.clone(),
+                    None => param.detach().zeros_like()?,
+                };
+                let v = match self.second_moment.get(name) {
+                    Some(v) => v.clone(),
+                    None => param.detach().zeros_like()?,
+                };
+                let moment = |decay: f64, squared: bool| MomentUpdate {
+                    decay: decay as f32,
+                    rest: (1.0 - decay) as f32,
+                    weight_decay: c.weight_decay as f32,
+                    squared,
+                };
+                m.inplace_op3(&grad, param, &moment(c.beta1, false))?;
+                v.inplace_op3(&grad, param, &moment(c.beta2, true))?;
+                param.inplace_op3(
+                    &m,
+                    &v,
+                    &ParameterUpdate {
+                        learning_rate: c.learning_rate as f32,
+                        bias1: bias1 as f32,
+                        bias2: bias2 as f32,
+                        eps: c.eps as f32,
+                    },
+                )?;
+                self.first_moment.insert(name.clone(), m);
+                self.second_moment.insert(name.clone(), v);
+                continue;
+            }
             // Detached: the moments must not hold on to this step's autograd graph, or every
             // step's activations would stay alive through them.
             let (grad, param) = (grad.detach(), var.as_tensor().detach());
@@ -137,6 +178,119 @@ impl Adam {
     }
 }
 
+/// Values handed to one thread at a time by the in-place passes.
+const CHUNK: usize = 1 << 14;
+
+fn values<'a>(storage: &'a CpuStorage, layout: &Layout) -> Result<&'a [f32]> {
+    match (storage, layout.contiguous_offsets()) {
+        (CpuStorage::F32(data), Some((start, end))) => Ok(&data[start..end]),
+        _ => candle_core::bail!("Adam: optimizer tensors must be contiguous f32"),
+    }
+}
+
+fn values_mut<'a>(storage: &'a mut CpuStorage, layout: &Layout) -> Result<&'a mut [f32]> {
+    match (storage, layout.contiguous_offsets()) {
+        (CpuStorage::F32(data), Some((start, end))) => Ok(&mut data[start..end]),
+        _ => candle_core::bail!("Adam: optimizer tensors must be contiguous f32"),
+    }
+}
+
+/// `moment = decay · moment + (1 - decay) · t` in place, t = g + λ·p (or its square for
+/// the second moment): one pass instead of the five allocating candle ops it replaces.
+/// Composed, Adam's update was a quarter of a `paper-features` training step (59 M
+/// parameters).
+struct MomentUpdate {
+    decay: f32,
+    /// 1 - decay, computed in f64: `1.0 - 0.999f32` is 4.7e-5 off in relative terms.
+    rest: f32,
+    weight_decay: f32,
+    squared: bool,
+}
+
+impl InplaceOp3 for MomentUpdate {
+    fn name(&self) -> &'static str {
+        "adam-moment"
+    }
+
+    fn cpu_fwd(
+        &self,
+        moment: &mut CpuStorage,
+        moment_layout: &Layout,
+        grad: &CpuStorage,
+        grad_layout: &Layout,
+        param: &CpuStorage,
+        param_layout: &Layout,
+    ) -> Result<()> {
+        let moment = values_mut(moment, moment_layout)?;
+        let (grad, param) = (values(grad, grad_layout)?, values(param, param_layout)?);
+        if grad.len() != moment.len() || param.len() != moment.len() {
+            candle_core::bail!("Adam: moment, gradient and parameter sizes differ");
+        }
+        let Self {
+            decay,
+            rest,
+            weight_decay,
+            squared,
+        } = *self;
+        moment
+            .par_chunks_mut(CHUNK)
+            .zip(grad.par_chunks(CHUNK).zip(param.par_chunks(CHUNK)))
+            .for_each(|(moment, (grad, param))| {
+                for ((m, &g), &p) in moment.iter_mut().zip(grad).zip(param) {
+                    let g = g + weight_decay * p;
+                    let t = if squared { g * g } else { g };
+                    *m = decay * *m + rest * t;
+                }
+            });
+        Ok(())
+    }
+}
+
+/// `p -= lr · (m / bias1) / (√(v / bias2) + ε)` in place.
+struct ParameterUpdate {
+    learning_rate: f32,
+    bias1: f32,
+    bias2: f32,
+    eps: f32,
+}
+
+impl InplaceOp3 for ParameterUpdate {
+    fn name(&self) -> &'static str {
+        "adam-parameter"
+    }
+
+    fn cpu_fwd(
+        &self,
+        param: &mut CpuStorage,
+        param_layout: &Layout,
+        m: &CpuStorage,
+        m_layout: &Layout,
+        v: &CpuStorage,
+        v_layout: &Layout,
+    ) -> Result<()> {
+        let param = values_mut(param, param_layout)?;
+        let (m, v) = (values(m, m_layout)?, values(v, v_layout)?);
+        if m.len() != param.len() || v.len() != param.len() {
+            candle_core::bail!("Adam: parameter and moment sizes differ");
+        }
+        let Self {
+            learning_rate,
+            bias1,
+            bias2,
+            eps,
+        } = *self;
+        param
+            .par_chunks_mut(CHUNK)
+            .zip(m.par_chunks(CHUNK).zip(v.par_chunks(CHUNK)))
+            .for_each(|(param, (m, v))| {
+                for ((p, &m), &v) in param.iter_mut().zip(m).zip(v) {
+                    *p -= learning_rate * (m / bias1) / ((v / bias2).sqrt() + eps);
+                }
+            });
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -177,6 +331,42 @@ mod tests {
         let got = p.as_tensor().to_vec1::<f64>()?;
         for (g, w) in got.iter().zip(&want) {
             assert!((g - w).abs() < 1e-12, "got {got:?}, want {want:?}");
+        }
+        Ok(())
+    }
+    /// The in-place f32 passes against the composed path on the same variables and losses,
+    /// over several steps, with weight decay; and their saved states agree.
+    #[test]
+    fn fused_cpu_update_matches_the_composed_one() -> Result<()> {
+        let dev = Device::Cpu;
+        let start = Tensor::randn(0f32, 1.0, (3, 70_001), &dev)?;
+        let target = Tensor::randn(0f32, 1.0, (3, 70_001), &dev)?;
+        let run = |fused: bool| -> Result<(Tensor, Adam)> {
+            let p = Var::from_tensor(&start)?;
+            let mut adam = Adam::new(vec![("p".into(), p.clone())], AdamConfig::new(1e-2, 1e-3));
+            for _ in 0..4 {
+                let loss = (p.as_tensor() - &target)?.sqr()?.sum_all()?;
+                adam.step_with(&loss.backward()?, fused)?;
+            }
+            Ok((p.as_tensor().clone(), adam))
+        };
+        let ((fused, fused_adam), (composed, composed_adam)) = (run(true)?, run(false)?);
+        let diff = (&fused - &composed)?.abs()?.max_all()?.to_scalar::<f32>()?;
+        assert!(diff < 1e-6, "parameters differ by {diff}");
+        let moved = (&fused - &start)?.abs()?.max_all()?.to_scalar::<f32>()?;
+        assert!(
+            moved > 0.03,
+            "four steps of lr 1e-2 moved the parameters only {moved}"
+        );
+        let (a, b) = (fused_adam.state()?, composed_adam.state()?);
+        assert_eq!(a.len(), b.len());
+        for (key, t) in a.iter().filter(|(key, _)| key.as_str() != "step") {
+            let scale = b[key].abs()?.max_all()?.to_scalar::<f32>()?;
+            let d = (t - &b[key])?.abs()?.max_all()?.to_scalar::<f32>()?;
+            assert!(
+                d <= 1e-6 * scale,
+                "state {key} differs by {d} (largest value {scale})"
+            );
         }
         Ok(())
     }
