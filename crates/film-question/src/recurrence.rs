@@ -201,6 +201,22 @@ fn gate_group(
     }
 }
 
+/// An f32 buffer of `len` elements left unzeroed, for the per-step buffers that the loops
+/// write completely before anything reads them (zero-filling them was about 6% of the
+/// recurrence's CPU samples). Allocated by candle's own `alloc_uninit`, as candle allocates
+/// its op outputs.
+fn written_buffer(len: usize) -> Result<Vec<f32>> {
+    use candle_core::backend::{BackendDevice, BackendStorage};
+    // SAFETY: every caller writes each element (one row per question and step) before
+    // reading it, and every bit pattern is a valid f32.
+    match unsafe {
+        candle_core::cpu_backend::CpuDevice.alloc_uninit(&Shape::from(len), candle_core::DType::F32)?
+    } {
+        CpuStorage::F32(buffer) => Ok(buffer),
+        other => candle_core::bail!("alloc_uninit gave {:?} storage for F32", other.dtype()),
+    }
+}
+
 /// Values per hidden unit and step that the forward keeps for the backward: the reset,
 /// update and candidate gates, and the candidate's hidden projection W_hn·h + b_hn.
 const KEPT: usize = 4;
@@ -210,14 +226,14 @@ const ROWS_PER_TASK: usize = 8;
 
 /// Forward, time-major: `projected` (T, N, 3H) → states (T, N, H), plus the kept gates
 /// (T, N, 4H).
-fn forward(d: Dims, projected: &[f32], weight_hh: &[f32], biases: &[f32]) -> (Vec<f32>, Vec<f32>) {
+fn forward(d: Dims, projected: &[f32], weight_hh: &[f32], biases: &[f32]) -> Result<(Vec<f32>, Vec<f32>)> {
     let Dims {
         batch,
         steps,
         hidden: h,
     } = d;
-    let mut states = vec![0f32; steps * batch * h];
-    let mut kept = vec![0f32; steps * batch * KEPT * h];
+    let mut states = written_buffer(steps * batch * h)?;
+    let mut kept = written_buffer(steps * batch * KEPT * h)?;
     let mut hh = vec![0f32; batch * 3 * h];
     // W_hhᵀ (h × 3h) laid out row by row once: every step's product reads it, and a
     // row-major right-hand side makes that product about a quarter faster than reading
@@ -269,7 +285,100 @@ fn forward(d: Dims, projected: &[f32], weight_hh: &[f32], biases: &[f32]) -> (Ve
                 forward_gates(h, x, hh, biases.split_at(3 * h), previous, state, kept);
             });
     }
-    (states, kept)
+    Ok((states, kept))
+}
+
+/// One question's gradients at one step, from its kept gates (4H), the gradient reaching
+/// its state (H: from the output, and in `next` from step t+1) and its previous state (H):
+/// the input projection's gradient `gp` (3H), the hidden projection's `ghh` (3H), and in
+/// `next` the gradient reaching the previous state along the direct path.
+fn backward_gates(
+    h: usize,
+    kept: &[f32],
+    grad_state: &[f32],
+    previous: &[f32],
+    gp: &mut [f32],
+    ghh: &mut [f32],
+    next: &mut [f32],
+) {
+    // Every slice cut to exactly h values, so that the loop below has no bounds checks
+    // left and vectorises.
+    let (reset, rest) = kept.split_at(h);
+    let (update, rest) = rest.split_at(h);
+    let (candidate, hn) = rest.split_at(h);
+    let hn = &hn[..h];
+    let (gp_reset, rest) = gp.split_at_mut(h);
+    let (gp_update, gp_candidate) = rest.split_at_mut(h);
+    let gp_candidate = &mut gp_candidate[..h];
+    let (ghh_reset, rest) = ghh.split_at_mut(h);
+    let (ghh_update, ghh_candidate) = rest.split_at_mut(h);
+    let ghh_candidate = &mut ghh_candidate[..h];
+    let (grad_state, previous, next) = (&grad_state[..h], &previous[..h], &mut next[..h]);
+    for j in 0..h {
+        let (r, z, n) = (reset[j], update[j], candidate[j]);
+        let dh = grad_state[j] + next[j];
+        let d_candidate = dh * (1.0 - z) * (1.0 - n * n);
+        let d_update = dh * (previous[j] - n) * z * (1.0 - z);
+        let d_reset = d_candidate * hn[j] * r * (1.0 - r);
+        gp_reset[j] = d_reset;
+        gp_update[j] = d_update;
+        gp_candidate[j] = d_candidate;
+        ghh_reset[j] = d_reset;
+        ghh_update[j] = d_update;
+        ghh_candidate[j] = d_candidate * r;
+        // The direct path h' = … + z ⊙ h; the path through W_hh is added by the caller.
+        next[j] = dh * z;
+    }
+}
+
+/// `sums[j] += Σ_i rows[i][j]` over the rows of a dense row-major matrix as wide as `sums`,
+/// in column blocks spread over the threads.
+fn column_sums(rows: &[f32], sums: &mut [f32]) {
+    let width = sums.len();
+    const BLOCK: usize = 64;
+    sums.par_chunks_mut(BLOCK).enumerate().for_each(|(b, sums)| {
+        for row in rows.chunks_exact(width) {
+            for (s, v) in sums.iter_mut().zip(&row[b * BLOCK..]) {
+                *s += v;
+            }
+        }
+    });
+}
+
+/// dst (m × n) += lhs (m × k) · rhs (k × n), all dense row-major, the columns split over
+/// rayon's threads with one single-threaded GEMM per block.
+fn column_split_matmul((m, n, k): (usize, usize, usize), dst: &mut [f32], lhs: &[f32], rhs: &[f32]) {
+    assert!(dst.len() >= m * n && lhs.len() >= m * k && rhs.len() >= k * n);
+    let threads = rayon::current_num_threads().max(1);
+    // Blocks of whole 16-lane vectors.
+    let block = n.div_ceil(threads).next_multiple_of(16).min(n).max(1);
+    let dst_addr = dst.as_mut_ptr() as usize;
+    (0..n.div_ceil(block)).into_par_iter().for_each(|b| {
+        let first = b * block;
+        let width = block.min(n - first);
+        // SAFETY: the asserts above bound every view; block b writes only columns
+        // first..first + width of dst, disjoint from every other block's, and dst does not
+        // overlap lhs or rhs (a unique and two shared borrows).
+        unsafe {
+            matmul(
+                (m, width, k),
+                (dst_addr as *mut f32).add(first),
+                n,
+                true,
+                View {
+                    ptr: lhs.as_ptr(),
+                    row_stride: k as isize,
+                    col_stride: 1,
+                },
+                View {
+                    ptr: rhs.as_ptr().add(first),
+                    row_stride: n as isize,
+                    col_stride: 1,
+                },
+                Parallelism::None,
+            );
+        }
+    });
 }
 
 /// Gradients of the recurrence, time-major: (d projected (T, N, 3H), d weight_hh (3H, H),
@@ -280,15 +389,15 @@ fn backward(
     states: &[f32],
     kept: &[f32],
     grad_states: &[f32],
-) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+) -> Result<(Vec<f32>, Vec<f32>, Vec<f32>)> {
     let Dims {
         batch,
         steps,
         hidden: h,
     } = d;
     let zeros = vec![0f32; batch * h];
-    let mut grad_projected = vec![0f32; steps * batch * 3 * h];
-    let mut grad_hh = vec![0f32; steps * batch * 3 * h];
+    let mut grad_projected = written_buffer(steps * batch * 3 * h)?;
+    let mut grad_hh = written_buffer(steps * batch * 3 * h)?;
     let mut grad_next = vec![0f32; batch * h];
     for t in (0..steps).rev() {
         let previous = if t == 0 {
@@ -309,46 +418,13 @@ fn backward(
             )
             .with_min_len(ROWS_PER_TASK)
             .for_each(|((((gp, ghh), next), kept), (gs, previous))| {
-                for j in 0..h {
-                    let (reset, update, candidate, hn) =
-                        (kept[j], kept[h + j], kept[2 * h + j], kept[3 * h + j]);
-                    let dh = gs[j] + next[j];
-                    let d_candidate = dh * (1.0 - update) * (1.0 - candidate * candidate);
-                    let d_update = dh * (previous[j] - candidate) * update * (1.0 - update);
-                    let d_reset = d_candidate * hn * reset * (1.0 - reset);
-                    gp[j] = d_reset;
-                    gp[h + j] = d_update;
-                    gp[2 * h + j] = d_candidate;
-                    ghh[j] = d_reset;
-                    ghh[h + j] = d_update;
-                    ghh[2 * h + j] = d_candidate * reset;
-                    // The direct path h' = … + z ⊙ h; the path through W_hh is added below.
-                    next[j] = dh * update;
-                }
+                backward_gates(h, kept, gs, previous, gp, ghh, next);
             });
         if t > 0 {
-            // grad_next += d hh_t · W_hh
-            // SAFETY: step t's rows of `grad_hh` are batch × 3h; W_hh is 3h × h; `grad_next`
-            // is a separate batch × h buffer.
-            unsafe {
-                matmul(
-                    (batch, h, 3 * h),
-                    grad_next.as_mut_ptr(),
-                    h,
-                    true,
-                    View {
-                        ptr: grad_hh[t * rows..].as_ptr(),
-                        row_stride: (3 * h) as isize,
-                        col_stride: 1,
-                    },
-                    View {
-                        ptr: weight_hh.as_ptr(),
-                        row_stride: h as isize,
-                        col_stride: 1,
-                    },
-                    parallelism(),
-                );
-            }
+            // grad_next += d hh_t · W_hh, its columns split over the threads: gemm keeps a
+            // product this small (batch × h out) on one thread.
+            let step_grad_hh = &grad_hh[t * rows..][..rows];
+            column_split_matmul((batch, h, 3 * h), &mut grad_next, step_grad_hh, weight_hh);
         }
     }
     // d W_hh = Σ_t d hh_tᵀ · h_{t-1}: one (3h × (T-1)·N) · ((T-1)·N × h) product (h_{-1} = 0
@@ -382,14 +458,11 @@ fn backward(
     // its projection's gradient.
     let mut grad_biases = vec![0f32; 6 * h];
     let (grad_bias_ih, grad_bias_hh) = grad_biases.split_at_mut(3 * h);
-    for (sum, rows) in [(grad_bias_ih, &grad_projected), (grad_bias_hh, &grad_hh)] {
-        for row in rows.chunks_exact(3 * h) {
-            for (g, v) in sum.iter_mut().zip(row) {
-                *g += v;
-            }
-        }
-    }
-    (grad_projected, grad_weight, grad_biases)
+    rayon::join(
+        || column_sums(&grad_projected, grad_bias_ih),
+        || column_sums(&grad_hh, grad_bias_hh),
+    );
+    Ok((grad_projected, grad_weight, grad_biases))
 }
 
 /// Runs `f` on a contiguous CPU tensor's f32 data in place, without copying it out.
@@ -425,7 +498,7 @@ impl CustomOp3 for GruRecurrence {
             f32_slice(projected, projected_layout)?,
             f32_slice(weight_hh, weight_layout)?,
             f32_slice(biases, bias_layout)?,
-        );
+        )?;
         *self.kept.lock().expect("kept gates lock poisoned") = Some(kept);
         Ok((CpuStorage::F32(states), Shape::from((d.steps, d.batch, d.hidden))))
     }
@@ -448,7 +521,7 @@ impl CustomOp3 for GruRecurrence {
         let (grad_projected, grad_weight, grad_biases) = with_values(weight_hh, |weight_hh| {
             with_values(states, |states| {
                 with_values(&grad_states, |grad_states| {
-                    Ok(backward(d, weight_hh, states, kept, grad_states))
+                    backward(d, weight_hh, states, kept, grad_states)
                 })
             })
         })?;

@@ -45,8 +45,21 @@ pub struct Profile {
     pub forward_ms: f64,
     pub backward_ms: f64,
     pub optimizer_ms: f64,
-    /// Each component run alone on detached inputs: (name, forward ms, backward ms).
-    pub components: Vec<(String, f64, f64)>,
+    /// Cores busy on average over the timed steps: process CPU time over wall time. Below
+    /// the thread count, part of the step runs on fewer threads than there are.
+    pub step_cores: f64,
+    /// Each component run alone on detached inputs.
+    pub components: Vec<Component>,
+}
+
+/// One component's median forward and backward time and its cores busy (forward and
+/// backward together).
+#[derive(Clone, Debug, Serialize)]
+pub struct Component {
+    pub name: String,
+    pub forward_ms: f64,
+    pub backward_ms: f64,
+    pub cores: f64,
 }
 
 struct Inputs {
@@ -91,6 +104,40 @@ fn synthetic_inputs(model: &ModelConfig, batch: usize, device: &Device) -> Resul
 fn median(mut values: Vec<f64>) -> f64 {
     values.sort_by(f64::total_cmp);
     values[values.len() / 2]
+}
+
+/// CPU time this process has used, all threads together, in milliseconds.
+fn process_cpu_ms() -> f64 {
+    let mut now = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `now` is a valid timespec to write into; the clock id is a constant.
+    let status = unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut now) };
+    if status != 0 {
+        return f64::NAN;
+    }
+    now.tv_sec as f64 * 1e3 + now.tv_nsec as f64 / 1e6
+}
+
+/// Wall clock and process CPU clock started together.
+struct Clocks {
+    wall: Instant,
+    cpu_ms: f64,
+}
+
+impl Clocks {
+    fn start() -> Self {
+        Clocks {
+            wall: Instant::now(),
+            cpu_ms: process_cpu_ms(),
+        }
+    }
+
+    /// Average number of cores busy since the start.
+    fn cores(&self) -> f64 {
+        (process_cpu_ms() - self.cpu_ms) / ms_since(self.wall)
+    }
 }
 
 fn ms_since(start: Instant) -> f64 {
@@ -172,7 +219,11 @@ pub fn profile(request: &ProfileRequest, device: &Device) -> Result<Profile> {
         device,
     )?;
     let (mut forward, mut backward, mut optimizer, mut whole) = (vec![], vec![], vec![], vec![]);
-    for i in 0..request.warmup + request.steps {
+    for _ in 0..request.warmup {
+        step.run()?;
+    }
+    let step_clocks = Clocks::start();
+    for i in request.warmup..request.warmup + request.steps {
         let times = step.run()?;
         if i >= request.warmup {
             forward.push(times.forward_ms);
@@ -181,6 +232,7 @@ pub fn profile(request: &ProfileRequest, device: &Device) -> Result<Profile> {
             whole.push(times.forward_ms + times.backward_ms + times.optimizer_ms);
         }
     }
+    let step_cores = step_clocks.cores();
     let (model, inputs) = (&step.model, &step.inputs);
 
     // Each component alone: its inputs detached, so its backward stops at its own inputs.
@@ -210,7 +262,11 @@ pub fn profile(request: &ProfileRequest, device: &Device) -> Result<Profile> {
     let mut components = vec![];
     for (name, stage) in &stages {
         let (mut fwd, mut bwd) = (vec![], vec![]);
+        let mut clocks = Clocks::start();
         for step in 0..request.warmup + request.steps {
+            if step == request.warmup {
+                clocks = Clocks::start();
+            }
             let start = Instant::now();
             let out = stage()?;
             synchronize(&out)?;
@@ -223,7 +279,12 @@ pub fn profile(request: &ProfileRequest, device: &Device) -> Result<Profile> {
                 bwd.push(ms_since(backward_start));
             }
         }
-        components.push((name.to_string(), median(fwd), median(bwd)));
+        components.push(Component {
+            name: name.to_string(),
+            forward_ms: median(fwd),
+            backward_ms: median(bwd),
+            cores: clocks.cores(),
+        });
     }
 
     let step_ms = median(whole);
@@ -236,6 +297,7 @@ pub fn profile(request: &ProfileRequest, device: &Device) -> Result<Profile> {
         forward_ms: median(forward),
         backward_ms: median(backward),
         optimizer_ms: median(optimizer),
+        step_cores,
         components,
     })
 }
@@ -245,8 +307,9 @@ impl std::fmt::Display for Profile {
         let share = |ms: f64| 100.0 * ms / self.step_ms;
         writeln!(
             f,
-            "training step, batch {}, {} threads, median of {} steps: {:.1} ms ({:.0} samples/s)",
-            self.batch, self.threads, self.steps, self.step_ms, self.samples_per_s
+            "training step, batch {}, {} threads, median of {} steps: {:.1} ms ({:.0} samples/s), \
+             {:.2} cores busy",
+            self.batch, self.threads, self.steps, self.step_ms, self.samples_per_s, self.step_cores
         )?;
         writeln!(f, "  {:<22} {:>9} {:>7}", "part of the step", "ms", "share")?;
         for (name, ms) in [
@@ -258,11 +321,19 @@ impl std::fmt::Display for Profile {
         }
         writeln!(
             f,
-            "\n  {:<22} {:>9} {:>9} {:>7}   (each alone, inputs detached)",
-            "component", "fwd ms", "bwd ms", "share"
+            "\n  {:<22} {:>9} {:>9} {:>7} {:>7}   (each alone, inputs detached)",
+            "component", "fwd ms", "bwd ms", "share", "cores"
         )?;
-        for (name, fwd, bwd) in &self.components {
-            writeln!(f, "  {name:<22} {fwd:>9.1} {bwd:>9.1} {:>6.1}%", share(fwd + bwd))?;
+        for c in &self.components {
+            writeln!(
+                f,
+                "  {:<22} {:>9.1} {:>9.1} {:>6.1}% {:>7.2}",
+                c.name,
+                c.forward_ms,
+                c.backward_ms,
+                share(c.forward_ms + c.backward_ms),
+                c.cores
+            )?;
         }
         Ok(())
     }
