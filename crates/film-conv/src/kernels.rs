@@ -119,10 +119,10 @@ where
     }
 }
 
-/// `out = conv(x, w) + bias`; `x` is N x C_in x H x W, `w` is
-/// C_out x C_in x KH x KW, `out` is N x C_out x OH x OW, all contiguous.
-pub fn forward(g: &ConvGeometry, x: &[f32], w: &[f32], bias: Option<&[f32]>, out: &mut [f32]) {
-    let (k, plane) = (g.patch_len(), g.out_plane());
+/// `out = conv(x, w) + bias`, then `max(out, 0)` when `relu`; `x` is N x C_in x H x W,
+/// `w` is C_out x C_in x KH x KW, `out` is N x C_out x OH x OW, all contiguous. The ReLU
+/// runs on each image's output right after its products, while it is in cache.
+pub fn forward(g: &ConvGeometry, x: &[f32], w: &[f32], bias: Option<&[f32]>, relu: bool, out: &mut [f32]) {
     for_each_image(
         g,
         x,
@@ -130,63 +130,81 @@ pub fn forward(g: &ConvGeometry, x: &[f32], w: &[f32], bias: Option<&[f32]>, out
         out,
         g.out_image_len(),
         |image, out, par| {
-            if let Some(bias) = bias {
-                for (row, &b) in out.chunks_exact_mut(plane).zip(bias) {
-                    row.fill(b);
+            forward_image(g, image, w, bias, out, par);
+            if relu {
+                for v in out.iter_mut() {
+                    *v = v.max(0.0);
                 }
-            }
-            let weight = MatRef {
-                data: w,
-                rs: k,
-                cs: 1,
-            };
-            if g.is_pointwise() {
-                let out = MatMut {
-                    data: out,
-                    rs: plane,
-                    cs: 1,
-                };
-                let image = MatRef {
-                    data: image,
-                    rs: plane,
-                    cs: 1,
-                };
-                matmul(
-                    (g.out_channels, plane, k),
-                    out,
-                    bias.is_some(),
-                    weight,
-                    image,
-                    par,
-                );
-                return;
-            }
-            let rows = band_rows(g);
-            let mut cols = ScratchBuf::take(k * rows * g.out_w);
-            for oy0 in (0..g.out_h).step_by(rows) {
-                let oy1 = (oy0 + rows).min(g.out_h);
-                let band = (oy1 - oy0) * g.out_w;
-                let cols = &mut cols[..k * band];
-                im2col(g, image, oy0, oy1, cols);
-                let out = MatMut {
-                    data: &mut out[oy0 * g.out_w..],
-                    rs: plane,
-                    cs: 1,
-                };
-                let cols = MatRef {
-                    data: cols,
-                    rs: band,
-                    cs: 1,
-                };
-                let weight = MatRef {
-                    data: w,
-                    rs: k,
-                    cs: 1,
-                };
-                matmul((g.out_channels, band, k), out, bias.is_some(), weight, cols, par);
             }
         },
     );
+}
+
+/// One image of [`forward`], without the ReLU.
+fn forward_image(
+    g: &ConvGeometry,
+    image: &[f32],
+    w: &[f32],
+    bias: Option<&[f32]>,
+    out: &mut [f32],
+    par: Parallelism,
+) {
+    let (k, plane) = (g.patch_len(), g.out_plane());
+    if let Some(bias) = bias {
+        for (row, &b) in out.chunks_exact_mut(plane).zip(bias) {
+            row.fill(b);
+        }
+    }
+    let weight = MatRef {
+        data: w,
+        rs: k,
+        cs: 1,
+    };
+    if g.is_pointwise() {
+        let out = MatMut {
+            data: out,
+            rs: plane,
+            cs: 1,
+        };
+        let image = MatRef {
+            data: image,
+            rs: plane,
+            cs: 1,
+        };
+        matmul(
+            (g.out_channels, plane, k),
+            out,
+            bias.is_some(),
+            weight,
+            image,
+            par,
+        );
+        return;
+    }
+    let rows = band_rows(g);
+    let mut cols = ScratchBuf::take(k * rows * g.out_w);
+    for oy0 in (0..g.out_h).step_by(rows) {
+        let oy1 = (oy0 + rows).min(g.out_h);
+        let band = (oy1 - oy0) * g.out_w;
+        let cols = &mut cols[..k * band];
+        im2col(g, image, oy0, oy1, cols);
+        let out = MatMut {
+            data: &mut out[oy0 * g.out_w..],
+            rs: plane,
+            cs: 1,
+        };
+        let cols = MatRef {
+            data: cols,
+            rs: band,
+            cs: 1,
+        };
+        let weight = MatRef {
+            data: w,
+            rs: k,
+            cs: 1,
+        };
+        matmul((g.out_channels, band, k), out, bias.is_some(), weight, cols, par);
+    }
 }
 
 /// With stride 1 the input gradient is itself a forward convolution: of
@@ -234,7 +252,7 @@ pub fn input_grad(g: &ConvGeometry, dy: &[f32], w: &[f32], dx: &mut [f32]) {
     if let Some(adjoint) = adjoint_geometry(g).filter(|_| !g.is_pointwise()) {
         let mut flipped = ScratchBuf::take(w.len());
         flip_transpose(g, w, &mut flipped);
-        forward(&adjoint, dy, &flipped, None, dx);
+        forward(&adjoint, dy, &flipped, None, false, dx);
         return;
     }
     let (k, plane) = (g.patch_len(), g.out_plane());

@@ -44,6 +44,16 @@ pub fn conv2d(x: &Tensor, w: &Tensor, b: Option<&Tensor>, params: ConvParams) ->
     }
 }
 
+/// `relu(conv2d(x, w) + b)`, differentiable; on the fast path the ReLU is part of the
+/// convolution's op (one graph node, its backward one pass).
+pub fn conv2d_relu(x: &Tensor, w: &Tensor, b: Option<&Tensor>, params: ConvParams) -> Result<Tensor> {
+    if fast::supports(x, w, b) {
+        fast::conv2d_relu(x, w, b, params)
+    } else {
+        reference::conv2d(x, w, b, params)?.relu()
+    }
+}
+
 /// The project's own kernels (CPU, f32).
 pub mod fast {
     use super::*;
@@ -56,7 +66,15 @@ pub mod fast {
 
     /// The fast path; errors on tensors that [`supports`] rejects.
     pub fn conv2d(x: &Tensor, w: &Tensor, b: Option<&Tensor>, params: ConvParams) -> Result<Tensor> {
-        let op = Conv2dOp { params };
+        apply(x, w, b, Conv2dOp { params, relu: false })
+    }
+
+    /// `relu(conv2d(x, w) + b)` as one op.
+    pub fn conv2d_relu(x: &Tensor, w: &Tensor, b: Option<&Tensor>, params: ConvParams) -> Result<Tensor> {
+        apply(x, w, b, Conv2dOp { params, relu: true })
+    }
+
+    fn apply(x: &Tensor, w: &Tensor, b: Option<&Tensor>, op: Conv2dOp) -> Result<Tensor> {
         let (x, w) = (x.contiguous()?, w.contiguous()?);
         match b {
             Some(b) => x.apply_op3(&w, &b.contiguous()?, op),

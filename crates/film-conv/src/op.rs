@@ -36,13 +36,49 @@ fn output_buffer(len: usize) -> Result<Vec<f32>> {
     }
 }
 
-/// `conv2d(x, w) [+ b]` on CPU f32: `x.apply_op2(w, op)` or
+/// `conv2d(x, w) [+ b]`, then ReLU when `relu`, on CPU f32: `x.apply_op2(w, op)` or
 /// `x.apply_op3(w, b, op)`. Backward gives the gradients of every argument
 /// that takes part in autograd (an input that is plain data gets none, which
 /// spares the stem its input-gradient pass).
+///
+/// The ReLU rides on the convolution because as a candle op of its own it is a graph node
+/// whose backward is five single-threaded passes over the activations (a comparison, a
+/// cast, a product, a zero-filled buffer and a sum); here it is one multi-threaded pass.
 #[derive(Debug, Clone, Copy)]
 pub struct Conv2dOp {
     pub params: ConvParams,
+    pub relu: bool,
+}
+
+/// `grad` where `output > 0`, else 0: the gradient through `output = max(z, 0)`. At z = 0
+/// exactly candle's ReLU passes the gradient and this does not; the subgradient there is
+/// either.
+fn relu_masked(output: &Tensor, grad: &Tensor) -> Result<Tensor> {
+    use rayon::prelude::*;
+    let (out_storage, out_layout) = output.storage_and_layout();
+    let (grad_storage, grad_layout) = grad.storage_and_layout();
+    let (candle_core::Storage::Cpu(out_cpu), candle_core::Storage::Cpu(grad_cpu)) =
+        (&*out_storage, &*grad_storage)
+    else {
+        candle_core::bail!("film-conv ReLU backward: tensors are not on the CPU")
+    };
+    let (out, dy) = (
+        f32_data("output", out_cpu, out_layout)?,
+        f32_data("output gradient", grad_cpu, grad_layout)?,
+    );
+    let mut masked = output_buffer(dy.len())?;
+    const GRAIN: usize = 1 << 14;
+    masked
+        .par_chunks_mut(GRAIN)
+        .zip(out.par_chunks(GRAIN).zip(dy.par_chunks(GRAIN)))
+        .for_each(|(masked, (out, dy))| {
+            for ((m, &o), &d) in masked.iter_mut().zip(out).zip(dy) {
+                // A product with 0 or 1, not a select: a select compiles to a branch per
+                // value, mispredicted on about half of a ReLU's outputs.
+                *m = d * f32::from(u8::from(o > 0.0));
+            }
+        });
+    Tensor::from_vec(masked, output.shape(), output.device())
 }
 
 impl Conv2dOp {
@@ -70,7 +106,7 @@ impl Conv2dOp {
         // Written completely: bias rows first when there is a bias, else the first product
         // of each output band overwrites.
         let mut out = output_buffer(g.batch * g.out_image_len())?;
-        kernels::forward(&g, x, w, bias, &mut out);
+        kernels::forward(&g, x, w, bias, self.relu, &mut out);
         Ok((CpuStorage::F32(out), g.output_shape()))
     }
 
@@ -79,10 +115,15 @@ impl Conv2dOp {
         x: &Tensor,
         w: &Tensor,
         bias: Option<&Tensor>,
+        output: &Tensor,
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         // The seed gradient is often a broadcast (e.g. from `sum`).
         let grad = grad.contiguous()?;
+        let grad = match self.relu {
+            true => relu_masked(&output.contiguous()?, &grad)?,
+            false => grad,
+        };
         let (x, w) = (x.contiguous()?, w.contiguous()?);
         let (_, _, in_h, in_w) = x.dims4()?;
         let dx = if x.track_op() {
@@ -138,10 +179,10 @@ impl CustomOp2 for Conv2dOp {
         &self,
         x: &Tensor,
         w: &Tensor,
-        _res: &Tensor,
+        res: &Tensor,
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        let (dx, dw, _) = self.backward(x, w, None, grad)?;
+        let (dx, dw, _) = self.backward(x, w, None, res, grad)?;
         Ok((dx, dw))
     }
 }
@@ -168,10 +209,10 @@ impl CustomOp3 for Conv2dOp {
         x: &Tensor,
         w: &Tensor,
         b: &Tensor,
-        _res: &Tensor,
+        res: &Tensor,
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        self.backward(x, w, Some(b), grad)
+        self.backward(x, w, Some(b), res, grad)
     }
 }
 

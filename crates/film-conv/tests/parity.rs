@@ -61,6 +61,15 @@ fn case(
 }
 
 fn check(c: &Case, seed: u64) -> Result<()> {
+    check_with(c, seed, false)
+}
+
+/// [`check`] of `relu(conv2d(..))`: the fused epilogue against candle's conv2d and ReLU.
+fn check_relu(c: &Case, seed: u64) -> Result<()> {
+    check_with(c, seed, true)
+}
+
+fn check_with(c: &Case, seed: u64, relu: bool) -> Result<()> {
     let [_, in_channels, _, _] = c.x;
     let x = Var::from_tensor(&random(&c.x, seed)?)?;
     let w_shape = [c.out_channels, in_channels, c.kernel, c.kernel];
@@ -69,8 +78,17 @@ fn check(c: &Case, seed: u64) -> Result<()> {
     let b = Var::from_tensor(&random(&[c.out_channels], seed + 2)?)?;
     let b_arg = c.bias.then_some(b.as_tensor());
 
-    let y_fast = fast::conv2d(&x, &w, b_arg, c.params)?;
-    let y_ref = reference::conv2d(&x, &w, b_arg, c.params)?;
+    let (y_fast, y_ref) = if relu {
+        (
+            fast::conv2d_relu(&x, &w, b_arg, c.params)?,
+            reference::conv2d(&x, &w, b_arg, c.params)?.relu()?,
+        )
+    } else {
+        (
+            fast::conv2d(&x, &w, b_arg, c.params)?,
+            reference::conv2d(&x, &w, b_arg, c.params)?,
+        )
+    };
     let err = rel_err(&y_fast, &y_ref)?;
     assert!(err < TOLERANCE, "{}: forward rel err {err}", c.name);
 
@@ -122,6 +140,26 @@ fn four_by_four_stride_two() -> Result<()> {
     check(&case("4x4 s2 odd", [2, 3, 17, 15], 16, 4, 2, 1, true), 30)?;
     check(&case("4x4 s2 batch 1", [1, 16, 8, 8], 8, 4, 2, 1, false), 31)?;
     check(&case("4x4 s2 batch 3", [3, 5, 12, 10], 7, 4, 2, 1, false), 32)
+}
+
+#[test]
+fn relu_epilogue() -> Result<()> {
+    check_relu(&case("relu 1x1 coords", [3, 66, 8, 8], 64, 1, 1, 0, true), 50)?;
+    check_relu(&case("relu 1x1 batch 1", [1, 17, 5, 7], 9, 1, 1, 0, false), 51)?;
+    check_relu(&case("relu 3x3 odd", [2, 13, 9, 7], 11, 3, 1, 1, true), 52)?;
+    check_relu(&case("relu 4x4 s2", [3, 5, 12, 10], 7, 4, 2, 1, true), 53)
+}
+
+#[test]
+fn relu_epilogue_clips_about_half() -> Result<()> {
+    // The masked backward is only tested if the ReLU clips: random inputs and weights give
+    // outputs of both signs.
+    let x = random(&[2, 8, 6, 6], 60)?;
+    let w = random(&[8, 8, 3, 3], 61)?;
+    let y = fast::conv2d_relu(&x, &w, None, ConvParams { stride: 1, padding: 1 })?;
+    let zeros = y.eq(0f32)?.to_dtype(DType::F32)?.mean_all()?.to_scalar::<f32>()?;
+    assert!((0.3..0.7).contains(&zeros), "{zeros} of the outputs clipped");
+    Ok(())
 }
 
 #[test]

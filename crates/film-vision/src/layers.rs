@@ -27,6 +27,14 @@ impl Module for Conv {
     }
 }
 
+impl Conv {
+    /// `relu(self.forward(x))`, the ReLU fused into the convolution where it runs on the
+    /// project's kernels.
+    pub fn forward_relu(&self, x: &Tensor) -> Result<Tensor> {
+        film_conv::conv2d_relu(x, &self.weight, Some(&self.bias), self.params)
+    }
+}
+
 /// A square convolution with bias; weights Kaiming-uniform as in the reference's
 /// `init_modules`, bias as PyTorch's default.
 pub fn conv2d(

@@ -87,7 +87,7 @@ impl FilmedResBlock {
         } else {
             x.clone()
         };
-        let r = self.input_conv.forward(&Tensor::cat(&[&x, coords], 1)?)?.relu()?;
+        let r = self.input_conv.forward_relu(&Tensor::cat(&[&x, coords], 1)?)?;
         let o = self.conv.forward(&r)?;
         let residual = self.options.residual.then_some(&r);
         match position {
