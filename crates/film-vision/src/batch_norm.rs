@@ -217,10 +217,11 @@ fn coefficients(affine: &[f32], stats: &[f32]) -> Vec<(f32, f32)> {
 /// completely (zero-filling BatchNorm's outputs was about 1.5% of a `mini` training step's
 /// CPU samples). Allocated by candle's own `alloc_uninit`, as candle allocates its op
 /// outputs.
-fn output_buffer(len: usize) -> Result<Vec<f32>> {
+pub(crate) fn output_buffer(len: usize) -> Result<Vec<f32>> {
     use candle_core::backend::{BackendDevice, BackendStorage};
-    // SAFETY: both callers write every element (one row of `spatial` values per (n, c))
-    // before anything reads the buffer, and every bit pattern is a valid f32.
+    // SAFETY: every caller writes each element (whole rows: one per (n, c) here, one per
+    // pooled row in `pool`) before anything reads the buffer, and every bit pattern is a
+    // valid f32.
     match unsafe { candle_core::cpu_backend::CpuDevice.alloc_uninit(&Shape::from(len), DType::F32)? } {
         CpuStorage::F32(buffer) => Ok(buffer),
         other => candle_core::bail!("alloc_uninit gave {:?} storage for F32", other.dtype()),

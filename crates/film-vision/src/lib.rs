@@ -9,8 +9,10 @@ mod batch_norm;
 mod config;
 mod layers;
 mod model;
+mod pool;
 
 pub use batch_norm::BatchNorm;
 pub use config::{BlockOptions, FilmPosition, Pool, Stem, VisionConfig};
 pub use layers::coordinate_maps;
 pub use model::{Classifier, FilmedNetwork, FilmedResBlock};
+pub use pool::max_last_dim;

@@ -156,7 +156,7 @@ impl Classifier {
     pub fn forward_t(&self, x: &Tensor, coords: &Tensor, train: bool) -> Result<Tensor> {
         let x = self.feature_map_t(x, coords, train)?.flatten_from(2)?;
         let pooled = match self.pool {
-            Pool::Max => x.max(D::Minus1)?,
+            Pool::Max => crate::pool::max_last_dim(&x)?,
             Pool::Mean => x.mean(D::Minus1)?,
         };
         let hidden = self
