@@ -156,7 +156,15 @@ fn relu_epilogue_clips_about_half() -> Result<()> {
     // outputs of both signs.
     let x = random(&[2, 8, 6, 6], 60)?;
     let w = random(&[8, 8, 3, 3], 61)?;
-    let y = fast::conv2d_relu(&x, &w, None, ConvParams { stride: 1, padding: 1 })?;
+    let y = fast::conv2d_relu(
+        &x,
+        &w,
+        None,
+        ConvParams {
+            stride: 1,
+            padding: 1,
+        },
+    )?;
     let zeros = y.eq(0f32)?.to_dtype(DType::F32)?.mean_all()?.to_scalar::<f32>()?;
     assert!((0.3..0.7).contains(&zeros), "{zeros} of the outputs clipped");
     Ok(())
