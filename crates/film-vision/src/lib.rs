@@ -15,4 +15,4 @@ pub use batch_norm::BatchNorm;
 pub use config::{BlockOptions, FilmPosition, Pool, Stem, VisionConfig};
 pub use layers::coordinate_maps;
 pub use model::{Classifier, FilmedNetwork, FilmedResBlock};
-pub use pool::max_last_dim;
+pub use pool::global_max_pool;

@@ -154,10 +154,10 @@ impl Classifier {
     }
 
     pub fn forward_t(&self, x: &Tensor, coords: &Tensor, train: bool) -> Result<Tensor> {
-        let x = self.feature_map_t(x, coords, train)?.flatten_from(2)?;
+        let x = self.feature_map_t(x, coords, train)?;
         let pooled = match self.pool {
-            Pool::Max => crate::pool::max_last_dim(&x)?,
-            Pool::Mean => x.mean(D::Minus1)?,
+            Pool::Max => crate::pool::global_max_pool(&x)?,
+            Pool::Mean => x.flatten_from(2)?.mean(D::Minus1)?,
         };
         let hidden = self
             .hidden_norm

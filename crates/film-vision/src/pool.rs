@@ -1,4 +1,5 @@
-//! Global max pooling over the last dimension as one differentiable candle op on the CPU.
+//! Global max pooling (over every spatial position) as one differentiable candle op on
+//! the CPU.
 //!
 //! candle's `max` backward compares every input with the broadcast maximum, casts the
 //! comparison, multiplies it with the broadcast gradient and accumulates the product into a
@@ -13,45 +14,49 @@ use rayon::prelude::*;
 
 use crate::batch_norm::output_buffer;
 
-/// `x.max(D::Minus1)` for a tensor of any rank ≥ 1: the maximum of every row of the last
-/// dimension. The fused op on CPU f32; candle's `max` elsewhere. The gradient goes to the
-/// first position of each row's maximum, as PyTorch's max pooling sends it (candle's `max`
-/// sends it to every tied position).
-pub fn max_last_dim(x: &Tensor) -> Result<Tensor> {
-    if !x.device().is_cpu() || x.dtype() != DType::F32 || x.rank() == 0 {
-        return x.max(candle_core::D::Minus1);
+/// The maximum of each (example, channel) over all positions: x (N, C, *spatial) →
+/// (N, C), i.e. `x.flatten_from(2)?.max(D::Minus1)`. The fused op on CPU f32 (no reshape
+/// node either, whose backward would be one more pass); candle's ops elsewhere. The
+/// gradient goes to the first position of each maximum, as PyTorch's max pooling sends
+/// it (candle's `max` sends it to every tied position).
+pub fn global_max_pool(x: &Tensor) -> Result<Tensor> {
+    if x.rank() < 3 {
+        candle_core::bail!("global max pool: expected (N, C, *spatial), got {:?}", x.shape());
     }
-    x.contiguous()?.apply_op1(MaxLastDim {
+    if !x.device().is_cpu() || x.dtype() != DType::F32 {
+        return x.flatten_from(2)?.max(candle_core::D::Minus1);
+    }
+    x.contiguous()?.apply_op1(GlobalMaxPool {
         argmax: Mutex::new(Vec::new()),
     })
 }
 
 /// One call of the op; the forward keeps each row's argmax here for the backward of the
 /// same graph node.
-struct MaxLastDim {
+struct GlobalMaxPool {
     argmax: Mutex<Vec<u32>>,
 }
 
 /// Rows handed to one thread at a time.
 const ROWS_PER_TASK: usize = 64;
 
-impl CustomOp1 for MaxLastDim {
+impl CustomOp1 for GlobalMaxPool {
     fn name(&self) -> &'static str {
-        "max-last-dim"
+        "global-max-pool"
     }
 
     fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
         let dims = layout.shape().dims();
-        let width = *dims.last().expect("rank checked by max_last_dim");
+        let width: usize = dims[2..].iter().product();
         if width == 0 {
-            candle_core::bail!("max over an empty last dimension of {:?}", layout.shape());
+            candle_core::bail!("global max pool over no positions: {:?}", layout.shape());
         }
         if width > u32::MAX as usize {
-            candle_core::bail!("max over a last dimension of {width} values: too long to index");
+            candle_core::bail!("global max pool over {width} positions: too many to index");
         }
         let data = match layout.contiguous_offsets() {
             Some((start, end)) => &storage.as_slice::<f32>()?[start..end],
-            None => candle_core::bail!("max-last-dim: the input must be contiguous"),
+            None => candle_core::bail!("global max pool: the input must be contiguous"),
         };
         let (max, argmax): (Vec<f32>, Vec<u32>) = data
             .par_chunks(width)
@@ -69,16 +74,16 @@ impl CustomOp1 for MaxLastDim {
             })
             .unzip();
         *self.argmax.lock().expect("argmax lock poisoned") = argmax;
-        Ok((CpuStorage::F32(max), Shape::from(&dims[..dims.len() - 1])))
+        Ok((CpuStorage::F32(max), Shape::from(&dims[..2])))
     }
 
     fn bwd(&self, x: &Tensor, _max: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
-        let width = x.dim(candle_core::D::Minus1)?;
+        let width: usize = x.dims()[2..].iter().product();
         let argmax = self.argmax.lock().expect("argmax lock poisoned");
         let grad = grad.contiguous()?.flatten_all()?.to_vec1::<f32>()?;
         if grad.len() != argmax.len() {
             candle_core::bail!(
-                "max-last-dim backward: {} gradients for {} rows",
+                "global max pool backward: {} gradients for {} rows",
                 grad.len(),
                 argmax.len()
             );
