@@ -108,3 +108,41 @@ fn training_moves_the_running_statistics() -> Result<()> {
     );
     Ok(())
 }
+
+#[test]
+fn statistics_stay_accurate_far_from_zero() -> Result<()> {
+    // A mean 500 times the spread: the running statistics after one training step must
+    // match the exact (f64) batch statistics.
+    let dev = Device::Cpu;
+    let (n, c, s) = (8, 3, 64);
+    let x = (Tensor::randn(0f32, 1.0, (n, c, s), &dev)? + 500.0)?;
+    let varmap = VarMap::new();
+    let norm = BatchNorm::new(c, true, VarBuilder::from_varmap(&varmap, DType::F32, &dev))?;
+    let y = norm.forward_t(&x, true)?;
+    let values = x.to_dtype(DType::F64)?.transpose(0, 1)?.flatten_from(1)?.to_vec2::<f64>()?;
+    let data = varmap.data().lock().unwrap();
+    let running_mean = data["running_mean"].as_tensor().to_vec1::<f32>()?;
+    let running_var = data["running_var"].as_tensor().to_vec1::<f32>()?;
+    for (channel, v) in values.iter().enumerate() {
+        let count = v.len() as f64;
+        let mean = v.iter().sum::<f64>() / count;
+        let unbiased = v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (count - 1.0);
+        // Running statistics start at (0, 1) with momentum 0.1.
+        let expected_mean = 0.1 * mean;
+        let expected_var = 0.9 + 0.1 * unbiased;
+        assert!(
+            (running_mean[channel] as f64 - expected_mean).abs() < 1e-4 * expected_mean.abs(),
+            "channel {channel}: running mean {} vs {expected_mean}",
+            running_mean[channel]
+        );
+        assert!(
+            (running_var[channel] as f64 - expected_var).abs() < 1e-3,
+            "channel {channel}: running var {} vs {expected_var}",
+            running_var[channel]
+        );
+    }
+    // The normalised output has unit spread despite the offset.
+    let spread = y.sqr()?.mean_all()?.to_scalar::<f32>()?;
+    assert!((spread - 1.0).abs() < 1e-2, "E[y²] = {spread}");
+    Ok(())
+}
