@@ -1,5 +1,6 @@
-//! Times the fused GRU recurrence alone at the `mini` preset's size (batch 64, 46 steps,
-//! 256 units): forward and backward apart, median of N calls.
+//! Times the fused GRU layer alone (input projection and recurrence) at the `mini`
+//! preset's size (batch 64, 46 steps, 64-wide embeddings, 256 units): forward and backward
+//! apart, median of N calls.
 //!
 //!     cargo run --release -p film-question --example recurrence_timing -- [iterations]
 //!
@@ -13,19 +14,20 @@
 use std::time::Instant;
 
 use candle_core::{Device, Result, Var};
-use film_question::recurrence::gru_recurrence;
+use film_question::recurrence::gru_layer;
 
 fn main() -> Result<()> {
     let iterations: usize = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(20);
-    let (steps, batch, hidden) = (46, 64, 256);
+    let (steps, batch, input, hidden) = (46, 64, 64, 256);
     let dev = Device::Cpu;
-    let projected = Var::randn(0f32, 1.0, (steps, batch, 3 * hidden), &dev)?;
+    let inputs = Var::randn(0f32, 1.0, (steps, batch, input), &dev)?;
     let weight_hh = Var::randn(0f32, 0.06, (3 * hidden, hidden), &dev)?;
-    let biases = Var::randn(0f32, 0.06, 6 * hidden, &dev)?;
+    // W_ih (3H x E) flattened, then both biases.
+    let packed = Var::randn(0f32, 0.06, 3 * hidden * (input + 2), &dev)?;
     let (mut forward, mut backward) = (vec![], vec![]);
     for i in 0..iterations + 3 {
         let start = Instant::now();
-        let states = gru_recurrence(&projected, &weight_hh, &biases)?;
+        let states = gru_layer(&inputs, &weight_hh, &packed)?;
         let forward_ms = start.elapsed().as_secs_f64() * 1e3;
         let start = Instant::now();
         states.sum_all()?.backward()?;
@@ -37,7 +39,7 @@ fn main() -> Result<()> {
     forward.sort_by(f64::total_cmp);
     backward.sort_by(f64::total_cmp);
     println!(
-        "recurrence {steps}x{batch}x{hidden}, {} threads: forward {:.2} ms, backward {:.2} ms",
+        "GRU layer {steps}x{batch}x{input}->{hidden}, {} threads: forward {:.2} ms, backward {:.2} ms",
         rayon::current_num_threads(),
         forward[iterations / 2],
         backward[iterations / 2]

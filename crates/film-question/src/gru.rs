@@ -58,19 +58,18 @@ impl Gru {
         }
         let steps = lengths.iter().copied().max().unwrap_or(0);
         let h = self.hidden_dim;
-        // The input projection of every step in one matrix product, instead of one per step,
-        // time-major (T, N, 3H) so that each step's rows are contiguous.
+        // Time-major (T, N, D), so that each step's rows are contiguous.
         let inputs = inputs.narrow(1, 0, steps)?.transpose(0, 1)?.contiguous()?;
-        let projected = inputs
-            .reshape((steps * batch, input_dim))?
-            .matmul(&self.weight_ih.t()?)?;
         let all = if fused {
-            // The fused op adds both biases in its gate loop.
-            let biases = Tensor::cat(&[&self.bias_ih, &self.bias_hh], 0)?;
-            let projected = projected.reshape((steps, batch, 3 * h))?;
-            recurrence::gru_recurrence(&projected, &self.weight_hh, &biases)?
+            // The fused op projects the inputs itself and adds both biases in its gate loop.
+            let packed = Tensor::cat(&[&self.weight_ih.flatten_all()?, &self.bias_ih, &self.bias_hh], 0)?;
+            recurrence::gru_layer(&inputs, &self.weight_hh, &packed)?
         } else {
-            let projected = projected
+            // The input projection of every step in one matrix product, instead of one
+            // per step.
+            let projected = inputs
+                .reshape((steps * batch, input_dim))?
+                .matmul(&self.weight_ih.t()?)?
                 .broadcast_add(&self.bias_ih)?
                 .reshape((steps, batch, 3 * h))?;
             self.composed_recurrence(&projected)?

@@ -20,18 +20,23 @@ use gemm::Parallelism;
 use rayon::prelude::*;
 use std::sync::Mutex;
 
-/// Runs the recurrence: `projected` (T, N, 3H) time-major input projections W_ih·input
-/// without their bias, `weight_hh` (3H, H), `biases` (6H,) = b_ih followed by b_hh → every
-/// step's hidden state (T, N, H), starting from h = 0. Time-major keeps each step's rows
+/// A GRU layer over a whole sequence: `inputs` (T, N, E) time-major, `weight_hh` (3H, H),
+/// and `packed` = W_ih (3H, E) flattened, then b_ih and b_hh (3H each) → every step's
+/// hidden state (T, N, H), starting from h = 0. Time-major keeps each step's rows
 /// contiguous for the per-step matrix products.
-pub fn gru_recurrence(projected: &Tensor, weight_hh: &Tensor, biases: &Tensor) -> Result<Tensor> {
-    let projected = projected.contiguous()?;
+///
+/// The input projection W_ih·x is computed inside the op: as a candle product of its own,
+/// its (T·N, 3H) output was a graph node whose gradient candle accumulates into a
+/// zero-filled buffer, two single-threaded passes over the largest tensor of the encoder.
+/// W_ih travels packed with the biases because a custom op takes at most three tensors.
+pub fn gru_layer(inputs: &Tensor, weight_hh: &Tensor, packed: &Tensor) -> Result<Tensor> {
+    let inputs = inputs.contiguous()?;
     let weight_hh = weight_hh.contiguous()?;
-    let biases = biases.contiguous()?;
-    projected.apply_op3(
+    let packed = packed.contiguous()?;
+    inputs.apply_op3(
         &weight_hh,
-        &biases,
-        GruRecurrence {
+        &packed,
+        GruLayer {
             kept: Mutex::new(None),
         },
     )
@@ -39,28 +44,34 @@ pub fn gru_recurrence(projected: &Tensor, weight_hh: &Tensor, biases: &Tensor) -
 
 /// One call of the op. The forward keeps its gates here for the backward of the same
 /// graph node, instead of recomputing them.
-struct GruRecurrence {
+struct GruLayer {
     kept: Mutex<Option<Vec<f32>>>,
 }
 
-/// Sizes of one call: batch, steps, hidden.
+/// Sizes of one call: batch, steps, hidden, input width.
 #[derive(Clone, Copy)]
 struct Dims {
     batch: usize,
     steps: usize,
     hidden: usize,
+    input: usize,
 }
 
-fn dims(projected: &Shape, weight_hh: &Shape, biases: &Shape) -> Result<Dims> {
-    let (steps, batch, gates) = projected.dims3()?;
+fn dims(inputs: &Shape, weight_hh: &Shape, packed: &Shape) -> Result<Dims> {
+    let (steps, batch, input) = inputs.dims3()?;
     let (rows, hidden) = weight_hh.dims2()?;
-    if gates != 3 * hidden || rows != 3 * hidden || biases.elem_count() != 6 * hidden {
+    if rows != 3 * hidden || packed.elem_count() != 3 * hidden * (input + 2) {
         candle_core::bail!(
-            "GRU recurrence: projections {projected:?}, weight_hh {weight_hh:?} and biases {biases:?} \
-             do not agree on 3 x hidden (6 x hidden for both biases)"
+            "GRU layer: inputs {inputs:?}, weight_hh {weight_hh:?} and packed W_ih and biases \
+             {packed:?} do not agree (3H x H, and 3H x E + 6H packed values)"
         );
     }
-    Ok(Dims { batch, steps, hidden })
+    Ok(Dims {
+        batch,
+        steps,
+        hidden,
+        input,
+    })
 }
 
 fn f32_slice<'a>(storage: &'a CpuStorage, layout: &Layout) -> Result<&'a [f32]> {
@@ -226,12 +237,39 @@ const ROWS_PER_TASK: usize = 8;
 
 /// Forward, time-major: `projected` (T, N, 3H) → states (T, N, H), plus the kept gates
 /// (T, N, 4H).
-fn forward(d: Dims, projected: &[f32], weight_hh: &[f32], biases: &[f32]) -> Result<(Vec<f32>, Vec<f32>)> {
+fn forward(d: Dims, inputs: &[f32], weight_hh: &[f32], packed: &[f32]) -> Result<(Vec<f32>, Vec<f32>)> {
     let Dims {
         batch,
         steps,
         hidden: h,
+        input,
     } = d;
+    let (weight_ih, biases) = packed.split_at(3 * h * input);
+    // projected (T·N × 3H) = inputs (T·N × E) · W_ihᵀ, without b_ih (the gate loop adds
+    // both biases).
+    let mut projected = written_buffer(steps * batch * 3 * h)?;
+    // SAFETY: `inputs` is T·N × E, W_ih (3H × E) is read transposed as E × 3H, and
+    // `projected` is a separate T·N × 3H buffer.
+    unsafe {
+        matmul(
+            (steps * batch, 3 * h, input),
+            projected.as_mut_ptr(),
+            3 * h,
+            false,
+            View {
+                ptr: inputs.as_ptr(),
+                row_stride: input as isize,
+                col_stride: 1,
+            },
+            View {
+                ptr: weight_ih.as_ptr(),
+                row_stride: 1,
+                col_stride: input as isize,
+            },
+            parallelism(),
+        );
+    }
+    let projected = &projected[..];
     let mut states = written_buffer(steps * batch * h)?;
     let mut kept = written_buffer(steps * batch * KEPT * h)?;
     let mut hh = vec![0f32; batch * 3 * h];
@@ -415,6 +453,7 @@ fn backward(
         batch,
         steps,
         hidden: h,
+        ..
     } = d;
     let zeros = vec![0f32; batch * h];
     let mut grad_projected = written_buffer(steps * batch * 3 * h)?;
@@ -495,30 +534,94 @@ fn with_values<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> Result<R>) -> Result<R> 
     f(f32_slice(cpu, layout)?)
 }
 
-impl CustomOp3 for GruRecurrence {
+/// The input projection's gradients from the projections' gradient `grad_projected`
+/// (T·N × 3H): d inputs (T·N × E) = grad_projected · W_ih when `want_inputs`, and
+/// d W_ih (3H × E) = grad_projectedᵀ · inputs.
+fn projection_grads(
+    d: Dims,
+    grad_projected: &[f32],
+    inputs: &[f32],
+    weight_ih: &[f32],
+    want_inputs: bool,
+) -> Result<(Option<Vec<f32>>, Vec<f32>)> {
+    let (rows, gates, input) = (d.steps * d.batch, 3 * d.hidden, d.input);
+    let grad_inputs = match want_inputs {
+        true => {
+            let mut grad_inputs = written_buffer(rows * input)?;
+            // SAFETY: grad_projected is rows × 3H, W_ih is 3H × E, and `grad_inputs` is a
+            // separate rows × E buffer.
+            unsafe {
+                matmul(
+                    (rows, input, gates),
+                    grad_inputs.as_mut_ptr(),
+                    input,
+                    false,
+                    View {
+                        ptr: grad_projected.as_ptr(),
+                        row_stride: gates as isize,
+                        col_stride: 1,
+                    },
+                    View {
+                        ptr: weight_ih.as_ptr(),
+                        row_stride: input as isize,
+                        col_stride: 1,
+                    },
+                    parallelism(),
+                );
+            }
+            Some(grad_inputs)
+        }
+        false => None,
+    };
+    let mut grad_weight_ih = written_buffer(gates * input)?;
+    // SAFETY: grad_projected read transposed is 3H × rows, inputs is rows × E, and the
+    // output is a separate 3H × E buffer.
+    unsafe {
+        matmul(
+            (gates, input, rows),
+            grad_weight_ih.as_mut_ptr(),
+            input,
+            false,
+            View {
+                ptr: grad_projected.as_ptr(),
+                row_stride: 1,
+                col_stride: gates as isize,
+            },
+            View {
+                ptr: inputs.as_ptr(),
+                row_stride: input as isize,
+                col_stride: 1,
+            },
+            parallelism(),
+        );
+    }
+    Ok((grad_inputs, grad_weight_ih))
+}
+
+impl CustomOp3 for GruLayer {
     fn name(&self) -> &'static str {
-        "gru-recurrence"
+        "gru-layer"
     }
 
     fn cpu_fwd(
         &self,
-        projected: &CpuStorage,
-        projected_layout: &Layout,
+        inputs: &CpuStorage,
+        inputs_layout: &Layout,
         weight_hh: &CpuStorage,
         weight_layout: &Layout,
-        biases: &CpuStorage,
-        bias_layout: &Layout,
+        packed: &CpuStorage,
+        packed_layout: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         let d = dims(
-            projected_layout.shape(),
+            inputs_layout.shape(),
             weight_layout.shape(),
-            bias_layout.shape(),
+            packed_layout.shape(),
         )?;
         let (states, kept) = forward(
             d,
-            f32_slice(projected, projected_layout)?,
+            f32_slice(inputs, inputs_layout)?,
             f32_slice(weight_hh, weight_layout)?,
-            f32_slice(biases, bias_layout)?,
+            f32_slice(packed, packed_layout)?,
         )?;
         *self.kept.lock().expect("kept gates lock poisoned") = Some(kept);
         Ok((CpuStorage::F32(states), Shape::from((d.steps, d.batch, d.hidden))))
@@ -526,31 +629,44 @@ impl CustomOp3 for GruRecurrence {
 
     fn bwd(
         &self,
-        projected: &Tensor,
+        inputs: &Tensor,
         weight_hh: &Tensor,
-        biases: &Tensor,
+        packed: &Tensor,
         states: &Tensor,
         grad_states: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let d = dims(projected.shape(), weight_hh.shape(), biases.shape())?;
+        let d = dims(inputs.shape(), weight_hh.shape(), packed.shape())?;
         let kept = self.kept.lock().expect("kept gates lock poisoned");
         let Some(kept) = kept.as_ref() else {
-            candle_core::bail!("GRU recurrence: backward before forward")
+            candle_core::bail!("GRU layer: backward before forward")
         };
         // The weights and states are contiguous already; the incoming gradient may not be.
         let grad_states = grad_states.contiguous()?;
-        let (grad_projected, grad_weight, grad_biases) = with_values(weight_hh, |weight_hh| {
+        let (grad_projected, grad_weight_hh, grad_biases) = with_values(weight_hh, |weight_hh| {
             with_values(states, |states| {
                 with_values(&grad_states, |grad_states| {
                     backward(d, weight_hh, states, kept, grad_states)
                 })
             })
         })?;
-        let device = projected.device();
+        // Token embeddings are trained, so the inputs usually want a gradient; a frozen
+        // embedding spares the product.
+        let want_inputs = inputs.track_op();
+        let (grad_inputs, grad_weight_ih) = with_values(inputs, |inputs| {
+            with_values(packed, |packed| {
+                let weight_ih = &packed[..3 * d.hidden * d.input];
+                projection_grads(d, &grad_projected, inputs, weight_ih, want_inputs)
+            })
+        })?;
+        let mut grad_packed = grad_weight_ih;
+        grad_packed.extend_from_slice(&grad_biases);
+        let device = inputs.device();
         Ok((
-            Some(Tensor::from_vec(grad_projected, projected.shape(), device)?),
-            Some(Tensor::from_vec(grad_weight, weight_hh.shape(), device)?),
-            Some(Tensor::from_vec(grad_biases, biases.shape(), device)?),
+            grad_inputs
+                .map(|g| Tensor::from_vec(g, inputs.shape(), device))
+                .transpose()?,
+            Some(Tensor::from_vec(grad_weight_hh, weight_hh.shape(), device)?),
+            Some(Tensor::from_vec(grad_packed, packed.shape(), device)?),
         ))
     }
 }
