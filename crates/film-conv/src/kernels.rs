@@ -244,7 +244,8 @@ fn flip_transpose(g: &ConvGeometry, w: &[f32], flipped: &mut [f32]) {
 }
 
 /// `dx = ∂(sum(dy ⊙ conv(x, w))) / ∂x`: the transposed convolution of `dy`
-/// (N x C_out x OH x OW) with `w`, written into `dx` (N x C_in x H x W).
+/// (N x C_out x OH x OW) with `w`, written into `dx` (N x C_in x H x W), every element
+/// (`dx` may hold anything before).
 pub fn input_grad(g: &ConvGeometry, dy: &[f32], w: &[f32], dx: &mut [f32]) {
     // As a forward convolution the unfolding is a gather (im2col) instead of
     // a scatter-add (col2im), and the GEMM has the forward's better shape

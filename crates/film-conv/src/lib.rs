@@ -14,6 +14,9 @@
 //!   and benchmarks that compare them.
 //! - [`Conv2d`]: a layer built from a [`Conv2dConfig`] and a `VarBuilder`,
 //!   with the same parameter names as `candle_nn::Conv2d` (`weight`, `bias`).
+//! - [`kernels`]: the three kernels on plain f32 slices with a [`ConvGeometry`], for ops
+//!   that fuse a convolution with what follows it (film-vision's convolution +
+//!   BatchNorm + ReLU).
 //!
 //! Supported: any batch, any kernel size, stride and zero padding (the same
 //! on both axes); dilation and groups are 1.
@@ -21,7 +24,7 @@
 mod error;
 mod geometry;
 mod im2col;
-mod kernels;
+pub mod kernels;
 mod module;
 mod op;
 mod scratch;

@@ -96,10 +96,7 @@ impl BatchNorm {
             (channels, 2),
             x.device(),
         )?;
-        let affine = match self.composed.weight_and_bias() {
-            Some((weight, bias)) => Tensor::stack(&[weight, bias], 1)?,
-            None => Tensor::from_vec([1f32, 0.0].repeat(channels), (channels, 2), x.device())?,
-        };
+        let affine = self.affine(x.device())?;
         x.apply_op3(
             &affine,
             &stats,
@@ -110,7 +107,34 @@ impl BatchNorm {
         )
     }
 
-    fn update_running(&self, mean: &[f32], variance: &[f32], count: usize) -> Result<()> {
+    /// (C, 2) rows of [scale, shift]: the learned affine parameters, or [1, 0] without them.
+    pub(crate) fn affine(&self, device: &candle_core::Device) -> Result<Tensor> {
+        match self.composed.weight_and_bias() {
+            Some((weight, bias)) => Tensor::stack(&[weight, bias], 1),
+            None => Tensor::from_vec([1f32, 0.0].repeat(self.channels), (self.channels, 2), device),
+        }
+    }
+
+    /// Whether the BatchNorm has learned affine parameters.
+    pub(crate) fn has_affine(&self) -> bool {
+        self.composed.weight_and_bias().is_some()
+    }
+
+    pub(crate) fn eps(&self) -> f64 {
+        self.composed.eps()
+    }
+
+    /// The running mean and variance, for evaluation.
+    pub(crate) fn running_statistics(&self) -> Result<(Vec<f32>, Vec<f32>)> {
+        Ok((
+            self.running_mean.as_tensor().to_vec1::<f32>()?,
+            self.running_var.as_tensor().to_vec1::<f32>()?,
+        ))
+    }
+
+    /// Moves the running statistics towards a batch's `mean` and biased `variance` over
+    /// `count` values per channel, as PyTorch does.
+    pub(crate) fn update_running(&self, mean: &[f32], variance: &[f32], count: usize) -> Result<()> {
         let momentum = self.composed.momentum();
         let device = self.running_mean.device();
         // PyTorch keeps the unbiased variance in its running estimate.
@@ -137,8 +161,18 @@ fn channel_statistics(
         candle_core::bail!("BatchNorm statistics: the input is not on the CPU")
     };
     let data = contiguous(cpu, layout)?;
+    Ok(statistics(data, batch, channels, spatial))
+}
+
+/// [`channel_statistics`] of a contiguous (N, C, S) slice.
+pub(crate) fn statistics(
+    data: &[f32],
+    batch: usize,
+    channels: usize,
+    spatial: usize,
+) -> (Vec<f32>, Vec<f32>) {
     let count = (batch * spatial) as f64;
-    Ok((0..channels)
+    (0..channels)
         .into_par_iter()
         .map(|c| {
             let rows = || (0..batch).map(move |n| &data[(n * channels + c) * spatial..][..spatial]);
@@ -153,7 +187,7 @@ fn channel_statistics(
                 / count;
             (m, variance as f32)
         })
-        .unzip())
+        .unzip()
 }
 
 /// Lanes of independent partial sums: one f32 accumulator is a serial dependency that the
@@ -202,7 +236,7 @@ struct FusedBatchNorm {
 }
 
 /// Per-channel y = a·x + b coefficients from the affine parameters and statistics.
-fn coefficients(affine: &[f32], stats: &[f32]) -> Vec<(f32, f32)> {
+pub(crate) fn coefficients(affine: &[f32], stats: &[f32]) -> Vec<(f32, f32)> {
     affine
         .chunks_exact(2)
         .zip(stats.chunks_exact(2))
@@ -226,6 +260,105 @@ pub(crate) fn output_buffer(len: usize) -> Result<Vec<f32>> {
         CpuStorage::F32(buffer) => Ok(buffer),
         other => candle_core::bail!("alloc_uninit gave {:?} storage for F32", other.dtype()),
     }
+}
+
+/// y = [relu](a_c · x + b_c) for x (N, C, S) contiguous, `coef[c]` = (a_c, b_c).
+pub(crate) fn normalize(
+    x: &[f32],
+    coef: &[(f32, f32)],
+    relu: bool,
+    channels: usize,
+    spatial: usize,
+) -> Result<Vec<f32>> {
+    let mut y = output_buffer(x.len())?;
+    y.par_chunks_mut(spatial)
+        .with_min_len(GRAIN / spatial.max(1) + 1)
+        .zip(x.par_chunks(spatial))
+        .enumerate()
+        .for_each(|(row, (y, x))| {
+            let (a, b) = coef[row % channels];
+            if relu {
+                for (y, &x) in y.iter_mut().zip(x) {
+                    *y = (a * x + b).max(0.0);
+                }
+            } else {
+                for (y, &x) in y.iter_mut().zip(x) {
+                    *y = a * x + b;
+                }
+            }
+        });
+    Ok(y)
+}
+
+/// BatchNorm's (and ReLU's) backward on slices: from the input `xs` and output gradient
+/// `dy` (N, C, S), the affine parameters and statistics as [`FusedBatchNorm`] takes them,
+/// the input gradient and the (C, 2) [d scale, d shift] rows.
+pub(crate) fn normalize_backward(
+    xs: &[f32],
+    dy: &[f32],
+    affine_values: &[f32],
+    stat_values: &[f32],
+    relu: bool,
+    batch_statistics: bool,
+    (batch, channels, spatial): (usize, usize, usize),
+) -> Result<(Vec<f32>, Vec<f32>)> {
+    let coef = coefficients(affine_values, stat_values);
+    // The gradient reaching the normalised value: through the ReLU mask (kept where the
+    // pre-activation is ≥ 0, as candle's ReLU does), as a product with 0 or 1. Written
+    // as a select (or as a bit mask, which LLVM turns back into one) the sums loop below
+    // compiled to a branch per value, mispredicted on about half of a ReLU's inputs. A
+    // non-finite dy stays non-finite under the mask, which only makes a bad step louder.
+    let masked = move |(a, b): (f32, f32), x: f32, dy: f32| {
+        let keep = !relu | (a * x + b >= 0.0);
+        dy * f32::from(u8::from(keep))
+    };
+    // Per channel: Σ g and Σ g · x̂, rows summed in f32, rows accumulated in f64.
+    let sums: Vec<(f64, f64)> = (0..channels)
+        .into_par_iter()
+        .map(|c| {
+            let (mean, inv_std) = (stat_values[2 * c], stat_values[2 * c + 1]);
+            let ab = coef[c];
+            let (mut sum_g, mut sum_gx) = (0f64, 0f64);
+            for n in 0..batch {
+                let start = (n * channels + c) * spatial;
+                let (row_g, row_gx) =
+                    paired_sums(&xs[start..][..spatial], &dy[start..][..spatial], |x, dy| {
+                        let g = masked(ab, x, dy);
+                        (g, g * (x - mean))
+                    });
+                sum_g += row_g as f64;
+                sum_gx += (row_gx * inv_std) as f64;
+            }
+            (sum_g, sum_gx)
+        })
+        .collect();
+    let count = (batch * spatial) as f32;
+    let mut dx = output_buffer(xs.len())?;
+    dx.par_chunks_mut(spatial)
+        .with_min_len(GRAIN / spatial.max(1) + 1)
+        .zip(xs.par_chunks(spatial).zip(dy.par_chunks(spatial)))
+        .enumerate()
+        .for_each(|(row, (dx, (xs, dy)))| {
+            let c = row % channels;
+            let ab = coef[c];
+            let (mean, inv_std) = (stat_values[2 * c], stat_values[2 * c + 1]);
+            let scale = affine_values[2 * c] * inv_std;
+            let (mean_g, slope) = if batch_statistics {
+                // dx = scale · (g - mean(g) - x̂ · mean(g x̂)), x̂ = (x - mean) · inv_std
+                let mean_g = sums[c].0 as f32 / count;
+                (mean_g, inv_std * sums[c].1 as f32 / count)
+            } else {
+                (0.0, 0.0)
+            };
+            for ((dx, &x), &dy) in dx.iter_mut().zip(xs).zip(dy) {
+                *dx = scale * (masked(ab, x, dy) - mean_g - (x - mean) * slope);
+            }
+        });
+    let grad_affine: Vec<f32> = sums
+        .iter()
+        .flat_map(|&(sum_g, sum_gx)| [sum_gx as f32, sum_g as f32])
+        .collect();
+    Ok((dx, grad_affine))
 }
 
 /// Work handed to one thread at a time, in elements: small tensors stay on one thread.
@@ -253,24 +386,7 @@ impl CustomOp3 for FusedBatchNorm {
             contiguous(affine, affine_layout)?,
             contiguous(stats, stats_layout)?,
         );
-        let mut y = output_buffer(x.len())?;
-        let relu = self.relu;
-        y.par_chunks_mut(spatial)
-            .with_min_len(GRAIN / spatial.max(1) + 1)
-            .zip(x.par_chunks(spatial))
-            .enumerate()
-            .for_each(|(row, (y, x))| {
-                let (a, b) = coef[row % channels];
-                if relu {
-                    for (y, &x) in y.iter_mut().zip(x) {
-                        *y = (a * x + b).max(0.0);
-                    }
-                } else {
-                    for (y, &x) in y.iter_mut().zip(x) {
-                        *y = a * x + b;
-                    }
-                }
-            });
+        let y = normalize(x, &coef, self.relu, channels, spatial)?;
         Ok((CpuStorage::F32(y), shape))
     }
 
@@ -295,65 +411,16 @@ impl CustomOp3 for FusedBatchNorm {
         let (xs, dy) = (contiguous(x_cpu, x_layout)?, contiguous(dy_cpu, dy_layout)?);
         let affine_values = affine.flatten_all()?.to_vec1::<f32>()?;
         let stat_values = stats.flatten_all()?.to_vec1::<f32>()?;
-        let coef = coefficients(&affine_values, &stat_values);
-        let relu = self.relu;
-        // The gradient reaching the normalised value: through the ReLU mask (kept where the
-        // pre-activation is ≥ 0, as candle's ReLU does), as a product with 0 or 1. Written
-        // as a select (or as a bit mask, which LLVM turns back into one) the sums loop below
-        // compiled to a branch per value, mispredicted on about half of a ReLU's inputs. A
-        // non-finite dy stays non-finite under the mask, which only makes a bad step louder.
-        let masked = move |(a, b): (f32, f32), x: f32, dy: f32| {
-            let keep = !relu | (a * x + b >= 0.0);
-            dy * f32::from(u8::from(keep))
-        };
-        // Per channel: Σ g and Σ g · x̂, rows summed in f32, rows accumulated in f64.
-        let sums: Vec<(f64, f64)> = (0..channels)
-            .into_par_iter()
-            .map(|c| {
-                let (mean, inv_std) = (stat_values[2 * c], stat_values[2 * c + 1]);
-                let ab = coef[c];
-                let (mut sum_g, mut sum_gx) = (0f64, 0f64);
-                for n in 0..batch {
-                    let start = (n * channels + c) * spatial;
-                    let (row_g, row_gx) =
-                        paired_sums(&xs[start..][..spatial], &dy[start..][..spatial], |x, dy| {
-                            let g = masked(ab, x, dy);
-                            (g, g * (x - mean))
-                        });
-                    sum_g += row_g as f64;
-                    sum_gx += (row_gx * inv_std) as f64;
-                }
-                (sum_g, sum_gx)
-            })
-            .collect();
-        let count = (batch * spatial) as f32;
-        let batch_statistics = self.batch_statistics;
-        let mut dx = output_buffer(xs.len())?;
-        dx.par_chunks_mut(spatial)
-            .with_min_len(GRAIN / spatial.max(1) + 1)
-            .zip(xs.par_chunks(spatial).zip(dy.par_chunks(spatial)))
-            .enumerate()
-            .for_each(|(row, (dx, (xs, dy)))| {
-                let c = row % channels;
-                let ab = coef[c];
-                let (mean, inv_std) = (stat_values[2 * c], stat_values[2 * c + 1]);
-                let scale = affine_values[2 * c] * inv_std;
-                let (mean_g, slope) = if batch_statistics {
-                    // dx = scale · (g - mean(g) - x̂ · mean(g x̂)), x̂ = (x - mean) · inv_std
-                    let mean_g = sums[c].0 as f32 / count;
-                    (mean_g, inv_std * sums[c].1 as f32 / count)
-                } else {
-                    (0.0, 0.0)
-                };
-                for ((dx, &x), &dy) in dx.iter_mut().zip(xs).zip(dy) {
-                    *dx = scale * (masked(ab, x, dy) - mean_g - (x - mean) * slope);
-                }
-            });
+        let (dx, grad_affine) = normalize_backward(
+            xs,
+            dy,
+            &affine_values,
+            &stat_values,
+            self.relu,
+            self.batch_statistics,
+            (batch, channels, spatial),
+        )?;
         let device = x.device();
-        let grad_affine: Vec<f32> = sums
-            .iter()
-            .flat_map(|&(sum_g, sum_gx)| [sum_gx as f32, sum_g as f32])
-            .collect();
         Ok((
             Some(Tensor::from_vec(dx, x.shape(), device)?),
             Some(Tensor::from_vec(grad_affine, (channels, 2), device)?),

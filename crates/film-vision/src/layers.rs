@@ -33,6 +33,18 @@ impl Conv {
     pub fn forward_relu(&self, x: &Tensor) -> Result<Tensor> {
         film_conv::conv2d_relu(x, &self.weight, Some(&self.bias), self.params)
     }
+
+    pub(crate) fn weight(&self) -> &Tensor {
+        &self.weight
+    }
+
+    pub(crate) fn bias(&self) -> &Tensor {
+        &self.bias
+    }
+
+    pub(crate) fn params(&self) -> ConvParams {
+        self.params
+    }
 }
 
 /// A square convolution with bias; weights Kaiming-uniform as in the reference's

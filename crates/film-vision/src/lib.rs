@@ -7,6 +7,7 @@
 
 mod batch_norm;
 mod config;
+mod conv_norm;
 mod layers;
 mod model;
 mod pool;

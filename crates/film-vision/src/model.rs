@@ -1,12 +1,15 @@
 //! The FiLMed network, top to bottom as in Figure 3 of the paper: a stem, FiLMed residual
 //! blocks that see coordinate maps, and a classifier.
 
+use std::sync::{Arc, Mutex};
+
 use candle_core::{Module, Result, Tensor, D};
 use candle_nn::{Linear, VarBuilder};
 use film_layer::{film_fused, split_film_params, ChannelLayout};
 
 use crate::batch_norm::BatchNorm;
 use crate::config::{BlockOptions, FilmPosition, Pool, Stem, VisionConfig};
+use crate::conv_norm::ConvNormReluOp;
 use crate::layers::{conv2d, coordinate_maps, linear, Conv};
 
 /// conv → BatchNorm → ReLU, the unit of both stems.
@@ -32,7 +35,39 @@ impl ConvNormRelu {
     }
 
     fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        self.norm.forward_relu_t(&self.conv.forward(x)?, train)
+        let fused = x.device().is_cpu()
+            && film_conv::fast::supports(x, self.conv.weight(), Some(self.conv.bias()))
+            && self.norm.has_affine();
+        if fused {
+            self.fused_forward_t(x, train)
+        } else {
+            self.norm.forward_relu_t(&self.conv.forward(x)?, train)
+        }
+    }
+
+    /// The same as one op ([`crate::conv_norm`]) on the CPU.
+    fn fused_forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        let saved = Arc::new(Mutex::new(None));
+        let op = ConvNormReluOp {
+            conv: self.conv.params(),
+            batch_statistics: train,
+            eps: self.norm.eps(),
+            running: match train {
+                true => None,
+                false => Some(self.norm.running_statistics()?),
+            },
+            saved: saved.clone(),
+        };
+        let affine = self.norm.affine(x.device())?;
+        let params = Tensor::cat(&[&self.conv.bias().unsqueeze(1)?, &affine], 1)?;
+        let y = x
+            .contiguous()?
+            .apply_op3(&self.conv.weight().contiguous()?, &params, op)?;
+        if let Some((mean, variance)) = ConvNormReluOp::take_batch_statistics(&saved) {
+            let (batch, _, h, w) = y.dims4()?;
+            self.norm.update_running(&mean, &variance, batch * h * w)?;
+        }
+        Ok(y)
     }
 }
 
@@ -260,5 +295,118 @@ impl FilmedNetwork {
     fn coords(x: &Tensor) -> Result<Tensor> {
         let (batch, _, height, width) = x.dims4()?;
         coordinate_maps(batch, height, width, x)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{DType, Device, Var};
+    use candle_nn::VarMap;
+
+    fn max_relative_error(a: &Tensor, b: &Tensor) -> Result<f32> {
+        let scale = b.abs()?.max_all()?.to_scalar::<f32>()?.max(1e-6);
+        Ok((a - b)?.abs()?.max_all()?.to_scalar::<f32>()? / scale)
+    }
+
+    /// The fused convolution + BatchNorm + ReLU against the same layer run as its separate
+    /// ops (each tested against candle on its own): output, every gradient and the running
+    /// statistics, in training and then in evaluation.
+    fn check(
+        in_c: usize,
+        out_c: usize,
+        kernel: usize,
+        stride: usize,
+        padding: usize,
+        x_shape: (usize, usize, usize, usize),
+    ) -> Result<()> {
+        let dev = Device::Cpu;
+        let varmap = VarMap::new();
+        let layer = ConvNormRelu::new(
+            in_c,
+            out_c,
+            kernel,
+            stride,
+            padding,
+            VarBuilder::from_varmap(&varmap, DType::F32, &dev),
+        )?;
+        // Non-trivial BatchNorm parameters and running statistics.
+        for (name, var) in varmap.data().lock().unwrap().iter() {
+            if name.starts_with("bn.") {
+                let values = Tensor::randn(0f32, 0.3, var.shape(), &dev)?;
+                let values = match name.as_str() {
+                    "bn.running_var" | "bn.weight" => (values.abs()? + 0.5)?,
+                    _ => values,
+                };
+                var.set(&values)?;
+            }
+        }
+        let snapshot: Vec<(String, Tensor)> = varmap
+            .data()
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(n, v)| Ok((n.clone(), v.as_tensor().copy()?)))
+            .collect::<Result<_>>()?;
+        let restore = || -> Result<()> {
+            let data = varmap.data().lock().unwrap();
+            for (name, value) in &snapshot {
+                data[name].set(value)?;
+            }
+            Ok(())
+        };
+        let x = Var::randn(0f32, 1.0, x_shape, &dev)?;
+        for train in [true, false] {
+            restore()?;
+            let separate = layer.norm.forward_relu_t(&layer.conv.forward(&x)?, train)?;
+            let running_separate: Vec<Tensor> = ["bn.running_mean", "bn.running_var"]
+                .iter()
+                .map(|n| varmap.data().lock().unwrap()[*n].as_tensor().copy())
+                .collect::<Result<_>>()?;
+            restore()?;
+            let fused = layer.fused_forward_t(&x, train)?;
+            let what = format!("{kernel}x{kernel}/{stride} {x_shape:?}, train {train}");
+            let err = max_relative_error(&fused, &separate)?;
+            assert!(err < 1e-5, "output differs by {err} ({what})");
+            for (name, expected) in ["bn.running_mean", "bn.running_var"]
+                .iter()
+                .zip(&running_separate)
+            {
+                let got = varmap.data().lock().unwrap()[*name].as_tensor().copy()?;
+                let err = max_relative_error(&got, expected)?;
+                assert!(err < 1e-5, "{name} differs by {err} ({what})");
+            }
+            let weights = Tensor::randn(0f32, 1.0, fused.shape(), &dev)?;
+            let grads_fused = (fused * &weights)?.sum_all()?.backward()?;
+            let grads_separate = (separate * &weights)?.sum_all()?.backward()?;
+            let mut tensors: Vec<(String, Tensor)> = varmap
+                .data()
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|(n, _)| !n.contains("running"))
+                .map(|(n, v)| (n.clone(), v.as_tensor().clone()))
+                .collect();
+            tensors.push(("input".into(), x.as_tensor().clone()));
+            for (name, t) in tensors {
+                let (f, s) = (grads_fused.get(&t), grads_separate.get(&t));
+                let err = max_relative_error(
+                    f.unwrap_or_else(|| panic!("no fused gradient for {name} ({what})")),
+                    s.expect("separate gradient"),
+                )?;
+                assert!(err < 1e-4, "d{name} differs by {err} ({what})");
+            }
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn fused_conv_norm_relu_matches_the_separate_ops() -> Result<()> {
+        // The raw-pixel stem's 4x4 stride-2 layers, the features stem's 3x3 and the
+        // classifier's 1x1 projection.
+        check(3, 8, 4, 2, 1, (4, 3, 16, 12))?;
+        check(8, 8, 4, 2, 1, (2, 8, 9, 7))?;
+        check(6, 5, 3, 1, 1, (3, 6, 5, 5))?;
+        check(7, 9, 1, 1, 0, (5, 7, 4, 3))
     }
 }

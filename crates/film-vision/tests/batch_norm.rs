@@ -119,7 +119,11 @@ fn statistics_stay_accurate_far_from_zero() -> Result<()> {
     let varmap = VarMap::new();
     let norm = BatchNorm::new(c, true, VarBuilder::from_varmap(&varmap, DType::F32, &dev))?;
     let y = norm.forward_t(&x, true)?;
-    let values = x.to_dtype(DType::F64)?.transpose(0, 1)?.flatten_from(1)?.to_vec2::<f64>()?;
+    let values = x
+        .to_dtype(DType::F64)?
+        .transpose(0, 1)?
+        .flatten_from(1)?
+        .to_vec2::<f64>()?;
     let data = varmap.data().lock().unwrap();
     let running_mean = data["running_mean"].as_tensor().to_vec1::<f32>()?;
     let running_var = data["running_var"].as_tensor().to_vec1::<f32>()?;
