@@ -11,7 +11,7 @@
 //! # Example: a tiny conditioned network, trained
 //!
 //! A class label selects (γ, β) through a linear layer; FiLM modulates image features
-//! with them. A few steps of gradient descent make the loss fall.
+//! with them. Gradient descent makes the loss fall.
 //!
 //! ```
 //! use candle_core::{DType, Device, Module, Tensor, D};
@@ -35,7 +35,9 @@
 //!
 //! let mut sgd = SGD::new(varmap.all_vars(), 0.5)?;
 //! let mut losses = Vec::new();
-//! for _ in 0..30 {
+//! // 80 steps: over 300 random initialisations, 30 steps left the loss above a tenth of
+//! // its start 6% of the time, 60 steps at most at 0.04 of it.
+//! for _ in 0..80 {
 //!     let params = generator.forward(&one_hot)?.unsqueeze(1)?;
 //!     let (gamma, beta) = split_film_params(&params)?.remove(0);
 //!     let y = film.forward(&features, &gamma, &beta)?;
@@ -44,7 +46,7 @@
 //!     sgd.backward_step(&loss)?;
 //!     losses.push(loss.to_scalar::<f32>()?);
 //! }
-//! assert!(losses[29] < 0.1 * losses[0], "loss did not fall: {losses:?}");
+//! assert!(losses[79] < 0.1 * losses[0], "loss did not fall: {losses:?}");
 //! # Ok(())
 //! # }
 //! ```
