@@ -219,10 +219,15 @@ fn paired_sums(a: &[f32], b: &[f32], term: impl Fn(f32, f32) -> (f32, f32)) -> (
 }
 
 fn contiguous<'a>(storage: &'a CpuStorage, layout: &Layout) -> Result<&'a [f32]> {
+    f32_data("fused BatchNorm", storage, layout)
+}
+
+/// The f32 values of a contiguous CPU storage; `op` names the op in the error.
+pub(crate) fn f32_data<'a>(op: &str, storage: &'a CpuStorage, layout: &Layout) -> Result<&'a [f32]> {
     let data = storage.as_slice::<f32>()?;
     match layout.contiguous_offsets() {
         Some((start, end)) => Ok(&data[start..end]),
-        None => candle_core::bail!("fused BatchNorm: the input must be contiguous"),
+        None => candle_core::bail!("{op}: the inputs must be contiguous, got {layout:?}"),
     }
 }
 

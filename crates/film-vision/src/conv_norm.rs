@@ -14,7 +14,10 @@ use std::sync::{Arc, Mutex};
 use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
 use film_conv::{kernels, ConvGeometry, ConvParams};
 
-use crate::batch_norm::{coefficients, normalize, normalize_backward, output_buffer, statistics};
+use crate::batch_norm::{coefficients, f32_data, normalize, normalize_backward, output_buffer, statistics};
+
+/// The op's name in errors.
+const OP: &str = "convolution + BatchNorm";
 
 /// What the forward leaves for the backward and for the running statistics' update.
 pub(crate) struct Saved {
@@ -46,20 +49,12 @@ fn split_params(params: &[f32]) -> (Vec<f32>, Vec<f32>) {
     (bias, affine)
 }
 
-fn f32_data<'a>(what: &str, storage: &'a CpuStorage, layout: &Layout) -> Result<&'a [f32]> {
-    let data = storage.as_slice::<f32>()?;
-    match layout.contiguous_offsets() {
-        Some((start, end)) => Ok(&data[start..end]),
-        None => candle_core::bail!("convolution + BatchNorm: the {what} must be contiguous"),
-    }
-}
-
 fn with_f32<R>(what: &str, t: &Tensor, f: impl FnOnce(&[f32]) -> Result<R>) -> Result<R> {
     let (storage, layout) = t.storage_and_layout();
     let candle_core::Storage::Cpu(cpu) = &*storage else {
         candle_core::bail!("convolution + BatchNorm: the {what} is not on the CPU")
     };
-    f(f32_data(what, cpu, layout)?)
+    f(f32_data(OP, cpu, layout)?)
 }
 
 impl ConvNormReluOp {
@@ -96,8 +91,8 @@ impl CustomOp3 for ConvNormReluOp {
                 g.out_channels
             );
         }
-        let (x, w) = (f32_data("input", x, x_layout)?, f32_data("weight", w, w_layout)?);
-        let (bias, affine) = split_params(f32_data("parameters", params, params_layout)?);
+        let (x, w) = (f32_data(OP, x, x_layout)?, f32_data(OP, w, w_layout)?);
+        let (bias, affine) = split_params(f32_data(OP, params, params_layout)?);
         let mut conv_out = output_buffer(g.batch * g.out_image_len())?;
         kernels::forward(&g, x, w, Some(&bias), false, &mut conv_out);
 
