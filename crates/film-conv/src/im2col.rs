@@ -54,6 +54,17 @@ impl PhasedPlane {
         (kx % self.stride) * self.rows * self.phase_w + kx / self.stride
     }
 
+    /// For each patch-matrix row of one channel ((ky, kx) in the weight's order), the
+    /// offset of its run along padded row 0. Computed once per call: the divisions by the
+    /// stride in [`PhasedPlane::column_offset`] were, per channel and kernel position, a
+    /// visible part of unfolding the blocks' 8x8 maps.
+    fn run_offsets(&self, g: &ConvGeometry) -> Vec<usize> {
+        (0..g.kernel_h)
+            .flat_map(|ky| (0..g.kernel_w).map(move |kx| (ky, kx)))
+            .map(|(ky, kx)| self.column_offset(kx) + ky * self.phase_w)
+            .collect()
+    }
+
     /// The input columns that land in phase `r`: the first input column
     /// `ix0` and its entry `j0` in the phase (then every `stride`-th column).
     fn phase_start(&self, r: usize) -> (usize, usize) {
@@ -88,6 +99,13 @@ impl PhasedPlane {
     /// are never written, so they stay zero from [`PhasedPlane::new`].
     fn load(&mut self, plane: &[f32], in_w: usize) {
         let (s, p) = (self.stride, self.padding);
+        if s == 1 {
+            let (rows, phase_w) = (plane.chunks_exact(in_w), self.phase_w);
+            for (dst, src) in self.data[p * phase_w + p..].chunks_mut(phase_w).zip(rows) {
+                dst[..in_w].copy_from_slice(src);
+            }
+            return;
+        }
         for (iy, src) in plane.chunks_exact(in_w).enumerate() {
             if s == 2 {
                 let (even, odd) = self.stride_two_rows(iy, in_w);
@@ -105,10 +123,6 @@ impl PhasedPlane {
                 let (ix0, j0) = self.phase_start(r);
                 let row = (r * self.rows + iy + p) * self.phase_w;
                 let dst = &mut self.data[row + j0..row + self.phase_w];
-                if s == 1 {
-                    dst[..in_w].copy_from_slice(src);
-                    continue;
-                }
                 for (d, v) in dst.iter_mut().zip(src.iter().skip(ix0).step_by(s)) {
                     *d = *v;
                 }
@@ -119,6 +133,13 @@ impl PhasedPlane {
     /// Adds the interior onto `plane` (`in_h x in_w`).
     fn add_interior_to(&mut self, plane: &mut [f32], in_w: usize) {
         let (s, p) = (self.stride, self.padding);
+        if s == 1 {
+            let (rows, phase_w) = (plane.chunks_exact_mut(in_w), self.phase_w);
+            for (src, dst) in self.data[p * phase_w + p..].chunks(phase_w).zip(rows) {
+                add_run(dst, src);
+            }
+            return;
+        }
         for (iy, dst) in plane.chunks_exact_mut(in_w).enumerate() {
             if s == 2 {
                 let (even, odd) = self.stride_two_rows(iy, in_w);
@@ -162,6 +183,23 @@ fn copy_run(dst: &mut [f32], src: &[f32]) {
     }
 }
 
+/// Runs of exactly `N` values: run `i` of `dst` (its `i`-th `N` values) is
+/// `src[i * step..][..N]`. The bounds are checked once for all runs, not per run.
+#[inline(always)]
+fn copy_runs<const N: usize>(dst: &mut [f32], src: &[f32], step: usize) {
+    let (runs, rest) = dst.as_chunks_mut::<N>();
+    assert!(rest.is_empty());
+    let Some(last) = runs.len().checked_sub(1) else {
+        return;
+    };
+    assert!(last * step + N <= src.len());
+    for (i, run) in runs.iter_mut().enumerate() {
+        // SAFETY: i * step + N <= last * step + N <= src.len(), asserted above, and
+        // [f32; N] has no alignment beyond f32's.
+        *run = unsafe { src.as_ptr().add(i * step).cast::<[f32; N]>().read_unaligned() };
+    }
+}
+
 /// `dst += src[..dst.len()]`, in fixed-size chunks.
 #[inline(always)]
 fn add_run(dst: &mut [f32], src: &[f32]) {
@@ -184,16 +222,25 @@ pub fn im2col(g: &ConvGeometry, image: &[f32], oy0: usize, oy1: usize, cols: &mu
     let band = (oy1 - oy0) * g.out_w;
     debug_assert_eq!(cols.len(), g.patch_len() * band);
     let mut phased = PhasedPlane::new(g);
+    let offsets = phased.run_offsets(g);
+    let step = g.stride * phased.phase_w;
     let mut rows = cols.chunks_exact_mut(band);
     for plane in image.chunks_exact(g.in_plane()) {
         phased.load(plane, g.in_w);
-        for ky in 0..g.kernel_h {
-            for kx in 0..g.kernel_w {
-                let row = rows.next().expect("patch matrix has K rows");
-                let base = phased.column_offset(kx) + ky * phased.phase_w;
-                let step = g.stride * phased.phase_w;
-                for (oy, dst) in (oy0..oy1).zip(row.chunks_exact_mut(g.out_w)) {
-                    copy_run(dst, &phased.data[base + oy * step..]);
+        for &base in &offsets {
+            let row = rows.next().expect("patch matrix has K rows");
+            let src = &phased.data[base + oy0 * step..];
+            match g.out_w {
+                // The trunk's map widths (`mini`: 32, 16 and 8; the paper's: 14):
+                // a run of known length is a few register moves, not a loop.
+                8 => copy_runs::<8>(row, src, step),
+                14 => copy_runs::<14>(row, src, step),
+                16 => copy_runs::<16>(row, src, step),
+                32 => copy_runs::<32>(row, src, step),
+                _ => {
+                    for (i, dst) in row.chunks_exact_mut(g.out_w).enumerate() {
+                        copy_run(dst, &src[i * step..]);
+                    }
                 }
             }
         }
@@ -206,19 +253,17 @@ pub fn col2im_add(g: &ConvGeometry, cols: &[f32], oy0: usize, oy1: usize, image:
     let band = (oy1 - oy0) * g.out_w;
     debug_assert_eq!(cols.len(), g.patch_len() * band);
     let mut phased = PhasedPlane::new(g);
+    let offsets = phased.run_offsets(g);
+    let step = g.stride * phased.phase_w;
     let mut rows = cols.chunks_exact(band);
     for plane in image.chunks_exact_mut(g.in_plane()) {
         // Gradients that land on the padding are accumulated there and dropped.
         phased.data.fill(0.0);
-        for ky in 0..g.kernel_h {
-            for kx in 0..g.kernel_w {
-                let row = rows.next().expect("patch matrix has K rows");
-                let base = phased.column_offset(kx) + ky * phased.phase_w;
-                let step = g.stride * phased.phase_w;
-                for (oy, src) in (oy0..oy1).zip(row.chunks_exact(g.out_w)) {
-                    let start = base + oy * step;
-                    add_run(&mut phased.data[start..start + g.out_w], src);
-                }
+        for &base in &offsets {
+            let row = rows.next().expect("patch matrix has K rows");
+            for (oy, src) in (oy0..oy1).zip(row.chunks_exact(g.out_w)) {
+                let start = base + oy * step;
+                add_run(&mut phased.data[start..start + g.out_w], src);
             }
         }
         phased.add_interior_to(plane, g.in_w);
@@ -285,6 +330,10 @@ mod tests {
             geometry(1, 5, 13, 2, 1, 0),
             geometry(2, 20, 19, 5, 2, 2),
             geometry(4, 6, 6, 1, 1, 0),
+            // Output widths with a fixed-length copy: 14, 16 and 32.
+            geometry(2, 14, 14, 3, 1, 1),
+            geometry(2, 32, 32, 4, 2, 1),
+            geometry(1, 64, 64, 4, 2, 1),
         ]
     }
 
