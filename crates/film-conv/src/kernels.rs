@@ -123,21 +123,43 @@ where
 /// `w` is C_out x C_in x KH x KW, `out` is N x C_out x OH x OW, all contiguous. The ReLU
 /// runs on each image's output right after its products, while it is in cache.
 pub fn forward(g: &ConvGeometry, x: &[f32], w: &[f32], bias: Option<&[f32]>, relu: bool, out: &mut [f32]) {
-    for_each_image(
-        g,
-        x,
-        g.in_image_len(),
-        out,
-        g.out_image_len(),
-        |image, out, par| {
-            forward_image(g, image, w, bias, out, par);
-            if relu {
-                for v in out.iter_mut() {
-                    *v = v.max(0.0);
-                }
+    forward_with(g, x, w, bias, out, |out| {
+        if relu {
+            for v in out.iter_mut() {
+                *v = v.max(0.0);
             }
-        },
-    );
+        }
+    });
+}
+
+/// `out = conv(x, w) + bias` as [`forward`], then `epilogue` on each image's output
+/// (C_out x OH x OW) right after its products, while it is in cache; the epilogue's
+/// results come back in image order. A caller that reduces over the output (BatchNorm's
+/// statistics) saves a pass over the whole batch's output in memory.
+pub fn forward_with<T: Send>(
+    g: &ConvGeometry,
+    x: &[f32],
+    w: &[f32],
+    bias: Option<&[f32]>,
+    out: &mut [f32],
+    epilogue: impl Fn(&mut [f32]) -> T + Sync,
+) -> Vec<T> {
+    let (in_len, out_len) = (g.in_image_len(), g.out_image_len());
+    let one = |image: &[f32], out: &mut [f32], par| {
+        forward_image(g, image, w, bias, out, par);
+        epilogue(out)
+    };
+    if split_images(g) {
+        x.par_chunks_exact(in_len)
+            .zip(out.par_chunks_exact_mut(out_len))
+            .map(|(image, out)| one(image, out, Parallelism::None))
+            .collect()
+    } else {
+        x.chunks_exact(in_len)
+            .zip(out.chunks_exact_mut(out_len))
+            .map(|(image, out)| one(image, out, Parallelism::Rayon(0)))
+            .collect()
+    }
 }
 
 /// One image of [`forward`], without the ReLU.
@@ -247,67 +269,123 @@ fn flip_transpose(g: &ConvGeometry, w: &[f32], flipped: &mut [f32]) {
 /// (N x C_out x OH x OW) with `w`, written into `dx` (N x C_in x H x W), every element
 /// (`dx` may hold anything before).
 pub fn input_grad(g: &ConvGeometry, dy: &[f32], w: &[f32], dx: &mut [f32]) {
-    // As a forward convolution the unfolding is a gather (im2col) instead of
-    // a scatter-add (col2im), and the GEMM has the forward's better shape
-    // (long reduction over C_out x KH x KW).
-    if let Some(adjoint) = adjoint_geometry(g).filter(|_| !g.is_pointwise()) {
-        let mut flipped = ScratchBuf::take(w.len());
-        flip_transpose(g, w, &mut flipped);
-        forward(&adjoint, dy, &flipped, None, false, dx);
+    let weight = InputGradWeight::new(g, w);
+    for_each_image(g, dy, g.out_image_len(), dx, g.in_image_len(), |dy, dx, par| {
+        input_grad_image(g, dy, &weight, dx, par)
+    });
+}
+
+/// The weight as the input gradient reads it: as is, or flipped and transposed for the
+/// adjoint convolution.
+enum InputGradWeight<'a> {
+    /// With stride 1 the input gradient is itself a forward convolution ([`adjoint_geometry`]),
+    /// whose unfolding is a gather (im2col) instead of a scatter-add (col2im) and whose GEMM
+    /// has the forward's better shape (long reduction over C_out x KH x KW).
+    Adjoint(ConvGeometry, ScratchBuf),
+    /// Otherwise: Wᵀ · dy into a patch matrix, folded back with col2im.
+    Transposed(&'a [f32]),
+}
+
+impl<'a> InputGradWeight<'a> {
+    fn new(g: &ConvGeometry, w: &'a [f32]) -> Self {
+        match adjoint_geometry(g).filter(|_| !g.is_pointwise()) {
+            Some(adjoint) => {
+                let mut flipped = ScratchBuf::take(w.len());
+                flip_transpose(g, w, &mut flipped);
+                Self::Adjoint(adjoint, flipped)
+            }
+            None => Self::Transposed(w),
+        }
+    }
+}
+
+/// One image of [`input_grad`]: `dy` (C_out x OH x OW) to `dx` (C_in x H x W).
+fn input_grad_image(
+    g: &ConvGeometry,
+    dy: &[f32],
+    weight: &InputGradWeight<'_>,
+    dx: &mut [f32],
+    par: Parallelism,
+) {
+    let w = match weight {
+        InputGradWeight::Adjoint(adjoint, flipped) => {
+            forward_image(adjoint, dy, flipped, None, dx, par);
+            return;
+        }
+        InputGradWeight::Transposed(w) => w,
+    };
+    let (k, plane) = (g.patch_len(), g.out_plane());
+    // W read transposed: (K x C_out).
+    let weight_t = MatRef {
+        data: w,
+        rs: 1,
+        cs: k,
+    };
+    if g.is_pointwise() {
+        let dx = MatMut {
+            data: dx,
+            rs: plane,
+            cs: 1,
+        };
+        let dy = MatRef {
+            data: dy,
+            rs: plane,
+            cs: 1,
+        };
+        matmul((k, plane, g.out_channels), dx, false, weight_t, dy, par);
         return;
     }
-    let (k, plane) = (g.patch_len(), g.out_plane());
-    for_each_image(g, dy, g.out_image_len(), dx, g.in_image_len(), |dy, dx, par| {
-        // W read transposed: (K x C_out).
+    dx.fill(0.0);
+    let rows = band_rows(g);
+    let mut cols = ScratchBuf::take(k * rows * g.out_w);
+    for oy0 in (0..g.out_h).step_by(rows) {
+        let oy1 = (oy0 + rows).min(g.out_h);
+        let band = (oy1 - oy0) * g.out_w;
+        let cols = &mut cols[..k * band];
+        let dcols = MatMut {
+            data: &mut *cols,
+            rs: band,
+            cs: 1,
+        };
+        let dy = MatRef {
+            data: &dy[oy0 * g.out_w..],
+            rs: plane,
+            cs: 1,
+        };
         let weight_t = MatRef {
             data: w,
             rs: 1,
             cs: k,
         };
-        if g.is_pointwise() {
-            let dx = MatMut {
-                data: dx,
-                rs: plane,
-                cs: 1,
-            };
-            let dy = MatRef {
-                data: dy,
-                rs: plane,
-                cs: 1,
-            };
-            matmul((k, plane, g.out_channels), dx, false, weight_t, dy, par);
-            return;
-        }
-        dx.fill(0.0);
-        let rows = band_rows(g);
-        let mut cols = ScratchBuf::take(k * rows * g.out_w);
-        for oy0 in (0..g.out_h).step_by(rows) {
-            let oy1 = (oy0 + rows).min(g.out_h);
-            let band = (oy1 - oy0) * g.out_w;
-            let cols = &mut cols[..k * band];
-            let dcols = MatMut {
-                data: &mut *cols,
-                rs: band,
-                cs: 1,
-            };
-            let dy = MatRef {
-                data: &dy[oy0 * g.out_w..],
-                rs: plane,
-                cs: 1,
-            };
-            let weight_t = MatRef {
-                data: w,
-                rs: 1,
-                cs: k,
-            };
-            matmul((k, band, g.out_channels), dcols, false, weight_t, dy, par);
-            col2im_add(g, cols, oy0, oy1, dx);
-        }
-    });
+        matmul((k, band, g.out_channels), dcols, false, weight_t, dy, par);
+        col2im_add(g, cols, oy0, oy1, dx);
+    }
 }
 
-/// Adds one image's weight gradient (and bias gradient) onto `acc`
-/// (C_out x K, then C_out bias entries when `with_bias`).
+/// Whether [`accumulate_param_grad`] keeps the weight gradient transposed, K x C_out (row
+/// `kk` holds patch element `kk` of every output channel), instead of C_out x K.
+///
+/// Why: the product is dy (C_out x plane) · colsᵀ, whose right operand is read across its
+/// rows, and gemm runs it fastest when the destination's rows are the longer side. One core
+/// here, weight gradients of the `mini` preset's layers (GFLOP/s, C_out x K row-major →
+/// K x C_out): stem 64 → 64 (K = 1024) 110 → 190, block 3x3 (K = 576) 135 → 180; but the
+/// first stem layer (K = 48) 114 → 91 and the classifier's 1x1 64 → 256 177 → 138.
+fn weight_grad_transposed(g: &ConvGeometry) -> bool {
+    g.patch_len() > g.out_channels
+}
+
+/// The weight gradient inside an accumulator, in the layout [`weight_grad_transposed`] picks.
+fn weight_grad_view<'a>(g: &ConvGeometry, data: &'a mut [f32]) -> MatMut<'a> {
+    let (rs, cs) = match weight_grad_transposed(g) {
+        true => (1, g.out_channels),
+        false => (g.patch_len(), 1),
+    };
+    MatMut { data, rs, cs }
+}
+
+/// Adds one image's weight gradient (and bias gradient) onto `acc`: the weight gradient
+/// (C_out x K, stored as [`weight_grad_view`] says), then C_out bias entries when
+/// `with_bias`.
 fn accumulate_param_grad(
     g: &ConvGeometry,
     image: &[f32],
@@ -324,11 +402,6 @@ fn accumulate_param_grad(
         }
     }
     if g.is_pointwise() {
-        let dw = MatMut {
-            data: dw,
-            rs: k,
-            cs: 1,
-        };
         let dy = MatRef {
             data: dy,
             rs: plane,
@@ -339,7 +412,14 @@ fn accumulate_param_grad(
             rs: 1,
             cs: plane,
         };
-        matmul((g.out_channels, k, plane), dw, true, dy, image_t, par);
+        matmul(
+            (g.out_channels, k, plane),
+            weight_grad_view(g, dw),
+            true,
+            dy,
+            image_t,
+            par,
+        );
         return;
     }
     let rows = band_rows(g);
@@ -349,11 +429,6 @@ fn accumulate_param_grad(
         let band = (oy1 - oy0) * g.out_w;
         let cols = &mut cols[..k * band];
         im2col(g, image, oy0, oy1, cols);
-        let dw = MatMut {
-            data: &mut *dw,
-            rs: k,
-            cs: 1,
-        };
         let dy = MatRef {
             data: &dy[oy0 * g.out_w..],
             rs: plane,
@@ -364,7 +439,35 @@ fn accumulate_param_grad(
             rs: 1,
             cs: band,
         };
-        matmul((g.out_channels, k, band), dw, true, dy, cols_t, par);
+        matmul(
+            (g.out_channels, k, band),
+            weight_grad_view(g, &mut *dw),
+            true,
+            dy,
+            cols_t,
+            par,
+        );
+    }
+}
+
+/// Adds `partial` (an accumulator of [`accumulate_param_grad`]) onto `out` (C_out x K
+/// row-major, then the bias entries).
+fn add_partial(g: &ConvGeometry, partial: &[f32], out: &mut [f32]) {
+    let (k, weight_len) = (g.patch_len(), g.out_channels * g.patch_len());
+    let (out_w, out_b) = out.split_at_mut(weight_len);
+    if weight_grad_transposed(g) {
+        for (co, row) in out_w.chunks_exact_mut(k).enumerate() {
+            for (kk, o) in row.iter_mut().enumerate() {
+                *o += partial[kk * g.out_channels + co];
+            }
+        }
+    } else {
+        for (o, p) in out_w.iter_mut().zip(&partial[..weight_len]) {
+            *o += *p;
+        }
+    }
+    for (o, p) in out_b.iter_mut().zip(&partial[weight_len..]) {
+        *o += *p;
     }
 }
 
@@ -374,9 +477,12 @@ fn accumulate_param_grad(
 pub fn param_grad(g: &ConvGeometry, x: &[f32], dy: &[f32], with_bias: bool, out: &mut [f32]) {
     let (in_len, out_len) = (g.in_image_len(), g.out_image_len());
     if !split_images(g) {
+        let mut acc = ScratchBuf::take(out.len());
+        acc.fill(0.0);
         for (image, dy) in x.chunks_exact(in_len).zip(dy.chunks_exact(out_len)) {
-            accumulate_param_grad(g, image, dy, out, with_bias, Parallelism::Rayon(0));
+            accumulate_param_grad(g, image, dy, &mut acc, with_bias, Parallelism::Rayon(0));
         }
+        add_partial(g, &acc, out);
         return;
     }
     // One partial sum per chunk of images, reduced at the end: summing into
@@ -398,8 +504,66 @@ pub fn param_grad(g: &ConvGeometry, x: &[f32], dy: &[f32], with_bias: bool, out:
         })
         .collect();
     for partial in &partials {
-        for (o, p) in out.iter_mut().zip(partial.iter()) {
-            *o += *p;
+        add_partial(g, partial, out);
+    }
+}
+
+/// The backward of a convolution whose output gradient is made one image at a time:
+/// `fill_dy(n, dy)` writes image `n`'s output gradient (C_out x OH x OW) into a scratch
+/// buffer just before that image's products read it, so the whole batch's output gradient
+/// never goes through memory. Then, as [`input_grad`] and [`param_grad`], the input gradient
+/// into `dx` (N x C_in x H x W, every element written) when given, and the weight and
+/// (when `with_bias`) bias gradients into `params_out` (which the caller zeroes).
+pub fn backward_with(
+    g: &ConvGeometry,
+    x: &[f32],
+    w: &[f32],
+    dx: Option<&mut [f32]>,
+    with_bias: bool,
+    params_out: &mut [f32],
+    fill_dy: impl Fn(usize, &mut [f32]) + Sync,
+) {
+    let (in_len, out_len) = (g.in_image_len(), g.out_image_len());
+    let weight = dx.is_some().then(|| InputGradWeight::new(g, w));
+    let parallel = split_images(g);
+    // Chunks of images as in `param_grad`, each with its own partial sum.
+    let chunks = match parallel {
+        true => (2 * rayon::current_num_threads()).min(g.batch),
+        false => 1,
+    };
+    let per_chunk = g.batch.div_ceil(chunks.max(1)).max(1);
+    let dx_chunks: Vec<Option<&mut [f32]>> = match dx {
+        Some(dx) => dx.chunks_mut(per_chunk * in_len).map(Some).collect(),
+        None => x.chunks(per_chunk * in_len).map(|_| None).collect(),
+    };
+    let chunk = |(index, (images, mut dx)): (usize, (&[f32], Option<&mut [f32]>)), par| {
+        let mut acc = ScratchBuf::take(params_out.len());
+        acc.fill(0.0);
+        let mut dy = ScratchBuf::take(out_len);
+        for (i, image) in images.chunks_exact(in_len).enumerate() {
+            fill_dy(index * per_chunk + i, &mut dy);
+            if let (Some(dx), Some(weight)) = (dx.as_deref_mut(), &weight) {
+                input_grad_image(g, &dy, weight, &mut dx[i * in_len..][..in_len], par);
+            }
+            accumulate_param_grad(g, image, &dy, &mut acc, with_bias, par);
         }
+        acc
+    };
+    let partials: Vec<ScratchBuf> = match parallel {
+        true => x
+            .par_chunks(per_chunk * in_len)
+            .zip(dx_chunks)
+            .enumerate()
+            .map(|item| chunk(item, Parallelism::None))
+            .collect(),
+        false => x
+            .chunks(per_chunk * in_len)
+            .zip(dx_chunks)
+            .enumerate()
+            .map(|item| chunk(item, Parallelism::Rayon(0)))
+            .collect(),
+    };
+    for partial in &partials {
+        add_partial(g, partial, params_out);
     }
 }

@@ -121,7 +121,14 @@ fn check_with(c: &Case, seed: u64, relu: bool) -> Result<()> {
 #[test]
 fn pointwise_1x1() -> Result<()> {
     check(&case("1x1 coords", [3, 130, 7, 5], 128, 1, 1, 0, true), 10)?;
-    check(&case("1x1 batch 1", [1, 17, 14, 14], 9, 1, 1, 0, false), 11)
+    check(&case("1x1 batch 1", [1, 17, 14, 14], 9, 1, 1, 0, false), 11)?;
+    // More output channels than patch elements: the weight gradient is accumulated in its
+    // plain C_out x K layout rather than transposed (the layers above take the other).
+    check(&case("1x1 widening", [3, 16, 5, 6], 48, 1, 1, 0, true), 12)?;
+    check(
+        &case("1x1 widening batch 1", [1, 16, 5, 6], 48, 1, 1, 0, false),
+        13,
+    )
 }
 
 #[test]

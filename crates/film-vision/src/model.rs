@@ -390,6 +390,17 @@ mod tests {
             tensors.push(("input".into(), x.as_tensor().clone()));
             for (name, t) in tensors {
                 let (f, s) = (grads_fused.get(&t), grads_separate.get(&t));
+                if train && name == "conv.bias" {
+                    // Mathematically zero in training: BatchNorm subtracts the batch mean
+                    // right after the bias. Both sides are rounding noise (about 1e-6
+                    // here, against gradients of order 1 to 30), which differs with the
+                    // order the statistics were summed in, so only its size is checked.
+                    for (side, grad) in [("fused", f), ("separate", s)] {
+                        let size = grad.expect("gradient").abs()?.max_all()?.to_scalar::<f32>()?;
+                        assert!(size < 1e-4, "{side} dconv.bias is {size}, not ~0 ({what})");
+                    }
+                    continue;
+                }
                 let err = max_relative_error(
                     f.unwrap_or_else(|| panic!("no fused gradient for {name} ({what})")),
                     s.expect("separate gradient"),
