@@ -200,6 +200,30 @@ fn copy_runs<const N: usize>(dst: &mut [f32], src: &[f32], step: usize) {
     }
 }
 
+/// The adjoint of [`copy_runs`]: `dst[i * step..][..N] += ` run `i` of `src`.
+#[inline(always)]
+fn add_runs<const N: usize>(dst: &mut [f32], src: &[f32], step: usize) {
+    let (runs, rest) = src.as_chunks::<N>();
+    assert!(rest.is_empty());
+    let Some(last) = runs.len().checked_sub(1) else {
+        return;
+    };
+    assert!(last * step + N <= dst.len());
+    for (i, run) in runs.iter().enumerate() {
+        // SAFETY: i * step + N <= last * step + N <= dst.len(), asserted above; the
+        // pointer comes from the unique borrow `dst`, and [f32; N] has no alignment
+        // beyond f32's.
+        unsafe {
+            let target = dst.as_mut_ptr().add(i * step).cast::<[f32; N]>();
+            let mut sum = target.read_unaligned();
+            for (a, b) in sum.iter_mut().zip(run) {
+                *a += *b;
+            }
+            target.write_unaligned(sum);
+        }
+    }
+}
+
 /// `dst += src[..dst.len()]`, in fixed-size chunks.
 #[inline(always)]
 fn add_run(dst: &mut [f32], src: &[f32]) {
@@ -261,9 +285,17 @@ pub fn col2im_add(g: &ConvGeometry, cols: &[f32], oy0: usize, oy1: usize, image:
         phased.data.fill(0.0);
         for &base in &offsets {
             let row = rows.next().expect("patch matrix has K rows");
-            for (oy, src) in (oy0..oy1).zip(row.chunks_exact(g.out_w)) {
-                let start = base + oy * step;
-                add_run(&mut phased.data[start..start + g.out_w], src);
+            let dst = &mut phased.data[base + oy0 * step..];
+            match g.out_w {
+                8 => add_runs::<8>(dst, row, step),
+                14 => add_runs::<14>(dst, row, step),
+                16 => add_runs::<16>(dst, row, step),
+                32 => add_runs::<32>(dst, row, step),
+                _ => {
+                    for (i, src) in row.chunks_exact(g.out_w).enumerate() {
+                        add_run(&mut dst[i * step..][..g.out_w], src);
+                    }
+                }
             }
         }
         phased.add_interior_to(plane, g.in_w);

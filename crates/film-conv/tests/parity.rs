@@ -146,7 +146,11 @@ fn four_by_four_stride_two() -> Result<()> {
     // Odd input sizes: the last input row/column is read by no window.
     check(&case("4x4 s2 odd", [2, 3, 17, 15], 16, 4, 2, 1, true), 30)?;
     check(&case("4x4 s2 batch 1", [1, 16, 8, 8], 8, 4, 2, 1, false), 31)?;
-    check(&case("4x4 s2 batch 3", [3, 5, 12, 10], 7, 4, 2, 1, false), 32)
+    check(&case("4x4 s2 batch 3", [3, 5, 12, 10], 7, 4, 2, 1, false), 32)?;
+    // Stride 3, with a kernel wider than the stride and one narrower (some input rows
+    // and columns then receive no gradient).
+    check(&case("5x5 s3", [2, 4, 13, 10], 6, 5, 3, 2, true), 33)?;
+    check(&case("2x2 s3", [2, 4, 11, 8], 5, 2, 3, 0, false), 34)
 }
 
 #[test]
