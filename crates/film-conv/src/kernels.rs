@@ -475,37 +475,13 @@ fn add_partial(g: &ConvGeometry, partial: &[f32], out: &mut [f32]) {
 /// `with_bias`, by the bias gradient (C_out), summed over the batch, into
 /// `out` (which the caller zeroes).
 pub fn param_grad(g: &ConvGeometry, x: &[f32], dy: &[f32], with_bias: bool, out: &mut [f32]) {
-    let (in_len, out_len) = (g.in_image_len(), g.out_image_len());
-    if !split_images(g) {
-        let mut acc = ScratchBuf::take(out.len());
-        acc.fill(0.0);
-        for (image, dy) in x.chunks_exact(in_len).zip(dy.chunks_exact(out_len)) {
-            accumulate_param_grad(g, image, dy, &mut acc, with_bias, Parallelism::Rayon(0));
+    let out_len = g.out_image_len();
+    sum_over_image_chunks(g, x, None, out, |first, images, _, acc, par| {
+        let dys = dy[first * out_len..].chunks_exact(out_len);
+        for (image, dy) in images.chunks_exact(g.in_image_len()).zip(dys) {
+            accumulate_param_grad(g, image, dy, acc, with_bias, par);
         }
-        add_partial(g, &acc, out);
-        return;
-    }
-    // One partial sum per chunk of images, reduced at the end: summing into
-    // one shared buffer would serialise the threads. Two chunks per thread
-    // let rayon rebalance when a thread is slowed (shared machines) at the
-    // cost of one more zeroing and reduction of a weight-sized buffer.
-    let chunks = (2 * rayon::current_num_threads()).min(g.batch);
-    let per_chunk = g.batch.div_ceil(chunks);
-    let partials: Vec<ScratchBuf> = x
-        .par_chunks(per_chunk * in_len)
-        .zip(dy.par_chunks(per_chunk * out_len))
-        .map(|(images, dys)| {
-            let mut acc = ScratchBuf::take(out.len());
-            acc.fill(0.0);
-            for (image, dy) in images.chunks_exact(in_len).zip(dys.chunks_exact(out_len)) {
-                accumulate_param_grad(g, image, dy, &mut acc, with_bias, Parallelism::None);
-            }
-            acc
-        })
-        .collect();
-    for partial in &partials {
-        add_partial(g, partial, out);
-    }
+    });
 }
 
 /// The backward of a convolution whose output gradient is made one image at a time:
@@ -523,10 +499,36 @@ pub fn backward_with(
     params_out: &mut [f32],
     fill_dy: impl Fn(usize, &mut [f32]) + Sync,
 ) {
-    let (in_len, out_len) = (g.in_image_len(), g.out_image_len());
+    let in_len = g.in_image_len();
     let weight = dx.is_some().then(|| InputGradWeight::new(g, w));
+    sum_over_image_chunks(g, x, dx, params_out, |first, images, mut dx, acc, par| {
+        let mut dy = ScratchBuf::take(g.out_image_len());
+        for (i, image) in images.chunks_exact(in_len).enumerate() {
+            fill_dy(first + i, &mut dy);
+            if let (Some(dx), Some(weight)) = (dx.as_deref_mut(), &weight) {
+                input_grad_image(g, &dy, weight, &mut dx[i * in_len..][..in_len], par);
+            }
+            accumulate_param_grad(g, image, &dy, acc, with_bias, par);
+        }
+    });
+}
+
+/// The batch loop of the parameter gradients: `chunk(first, images, dx, partial, par)`
+/// adds the gradients of a run of images (the first being image `first`; `dx` their part
+/// of the input gradient, when there is one) onto a zeroed partial sum laid out as
+/// [`accumulate_param_grad`] leaves it; the partials are then added onto `out`.
+///
+/// With images spread over threads, one partial per chunk of images, reduced at the end:
+/// summing into one shared buffer would serialise the threads. Two chunks per thread let
+/// rayon rebalance when a thread is slowed (shared machines) at the cost of one more
+/// zeroing and reduction of a weight-sized buffer. Otherwise one chunk, whose GEMMs are
+/// parallel.
+fn sum_over_image_chunks<F>(g: &ConvGeometry, x: &[f32], dx: Option<&mut [f32]>, out: &mut [f32], chunk: F)
+where
+    F: Fn(usize, &[f32], Option<&mut [f32]>, &mut [f32], Parallelism) + Sync,
+{
+    let in_len = g.in_image_len();
     let parallel = split_images(g);
-    // Chunks of images as in `param_grad`, each with its own partial sum.
     let chunks = match parallel {
         true => (2 * rayon::current_num_threads()).min(g.batch),
         false => 1,
@@ -536,17 +538,10 @@ pub fn backward_with(
         Some(dx) => dx.chunks_mut(per_chunk * in_len).map(Some).collect(),
         None => x.chunks(per_chunk * in_len).map(|_| None).collect(),
     };
-    let chunk = |(index, (images, mut dx)): (usize, (&[f32], Option<&mut [f32]>)), par| {
-        let mut acc = ScratchBuf::take(params_out.len());
+    let partial = |(index, (images, dx)): (usize, (&[f32], Option<&mut [f32]>)), par| {
+        let mut acc = ScratchBuf::take(out.len());
         acc.fill(0.0);
-        let mut dy = ScratchBuf::take(out_len);
-        for (i, image) in images.chunks_exact(in_len).enumerate() {
-            fill_dy(index * per_chunk + i, &mut dy);
-            if let (Some(dx), Some(weight)) = (dx.as_deref_mut(), &weight) {
-                input_grad_image(g, &dy, weight, &mut dx[i * in_len..][..in_len], par);
-            }
-            accumulate_param_grad(g, image, &dy, &mut acc, with_bias, par);
-        }
+        chunk(index * per_chunk, images, dx, &mut acc, par);
         acc
     };
     let partials: Vec<ScratchBuf> = match parallel {
@@ -554,16 +549,16 @@ pub fn backward_with(
             .par_chunks(per_chunk * in_len)
             .zip(dx_chunks)
             .enumerate()
-            .map(|item| chunk(item, Parallelism::None))
+            .map(|item| partial(item, Parallelism::None))
             .collect(),
         false => x
             .chunks(per_chunk * in_len)
             .zip(dx_chunks)
             .enumerate()
-            .map(|item| chunk(item, Parallelism::Rayon(0)))
+            .map(|item| partial(item, Parallelism::Rayon(0)))
             .collect(),
     };
     for partial in &partials {
-        add_partial(g, partial, params_out);
+        add_partial(g, partial, out);
     }
 }
