@@ -10,12 +10,12 @@ use clevr::QuestionType;
 use clevr_synth::attributes::Cogent;
 use clevr_synth::dataset::{generate, GenerateConfig};
 use film_layer::GammaMode;
-use film_vision::{FilmPosition, Pool};
+use film_vision::{FilmPosition, Pool, Stem};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::data::{image_config, split_files};
 use crate::evaluate::{evaluate, type_key, Evaluation};
-use crate::presets::{self, Preset};
+use crate::presets::{self, ModelConfig, Preset};
 use crate::profile::{profile, ProfileRequest};
 use crate::train::{load_eval_split, load_run, train, TrainRequest};
 
@@ -91,6 +91,12 @@ enum Command {
         json: bool,
         #[arg(long, default_value = "cpu")]
         device: String,
+        /// Side of the square input image (a pixel-stem preset only).
+        #[arg(long)]
+        image_size: Option<usize>,
+        /// Stride-2 convolutions of the pixel stem (a pixel-stem preset only).
+        #[arg(long)]
+        downsamplings: Option<usize>,
     },
     /// Ask a trained run a question about an image.
     Ask {
@@ -193,6 +199,13 @@ struct TrainArgs {
     /// A question-only baseline: the network is given a blank image.
     #[arg(long)]
     question_only: bool,
+    /// Side of the square input image in pixels (a pixel-stem preset only).
+    #[arg(long)]
+    image_size: Option<usize>,
+    /// Stride-2 convolutions of the pixel stem (a pixel-stem preset only); the blocks see
+    /// maps of image_size / 2^downsamplings pixels.
+    #[arg(long)]
+    downsamplings: Option<usize>,
     /// No progress bar.
     #[arg(long)]
     quiet: bool,
@@ -292,8 +305,11 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             warmup,
             json,
             device: dev,
+            image_size,
+            downsamplings,
         }) => {
-            let preset = presets::by_name(&preset)?;
+            let mut preset = presets::by_name(&preset)?;
+            override_pixel_stem(&mut preset.model, image_size, downsamplings, &preset.name)?;
             let request = ProfileRequest {
                 model: preset.model,
                 batch: batch.unwrap_or(preset.training.batch_size),
@@ -391,6 +407,7 @@ fn train_request(args: &TrainArgs) -> Result<TrainRequest> {
     block.use_beta &= !args.no_beta;
     block.residual &= !args.no_residual;
     model.question_only |= args.question_only;
+    override_pixel_stem(model, args.image_size, args.downsamplings, &args.preset)?;
     if let Some(pool) = args.pool {
         model.vision.pool = pool;
     }
@@ -434,6 +451,39 @@ fn train_request(args: &TrainArgs) -> Result<TrainRequest> {
         features_dir: args.features.clone(),
         quiet: args.quiet,
     })
+}
+
+/// Applies `--image-size` and `--downsamplings`, which only a pixel stem has.
+fn override_pixel_stem(
+    model: &mut ModelConfig,
+    image_size: Option<usize>,
+    downsamplings: Option<usize>,
+    preset: &str,
+) -> Result<()> {
+    if image_size.is_none() && downsamplings.is_none() {
+        return Ok(());
+    }
+    let Stem::Pixels {
+        downsamplings: current,
+    } = &mut model.vision.stem
+    else {
+        bail!("--image-size and --downsamplings need a pixel stem; preset {preset:?} reads pre-extracted features");
+    };
+    if let Some(d) = downsamplings {
+        *current = d;
+    }
+    if let Some(size) = image_size {
+        model.image_size = size;
+    }
+    let map = model.image_size >> (*current).min(usize::BITS as usize - 1);
+    if *current == 0 || map == 0 {
+        bail!(
+            "--image-size {} with {} downsamplings leaves no feature map (each halves the side; at least one is needed)",
+            model.image_size,
+            current
+        );
+    }
+    Ok(())
 }
 
 fn print_evaluation(eval: &Evaluation, vocab: &clevr::vocab::Vocabulary, split: &str) {
@@ -583,4 +633,34 @@ fn default_run() -> Result<ExitCode> {
     println!("  cargo run --release -p film-train -- eval --run {DEFAULT_RUN} --split val");
     println!("  cargo run --release -p film-train -- analyze --run {DEFAULT_RUN} --out {DEFAULT_RUN}/analysis   (report.md with the paper's analysis)");
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn image_size_and_downsamplings_override_a_pixel_stem() {
+        let mut model = presets::by_name("mini").unwrap().model;
+        override_pixel_stem(&mut model, Some(128), Some(4), "mini").unwrap();
+        assert_eq!(model.image_size, 128);
+        assert_eq!(model.vision.stem, Stem::Pixels { downsamplings: 4 });
+        override_pixel_stem(&mut model, Some(96), None, "mini").unwrap();
+        assert_eq!(
+            (model.image_size, model.vision.stem),
+            (96, Stem::Pixels { downsamplings: 4 })
+        );
+    }
+
+    #[test]
+    fn stem_overrides_that_cannot_work_are_refused() {
+        let mut features = presets::by_name("paper-features").unwrap().model;
+        let err = override_pixel_stem(&mut features, Some(128), None, "paper-features").unwrap_err();
+        assert!(err.to_string().contains("pre-extracted features"), "{err}");
+        let mut mini = presets::by_name("mini").unwrap().model;
+        let err = override_pixel_stem(&mut mini, Some(8), Some(4), "mini").unwrap_err();
+        assert!(err.to_string().contains("leaves no feature map"), "{err}");
+        let err = override_pixel_stem(&mut mini, None, Some(0), "mini").unwrap_err();
+        assert!(err.to_string().contains("at least one"), "{err}");
+    }
 }
