@@ -475,7 +475,10 @@ fn override_pixel_stem(
     if let Some(size) = image_size {
         model.image_size = size;
     }
-    let map = model.image_size >> (*current).min(usize::BITS as usize - 1);
+    let map = u32::try_from(*current)
+        .ok()
+        .and_then(|d| model.image_size.checked_shr(d))
+        .unwrap_or(0);
     if *current == 0 || map == 0 {
         bail!(
             "--image-size {} with {} downsamplings leaves no feature map (each halves the side; at least one is needed)",
