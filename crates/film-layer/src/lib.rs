@@ -64,6 +64,8 @@ mod error;
 mod film;
 mod gamma;
 mod layout;
+#[cfg(feature = "cuda")]
+pub mod nvrtc;
 mod op;
 pub mod reference;
 

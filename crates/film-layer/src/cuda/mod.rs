@@ -4,8 +4,6 @@
 //! 16-byte packed accesses when every operand is 16-byte aligned and the rows split
 //! evenly into packs, and 32-bit indexing when the tensor is small enough.
 
-mod module;
-
 use candle_core::backend::BackendStorage;
 use candle_core::cuda_backend::cudarc::driver::{
     CudaView, DevicePtr, DeviceRepr, LaunchConfig, PushKernelArg,
@@ -14,16 +12,20 @@ use candle_core::cuda_backend::{CudaDType, CudaStorage, WrapErr};
 use candle_core::{DType, Layout, Result};
 
 use crate::layout::{ChannelLayout, Geometry};
+use crate::nvrtc::{self, CudaSource, Kernels};
+
+static SOURCE: CudaSource = CudaSource {
+    name: "film.cu",
+    code: include_str!("film.cu"),
+};
+
+fn kernels(device: &candle_core::cuda_backend::CudaDevice) -> Result<std::sync::Arc<Kernels>> {
+    nvrtc::kernels(device, &SOURCE)
+}
 
 /// Failures of the CUDA path that candle has no error for.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum KernelError {
-    #[error("NVRTC failed to {step} film.cu for {arch}: {detail}")]
-    Nvrtc {
-        arch: String,
-        step: &'static str,
-        detail: String,
-    },
     #[error("{op}: {what} of {value} exceeds what a CUDA grid can address")]
     TooLarge {
         op: &'static str,
@@ -209,7 +211,7 @@ fn forward_indexed<T: Element, I: Index>(
     // SAFETY: the kernel writes every element before anything reads it.
     let mut y = unsafe { device.alloc::<T>(numel) }?;
     if numel > 0 {
-        let kernels = module::kernels(device)?;
+        let kernels = kernels(device)?;
         let mut operands = vec![&xs, &ps];
         operands.extend(rs.as_ref());
         let pack = pack_len::<T>(&geo, aligned(x.0, &operands));
@@ -299,7 +301,7 @@ fn backward_indexed<T: Element, I: Index>(
     // length included, whose sums are written as 0).
     let mut out = unsafe { device.alloc::<T>(numel + geo.param_len()) }?;
     if geo.param_len() > 0 {
-        let kernels = module::kernels(device)?;
+        let kernels = kernels(device)?;
         let pack = pack_len::<T>(&geo, aligned(x.0, &[&xs, &dys, &ps]));
         let suffix = format!("{}_{}_{}", T::SUFFIX, if pack > 1 { "v" } else { "s" }, I::SUFFIX);
         let (mut dx, mut dparams) = out.split_at_mut(numel);
@@ -393,4 +395,17 @@ fn backward_indexed<T: Element, I: Index>(
         }
     }
     Ok(CudaStorage::wrap_cuda_slice(out, device.clone()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::SOURCE;
+
+    /// The kernels compile for Hopper: needs libnvrtc, not a GPU, so a CUDA build checks it
+    /// on any machine (`cargo test --features cuda` with the CUDA libraries on the path).
+    #[test]
+    fn film_kernels_compile_for_sm_90() {
+        let cubin = crate::nvrtc::compile(&SOURCE, (9, 0)).unwrap_or_else(|e| panic!("{e}"));
+        assert!(cubin.starts_with(b"\x7fELF"), "a cubin is an ELF file");
+    }
 }

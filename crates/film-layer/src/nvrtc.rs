@@ -1,0 +1,159 @@
+//! CUDA C sources compiled with NVRTC at run time and loaded, once per compute capability
+//! and device (feature `cuda`).
+//!
+//! film-layer's own kernels are loaded this way, and so are the other workspace crates'
+//! (the question encoder's GRU, the trainer's Adam): a CUDA build then needs no CUDA
+//! compiler beyond candle's, and the kernels are built for the GPU they run on.
+//!
+//! A source is compiled to a cubin for the device's exact architecture rather than to
+//! PTX: a cubin from any CUDA 13.x NVRTC loads on every CUDA 13 driver, whereas PTX
+//! carries an ISA version that a driver older than the NVRTC rejects. Sources must include
+//! no CUDA header (NVRTC on the GPU machine may come without them).
+
+use std::collections::HashMap;
+use std::ffi::{CStr, CString};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+
+use candle_core::cuda_backend::cudarc::driver::sys::CUdevice_attribute;
+use candle_core::cuda_backend::cudarc::driver::{CudaFunction, CudaModule};
+use candle_core::cuda_backend::cudarc::nvrtc::{result, sys, Ptx};
+use candle_core::cuda_backend::{CudaDevice, DeviceId, WrapErr};
+
+/// One CUDA C source file, embedded in the binary (`include_str!`). Its `name` identifies
+/// it in the caches and in error messages, so it must be unique in the process.
+#[derive(Debug)]
+pub struct CudaSource {
+    pub name: &'static str,
+    pub code: &'static str,
+}
+
+/// NVRTC could not compile a source; `detail` carries NVRTC's log.
+#[derive(Debug, thiserror::Error)]
+#[error("NVRTC failed to {step} {source_name} for {arch}: {detail}")]
+pub struct NvrtcError {
+    pub source_name: &'static str,
+    pub arch: String,
+    pub step: &'static str,
+    pub detail: String,
+}
+
+/// A source's kernels loaded on one device, with what launchers need to size grids.
+pub struct Kernels {
+    module: Arc<CudaModule>,
+    /// Streaming multiprocessors on the device.
+    pub sm_count: u32,
+}
+
+impl Kernels {
+    /// The kernel called `name` (an `extern "C"` function of the source).
+    pub fn function(&self, name: &str) -> candle_core::Result<CudaFunction> {
+        self.module.load_function(name).w()
+    }
+}
+
+type Cubin = Arc<Vec<u8>>;
+/// Compiled sources by (source name, compute capability).
+type CubinCache = Mutex<HashMap<(&'static str, (i32, i32)), Cubin>>;
+/// Loaded modules by (source name, device).
+type ModuleCache = Mutex<HashMap<(&'static str, DeviceId), Arc<Kernels>>>;
+
+fn compiled() -> &'static CubinCache {
+    static COMPILED: OnceLock<CubinCache> = OnceLock::new();
+    COMPILED.get_or_init(Default::default)
+}
+
+fn loaded() -> &'static ModuleCache {
+    static LOADED: OnceLock<ModuleCache> = OnceLock::new();
+    LOADED.get_or_init(Default::default)
+}
+
+/// The kernels of `source` on `device`, compiled and loaded on first use.
+pub fn kernels(device: &CudaDevice, source: &'static CudaSource) -> candle_core::Result<Arc<Kernels>> {
+    // Holding the lock while compiling makes concurrent first calls wait for one compile
+    // instead of racing several.
+    let mut loaded = loaded().lock().unwrap_or_else(PoisonError::into_inner);
+    if let Some(kernels) = loaded.get(&(source.name, device.id())) {
+        return Ok(kernels.clone());
+    }
+    let stream = device.cuda_stream();
+    let context = stream.context();
+    let capability = context.compute_capability().w()?;
+    let cubin = cubin_for(source, capability)?;
+    let module = context.load_module(Ptx::from_binary(cubin.to_vec())).w()?;
+    let sm_count = context
+        .attribute(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)
+        .w()?;
+    let kernels = Arc::new(Kernels {
+        module,
+        sm_count: sm_count.max(1) as u32,
+    });
+    loaded.insert((source.name, device.id()), kernels.clone());
+    Ok(kernels)
+}
+
+fn cubin_for(source: &'static CudaSource, capability: (i32, i32)) -> candle_core::Result<Cubin> {
+    let mut compiled = compiled().lock().unwrap_or_else(PoisonError::into_inner);
+    if let Some(cubin) = compiled.get(&(source.name, capability)) {
+        return Ok(cubin.clone());
+    }
+    let cubin = Arc::new(compile(source, capability).map_err(candle_core::Error::wrap)?);
+    compiled.insert((source.name, capability), cubin.clone());
+    Ok(cubin)
+}
+
+/// Owns an NVRTC program so that every exit path destroys it.
+struct Program(sys::nvrtcProgram);
+
+impl Drop for Program {
+    fn drop(&mut self) {
+        // SAFETY: the program was created by `create_program` and is destroyed once.
+        let _ = unsafe { result::destroy_program(self.0) };
+    }
+}
+
+/// `source` compiled to a cubin for compute capability `major.minor`. Needs libnvrtc, not
+/// a GPU.
+pub fn compile(source: &'static CudaSource, (major, minor): (i32, i32)) -> Result<Vec<u8>, NvrtcError> {
+    let arch = format!("sm_{major}{minor}");
+    let error = |step: &'static str, detail: String| NvrtcError {
+        source_name: source.name,
+        arch: arch.clone(),
+        step,
+        detail,
+    };
+    let code =
+        CString::new(source.code).map_err(|_| error("read", "the source contains a NUL byte".into()))?;
+    let name = CString::new(source.name).map_err(|_| error("read", "the name contains a NUL byte".into()))?;
+    let program = Program(
+        result::create_program(&code, Some(name.as_c_str()))
+            .map_err(|e| error("create a program for", format!("{e:?}")))?,
+    );
+    let options = [format!("--gpu-architecture={arch}"), "--std=c++17".to_string()];
+    // SAFETY: `program` is a live NVRTC program; the options are valid strings.
+    if let Err(e) = unsafe { result::compile_program(program.0, &options) } {
+        // SAFETY: the log of a program whose compilation ran is readable.
+        let log = unsafe { result::get_program_log(program.0) }
+            .map(|raw| {
+                // SAFETY: NVRTC NUL-terminates the log.
+                unsafe { CStr::from_ptr(raw.as_ptr()) }
+                    .to_string_lossy()
+                    .into_owned()
+            })
+            .unwrap_or_default();
+        return Err(error(
+            "compile",
+            format!("{e:?}; options {options:?}; log:\n{log}"),
+        ));
+    }
+    let mut size = 0usize;
+    // SAFETY: a compiled program; `size` is a valid out pointer.
+    unsafe { sys::nvrtcGetCUBINSize(program.0, &mut size) }
+        .result()
+        .map_err(|e| error("size the cubin of", format!("{e:?}")))?;
+    let mut cubin = vec![0u8; size];
+    // SAFETY: `cubin` has the size NVRTC asked for.
+    unsafe { sys::nvrtcGetCUBIN(program.0, cubin.as_mut_ptr().cast()) }
+        .result()
+        .map_err(|e| error("copy the cubin of", format!("{e:?}")))?;
+    Ok(cubin)
+}
