@@ -1,18 +1,22 @@
 #!/usr/bin/env bash
 # The prepared GPU run of issue 8. `cargo xtask cuda-build --device-dir .device` writes it as
-# .device/run.sh beside film-train.gz and cuda_check.gz (the stripped CUDA binaries,
-# gzipped to keep the payload small) and torch_film.py (../shared/reference). On an H100/H200
+# .device/run.sh beside film-train.gz, cuda_check.gz and step_check.gz (the stripped CUDA
+# binaries, gzipped to keep the payload small) and torch_film.py (../shared/reference). On an H100/H200
 # machine, from the repository root with .device carried:   bash .device/run.sh
 # `python3` there must have PyTorch with CUDA; its pip wheels provide the CUDA libraries.
 #
 # In order, each step under its own `timeout` and all of them under one overall budget
-# (BUDGET seconds, default 480; parts 1 and 2 leave at least 150 s of it to part 3):
+# (BUDGET seconds, default 520; parts 1 and 2 leave at least 150 s of it to part 3):
 #   1. cuda_check: parity of the fused FiLM kernels against the CPU reference, then copy /
 #      fused forward / forward+backward timings against candle's broadcast composition;
-#      then PyTorch's FiLM micro-benchmark on the same card;
+#      then PyTorch's FiLM micro-benchmark on the same card; then step_check: parity of
+#      the fused GRU, of Adam's in-place kernels and of the cuDNN convolutions, and their
+#      timings against candle's composition; then PyTorch's GRU forward and 3x3
+#      convolution on the same card;
 #   2. `film-train profile --device cuda` at batch 64 for mini, paper-features, paper-raw,
 #      each followed by the PyTorch reference's training step on the same configuration
-#      (small, paper, raw);
+#      (small, paper, raw); then paper-features and paper-raw again with --tf32 (TF32
+#      products, as PyTorch's cuDNN convolutions and GRU use by default);
 #   3. a small embedded dataset generated on this machine's cores, then a training run of
 #      TRAIN_PRESET (default paper-raw) on the GPU for up to TRAIN_MINUTES (default 3, less if
 #      the budget is short), whose metrics.jsonl shows the loss per epoch.
@@ -25,7 +29,7 @@ set -uo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 out=${OUT:-$here/out}
 mkdir -p "$out"
-budget=${BUDGET:-480}
+budget=${BUDGET:-520}
 train_minutes=${TRAIN_MINUTES:-3}
 device=${DEVICE:-cuda}
 py=${PY:-python3}
@@ -59,7 +63,7 @@ step() {
 }
 
 # ---- the binaries and the CUDA libraries -------------------------------------------------
-for bin in film-train cuda_check; do
+for bin in film-train cuda_check step_check; do
   gzip -dc "$here/$bin.gz" > "$work/$bin" || { log "cannot unpack $here/$bin.gz"; exit 127; }
   chmod +x "$work/$bin"
 done
@@ -76,7 +80,7 @@ export LD_LIBRARY_PATH=${libs}${LD_LIBRARY_PATH:-}
   ldd "$work/film-train" | grep -E 'libcu|libnvrtc|not found'
 } 2>&1 | tee "$out/machine.log"
 # (grep -q would end the pipe early, and pipefail would then turn a match into a failure.)
-missing=$(ldd "$work/film-train" "$work/cuda_check" | grep 'not found')
+missing=$(ldd "$work/film-train" "$work/cuda_check" "$work/step_check" | grep 'not found')
 if [ -n "$missing" ]; then
   log "missing libraries (see machine.log); candidates:"
   find / -xdev \( -name 'libcuda.so.1' -o -name 'libcublas.so.13' -o -name 'libcurand.so.10' \
@@ -94,6 +98,11 @@ if [[ $parts == *,check,* ]]; then
   check_status=$?
   step torch_film_micro 60 "$py" "$torch_ref" --device "$device" --micro-only --micro-ops film \
     --micro-iters 20
+  step step_check 120 "$work/step_check"
+  gru_status=$?
+  ((check_status == 0 && gru_status != 0)) && check_status=$gru_status
+  step torch_gru_conv_micro 60 "$py" "$torch_ref" --device "$device" --micro-only \
+    --micro-ops gru,conv
 fi
 
 # ---- 2. training-step profiles, ours then PyTorch's, configuration by configuration --------
@@ -105,6 +114,12 @@ if [[ $parts == *,profile,* ]]; then
     step "torch_$config" 75 "$py" "$torch_ref" --config "$config" --device "$device" --batch 64 \
       --steps 20 --modes train
   done
+  if [[ $device == cuda ]]; then
+    for preset in paper-features paper-raw; do
+      step "profile_${preset}_tf32" 75 "$ft" profile --device cuda --tf32 --preset "$preset" \
+        --batch 64 --steps 20 --warmup 3
+    done
+  fi
 fi
 
 # ---- 3. a training run on the GPU ------------------------------------------------------------
@@ -133,6 +148,6 @@ EOF
   fi
 fi
 
-log "done; cuda_check exit status $check_status"
+log "done; exit status $check_status (cuda_check's, else step_check's)"
 rm -rf "$work"
 exit "$check_status"

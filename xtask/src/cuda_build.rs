@@ -1,5 +1,5 @@
-//! `cargo xtask cuda-build`: the release `film-train` and film-layer's `cuda_check` with the
-//! `cuda` feature, built on a machine that has neither a GPU nor a CUDA toolkit, for
+//! `cargo xtask cuda-build`: the release `film-train`, film-layer's `cuda_check` and
+//! film-train's `step_check` with the `cuda` feature, built on a machine that has neither a GPU nor a CUDA toolkit, for
 //! Hopper GPUs (H100/H200) with a CUDA 13 driver.
 //!
 //! The toolkit comes from NVIDIA's CUDA 13.0 wheels on PyPI, installed with pip into a
@@ -38,6 +38,9 @@ const WHEELS: &[&str] = &[
     "nvidia-cuda-nvrtc==13.0.88",
     "nvidia-curand==10.4.0.35",
     "nvidia-cublas==13.0.2.14",
+    // libcudnn: film-conv's convolutions; needed here only to link (the GPU machine's
+    // PyTorch brings its own cuDNN 9, which the binary loads).
+    "nvidia-cudnn-cu13==9.13.0.50",
 ];
 
 /// Hopper (H100, H200); candle-kernels turns 90 into `sm_90a`.
@@ -51,6 +54,10 @@ const ARTEFACTS: &[(&[&str], &str)] = &[
         &["-p", "film-layer", "--example", "cuda_check"],
         "examples/cuda_check",
     ),
+    (
+        &["-p", "film-train", "--example", "step_check"],
+        "examples/step_check",
+    ),
 ];
 
 /// The GPU run script, kept in the repository and written into `--device-dir`.
@@ -60,9 +67,10 @@ const GPU_RUN_SCRIPT: &str = include_str!("../gpu-run.sh");
 const DEVICE_DIR_LIMIT: u64 = 60 << 20;
 
 pub const USAGE: &str = "  cuda-build [--compute-cap N] [--device-dir DIR]
-                             build the release film-train and film-layer's cuda_check
-                             with --features cuda, without GPU or CUDA toolkit (the CUDA
-                             13.0 compiler is pip-installed under ~/.cache/film-rs-cuda);
+                             build the release film-train, cuda_check and
+                             step_check with --features cuda, without GPU or
+                             CUDA toolkit (the CUDA 13.0 compiler is pip-installed
+                             under ~/.cache/film-rs-cuda);
                              stripped binaries land in target/cuda/; N defaults to 90
                              (H100/H200); DIR (e.g. .device) receives the GPU run:
                              run.sh, the binaries gzipped, torch_film.py";
@@ -144,6 +152,23 @@ fn parse_args(args: &[String]) -> Result<Options> {
 /// Fills `dir` with the GPU run: `run.sh`, `<binary>.gz` for each binary, `torch_film.py`.
 fn write_device_dir(dir: &Path, root: &Path, binaries: &[PathBuf]) -> Result<()> {
     fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    // Binaries of earlier builds that this one no longer makes would be carried for nothing
+    // and count against the payload limit.
+    let wanted: Vec<String> = binaries
+        .iter()
+        .filter_map(|b| b.file_name())
+        .map(|name| format!("{}.gz", name.to_string_lossy()))
+        .collect();
+    for entry in fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
+        let path = entry?.path();
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        if name.ends_with(".gz") && !wanted.contains(&name) {
+            fs::remove_file(&path).with_context(|| format!("removing {}", path.display()))?;
+        }
+    }
     let script = dir.join("run.sh");
     fs::write(&script, GPU_RUN_SCRIPT).with_context(|| format!("writing {}", script.display()))?;
     for binary in binaries {
@@ -222,7 +247,7 @@ fn install_wheels(venv: &Path) -> Result<PathBuf> {
     let marker = venv.join(".cuda-recipe-pins");
     let wanted: String = WHEELS.iter().map(|w| format!("{w}\n")).collect();
     if fs::read_to_string(&marker).ok().as_deref() != Some(wanted.as_str()) {
-        eprintln!("[cuda-build] installing the CUDA 13.0 wheels (about 1.3 GB on disk)");
+        eprintln!("[cuda-build] installing the CUDA 13.0 and cuDNN 9 wheels (about 2.2 GB on disk)");
         run_checked(
             Command::new(&python)
                 .args(["-m", "pip", "install", "--disable-pip-version-check", "-q"])
@@ -261,14 +286,17 @@ fn link_cuda_home(wheels: &Path, home: &Path) -> Result<()> {
         symlink(&wheels.join(dir), &home.join(dir))?;
     }
     symlink(Path::new("lib64"), &home.join("lib"))?;
-    let libs = wheels.join("lib");
-    for entry in fs::read_dir(&libs).with_context(|| format!("reading {}", libs.display()))? {
-        let path = entry?.path();
-        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
-        // libcublas.so.13 keeps its name and also becomes libcublas.so for `-lcublas`.
-        if let Some((stem, _)) = name.split_once(".so.") {
-            symlink(&path, &lib64.join(name))?;
-            symlink(&path, &lib64.join(format!("{stem}.so")))?;
+    // cuDNN's wheel keeps its libraries beside the toolkit's: nvidia/cudnn/lib.
+    let cudnn = wheels.parent().map(|nvidia| nvidia.join("cudnn/lib"));
+    for libs in [Some(wheels.join("lib")), cudnn].into_iter().flatten() {
+        for entry in fs::read_dir(&libs).with_context(|| format!("reading {}", libs.display()))? {
+            let path = entry?.path();
+            let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+            // libcublas.so.13 keeps its name and also becomes libcublas.so for `-lcublas`.
+            if let Some((stem, _)) = name.split_once(".so.") {
+                symlink(&path, &lib64.join(name))?;
+                symlink(&path, &lib64.join(format!("{stem}.so")))?;
+            }
         }
     }
     Ok(())

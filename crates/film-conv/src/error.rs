@@ -49,6 +49,13 @@ pub enum ConvError {
         got: Shape,
         expected: Shape,
     },
+
+    #[error("film-conv: cuDNN's {call} failed for {geometry}: {detail}")]
+    Cudnn {
+        call: &'static str,
+        geometry: String,
+        detail: String,
+    },
 }
 
 impl From<ConvError> for candle_core::Error {

@@ -23,7 +23,7 @@ impl Default for ConvParams {
 }
 
 /// All sizes of a convolution `x (N, C_in, H, W) * w (C_out, C_in, KH, KW)`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct ConvGeometry {
     pub batch: usize,
     pub in_channels: usize,

@@ -1,4 +1,5 @@
-//! Fast, differentiable 2-D convolutions for candle on the CPU.
+//! Fast, differentiable 2-D convolutions for candle on the CPU, and through cuDNN on
+//! NVIDIA GPUs (feature `cuda`).
 //!
 //! candle 0.11's CPU `conv2d` is several times slower than PyTorch's, and its
 //! backward (the input gradient runs as `conv_transpose2d`) ten times or
@@ -8,8 +9,9 @@
 //! unfolded input (im2col / col2im), spread over threads by image, with the
 //! unfolding buffers kept in a pool across calls.
 //!
-//! - [`conv2d`]: the entry point; the fast op for f32 tensors on the CPU,
-//!   candle's own `conv2d` for every other dtype and device.
+//! - [`conv2d`]: the entry point; the fast op for f32 tensors on the CPU, cuDNN for f32
+//!   CUDA tensors with the `cuda` feature ([`cudnn`]), candle's own `conv2d` for every
+//!   other dtype and device.
 //! - [`fast::conv2d`] and [`reference::conv2d`]: the two paths, for tests
 //!   and benchmarks that compare them.
 //! - [`Conv2d`]: a layer built from a [`Conv2dConfig`] and a `VarBuilder`,
@@ -21,6 +23,8 @@
 //! Supported: any batch, any kernel size, stride and zero padding (the same
 //! on both axes); dilation and groups are 1.
 
+#[cfg(feature = "cuda")]
+pub mod cudnn;
 mod error;
 mod geometry;
 mod im2col;
@@ -38,13 +42,17 @@ use candle_core::{DType, Result, Tensor};
 
 /// `conv2d(x, w) + b` (`x`: N x C_in x H x W, `w`: C_out x C_in x KH x KW,
 /// `b`: C_out), differentiable. Runs the fast kernels when [`fast::supports`]
-/// says so, candle's convolution otherwise.
+/// says so, cuDNN for f32 CUDA tensors with the `cuda` feature, candle's
+/// convolution otherwise.
 pub fn conv2d(x: &Tensor, w: &Tensor, b: Option<&Tensor>, params: ConvParams) -> Result<Tensor> {
     if fast::supports(x, w, b) {
-        fast::conv2d(x, w, b, params)
-    } else {
-        reference::conv2d(x, w, b, params)
+        return fast::conv2d(x, w, b, params);
     }
+    #[cfg(feature = "cuda")]
+    if cudnn::supports(x, w, b) {
+        return cudnn::conv2d(x, w, b, params);
+    }
+    reference::conv2d(x, w, b, params)
 }
 
 /// `relu(conv2d(x, w) + b)`, differentiable; on the fast path the ReLU is part of the
@@ -53,7 +61,7 @@ pub fn conv2d_relu(x: &Tensor, w: &Tensor, b: Option<&Tensor>, params: ConvParam
     if fast::supports(x, w, b) {
         fast::conv2d_relu(x, w, b, params)
     } else {
-        reference::conv2d(x, w, b, params)?.relu()
+        conv2d(x, w, b, params)?.relu()
     }
 }
 
@@ -87,7 +95,7 @@ pub mod fast {
 }
 
 /// candle's own convolution and autograd: the reference the fast path is
-/// tested against, and the path on GPUs and for other dtypes.
+/// tested against, and the path for other dtypes and devices.
 pub mod reference {
     use super::*;
 

@@ -6,9 +6,14 @@
 //! token (padding never reaches it) → linear head → (N, K, 2C).
 
 mod activations;
+#[cfg(feature = "cuda")]
+mod cuda;
 mod encoder;
 mod gru;
 pub mod recurrence;
+// The GPU recurrence's schedule; compiled for tests too, which run it on an emulator.
+#[cfg(any(feature = "cuda", test))]
+mod schedule;
 
 pub use encoder::{QuestionEncoder, QuestionEncoderConfig};
 pub use gru::Gru;

@@ -1,4 +1,5 @@
-//! The GRU's recurrence over a whole sequence as one differentiable candle op (CPU, f32).
+//! The GRU's recurrence over a whole sequence as one differentiable candle op (f32, on the
+//! CPU, and on NVIDIA GPUs with the `cuda` feature: `cuda/mod.rs`).
 //!
 //! Composed from candle ops, every time step adds a dozen small tensors to the autograd
 //! graph, and the backward pass accumulates each weight gradient step by step into freshly
@@ -45,16 +46,23 @@ pub fn gru_layer(inputs: &Tensor, weight_hh: &Tensor, packed: &Tensor) -> Result
 /// One call of the op. The forward keeps its gates here for the backward of the same
 /// graph node, instead of recomputing them.
 struct GruLayer {
-    kept: Mutex<Option<Vec<f32>>>,
+    kept: Mutex<Option<Kept>>,
+}
+
+/// The kept gates (T, N, 4H), where the forward ran.
+enum Kept {
+    Cpu(Vec<f32>),
+    #[cfg(feature = "cuda")]
+    Cuda(candle_core::cuda_backend::cudarc::driver::CudaSlice<f32>),
 }
 
 /// Sizes of one call: batch, steps, hidden, input width.
 #[derive(Clone, Copy)]
-struct Dims {
-    batch: usize,
-    steps: usize,
-    hidden: usize,
-    input: usize,
+pub(crate) struct Dims {
+    pub batch: usize,
+    pub steps: usize,
+    pub hidden: usize,
+    pub input: usize,
 }
 
 fn dims(inputs: &Shape, weight_hh: &Shape, packed: &Shape) -> Result<Dims> {
@@ -138,7 +146,7 @@ unsafe fn matmul(
 /// projection `hh` (3H), both without bias, the biases `bias_ih` and `bias_hh` (3H each) and
 /// the previous state (H), writes the new state (H) and the kept gates (4H). In groups of
 /// [`LANES`] units so that the non-linearities vectorise.
-fn forward_gates(
+pub(crate) fn forward_gates(
     h: usize,
     x: &[f32],
     hh: &[f32],
@@ -230,14 +238,19 @@ fn written_buffer(len: usize) -> Result<Vec<f32>> {
 
 /// Values per hidden unit and step that the forward keeps for the backward: the reset,
 /// update and candidate gates, and the candidate's hidden projection W_hn·h + b_hn.
-const KEPT: usize = 4;
+pub(crate) const KEPT: usize = 4;
 
 /// Rows handed to one thread at a time in the per-step gate loops.
 const ROWS_PER_TASK: usize = 8;
 
 /// Forward, time-major: `projected` (T, N, 3H) → states (T, N, H), plus the kept gates
 /// (T, N, 4H).
-fn forward(d: Dims, inputs: &[f32], weight_hh: &[f32], packed: &[f32]) -> Result<(Vec<f32>, Vec<f32>)> {
+pub(crate) fn forward(
+    d: Dims,
+    inputs: &[f32],
+    weight_hh: &[f32],
+    packed: &[f32],
+) -> Result<(Vec<f32>, Vec<f32>)> {
     let Dims {
         batch,
         steps,
@@ -326,7 +339,7 @@ fn forward(d: Dims, inputs: &[f32], weight_hh: &[f32], packed: &[f32]) -> Result
 /// its state (H: from the output, and in `next` from step t+1) and its previous state (H):
 /// the input projection's gradient `gp` (3H), the hidden projection's `ghh` (3H), and in
 /// `next` the gradient reaching the previous state along the direct path.
-fn backward_gates(
+pub(crate) fn backward_gates(
     h: usize,
     kept: &[f32],
     grad_state: &[f32],
@@ -442,7 +455,7 @@ fn column_split_matmul((m, n, k): (usize, usize, usize), dst: &mut [f32], lhs: &
 
 /// Gradients of the recurrence, time-major: (d projected (T, N, 3H), d weight_hh (3H, H),
 /// d biases (6H): d b_ih then d b_hh).
-fn backward(
+pub(crate) fn backward(
     d: Dims,
     weight_hh: &[f32],
     states: &[f32],
@@ -537,7 +550,7 @@ fn with_values<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> Result<R>) -> Result<R> 
 /// The input projection's gradients from the projections' gradient `grad_projected`
 /// (T·N × 3H): d inputs (T·N × E) = grad_projected · W_ih when `want_inputs`, and
 /// d W_ih (3H × E) = grad_projectedᵀ · inputs.
-fn projection_grads(
+pub(crate) fn projection_grads(
     d: Dims,
     grad_projected: &[f32],
     inputs: &[f32],
@@ -623,8 +636,33 @@ impl CustomOp3 for GruLayer {
             f32_slice(weight_hh, weight_layout)?,
             f32_slice(packed, packed_layout)?,
         )?;
-        *self.kept.lock().expect("kept gates lock poisoned") = Some(kept);
+        *self.kept.lock().expect("kept gates lock poisoned") = Some(Kept::Cpu(kept));
         Ok((CpuStorage::F32(states), Shape::from((d.steps, d.batch, d.hidden))))
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        inputs: &candle_core::CudaStorage,
+        inputs_layout: &Layout,
+        weight_hh: &candle_core::CudaStorage,
+        weight_layout: &Layout,
+        packed: &candle_core::CudaStorage,
+        packed_layout: &Layout,
+    ) -> Result<(candle_core::CudaStorage, Shape)> {
+        let d = dims(
+            inputs_layout.shape(),
+            weight_layout.shape(),
+            packed_layout.shape(),
+        )?;
+        let (states, kept) = crate::cuda::forward(
+            d,
+            (inputs, inputs_layout),
+            (weight_hh, weight_layout),
+            (packed, packed_layout),
+        )?;
+        *self.kept.lock().expect("kept gates lock poisoned") = Some(Kept::Cuda(kept));
+        Ok((states, Shape::from((d.steps, d.batch, d.hidden))))
     }
 
     fn bwd(
@@ -637,11 +675,16 @@ impl CustomOp3 for GruLayer {
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let d = dims(inputs.shape(), weight_hh.shape(), packed.shape())?;
         let kept = self.kept.lock().expect("kept gates lock poisoned");
-        let Some(kept) = kept.as_ref() else {
-            candle_core::bail!("GRU layer: backward before forward")
-        };
         // The weights and states are contiguous already; the incoming gradient may not be.
         let grad_states = grad_states.contiguous()?;
+        let kept = match kept.as_ref() {
+            Some(Kept::Cpu(kept)) => kept,
+            #[cfg(feature = "cuda")]
+            Some(Kept::Cuda(kept)) => {
+                return cuda_backward(d, [inputs, weight_hh, packed, states, &grad_states], kept)
+            }
+            None => candle_core::bail!("GRU layer: backward before forward"),
+        };
         let (grad_projected, grad_weight_hh, grad_biases) = with_values(weight_hh, |weight_hh| {
             with_values(states, |states| {
                 with_values(&grad_states, |grad_states| {
@@ -671,8 +714,49 @@ impl CustomOp3 for GruLayer {
     }
 }
 
-/// Whether the fused recurrence can run `t` (CPU f32); other devices and dtypes use the
-/// composed candle path.
+/// [`GruLayer`]'s backward on a CUDA device, from its operands (inputs, weight_hh, packed,
+/// states, state gradients) and the forward's kept gates.
+#[cfg(feature = "cuda")]
+fn cuda_backward(
+    d: Dims,
+    tensors: [&Tensor; 5],
+    kept: &candle_core::cuda_backend::cudarc::driver::CudaSlice<f32>,
+) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+    use candle_core::{op::BackpropOp, CudaStorage};
+    let [inputs, weight_hh, packed, ..] = tensors;
+    let guards = tensors.map(|t| t.storage_and_layout());
+    let mut operands: Vec<(&CudaStorage, &Layout)> = Vec::with_capacity(guards.len());
+    for (storage, layout) in &guards {
+        match &**storage {
+            Storage::Cuda(cuda) => operands.push((cuda, layout)),
+            _ => candle_core::bail!("GRU layer: the forward ran on CUDA, so must the backward"),
+        }
+    }
+    // Token embeddings are trained, so the inputs usually want a gradient; a frozen
+    // embedding spares the product.
+    let grads = crate::cuda::backward(
+        d,
+        operands[0],
+        operands[1],
+        operands[2],
+        operands[3],
+        kept,
+        operands[4],
+        inputs.track_op(),
+    )?;
+    let tensor = |storage: CudaStorage, like: &Tensor| {
+        Tensor::from_storage(Storage::Cuda(storage), like.shape(), BackpropOp::none(), false)
+    };
+    Ok((
+        grads.inputs.map(|g| tensor(g, inputs)),
+        Some(tensor(grads.weight_hh, weight_hh)),
+        Some(tensor(grads.packed, packed)),
+    ))
+}
+
+/// Whether the fused recurrence can run `t`: f32 on the CPU, and on CUDA devices with the
+/// `cuda` feature. Other devices and dtypes use the composed candle path.
 pub fn supports(t: &Tensor) -> bool {
-    t.device().is_cpu() && t.dtype() == candle_core::DType::F32
+    let device = t.device();
+    t.dtype() == candle_core::DType::F32 && (device.is_cpu() || (cfg!(feature = "cuda") && device.is_cuda()))
 }

@@ -56,9 +56,15 @@ impl Adam {
         self.step_with(grads, true)
     }
 
-    /// [`Adam::step`]; `fused` allows the in-place CPU passes ([`MomentUpdate`],
-    /// [`ParameterUpdate`]) for f32 variables on the CPU, and every other variable takes the
-    /// composed candle path.
+    /// [`Adam::step`] through candle's composed operations only, never the in-place
+    /// passes: the reference those are tested and timed against.
+    pub fn step_composed(&mut self, grads: &GradStore) -> Result<()> {
+        self.step_with(grads, false)
+    }
+
+    /// [`Adam::step`]; `fused` allows the in-place passes ([`MomentUpdate`],
+    /// [`ParameterUpdate`]) for f32 variables on the CPU, and on CUDA devices with the `cuda`
+    /// feature; every other variable takes the composed candle path.
     fn step_with(&mut self, grads: &GradStore, fused: bool) -> Result<()> {
         self.step += 1;
         let c = self.config;
@@ -68,7 +74,7 @@ impl Adam {
             let Some(grad) = grads.get(var.as_tensor()) else {
                 continue;
             };
-            if fused && var.device().is_cpu() && var.dtype() == DType::F32 {
+            if fused && in_place_supported(var) {
                 let grad = grad.detach().contiguous()?;
                 let param = var.as_tensor();
                 let m = match self.first_moment.get(name) {
@@ -178,6 +184,13 @@ impl Adam {
     }
 }
 
+/// Whether the in-place passes can update `var`: f32 on the CPU, and on CUDA devices with
+/// the `cuda` feature (adam_cuda.rs).
+fn in_place_supported(var: &Var) -> bool {
+    let device = var.device();
+    var.dtype() == DType::F32 && (device.is_cpu() || (cfg!(feature = "cuda") && device.is_cuda()))
+}
+
 /// Values handed to one thread at a time by the in-place passes.
 const CHUNK: usize = 1 << 14;
 
@@ -244,6 +257,27 @@ impl InplaceOp3 for MomentUpdate {
             });
         Ok(())
     }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        moment: &mut candle_core::CudaStorage,
+        moment_layout: &Layout,
+        grad: &candle_core::CudaStorage,
+        grad_layout: &Layout,
+        param: &candle_core::CudaStorage,
+        param_layout: &Layout,
+    ) -> Result<()> {
+        crate::adam_cuda::moment(
+            (moment, moment_layout),
+            (grad, grad_layout),
+            (param, param_layout),
+            self.decay,
+            self.rest,
+            self.weight_decay,
+            self.squared,
+        )
+    }
 }
 
 /// `p -= lr · (m / bias1) / (√(v / bias2) + ε)` in place.
@@ -288,6 +322,24 @@ impl InplaceOp3 for ParameterUpdate {
                 }
             });
         Ok(())
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        param: &mut candle_core::CudaStorage,
+        param_layout: &Layout,
+        m: &candle_core::CudaStorage,
+        m_layout: &Layout,
+        v: &candle_core::CudaStorage,
+        v_layout: &Layout,
+    ) -> Result<()> {
+        crate::adam_cuda::parameter(
+            (param, param_layout),
+            (m, m_layout),
+            (v, v_layout),
+            (self.learning_rate, self.bias1, self.bias2, self.eps),
+        )
     }
 }
 

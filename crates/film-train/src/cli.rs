@@ -91,6 +91,10 @@ enum Command {
         json: bool,
         #[arg(long, default_value = "cpu")]
         device: String,
+        /// On CUDA, run f32 matrix products and convolutions on TF32 tensor cores (see
+        /// docs/gpu.md).
+        #[arg(long)]
+        tf32: bool,
         /// Side of the square input image (a pixel-stem preset only).
         #[arg(long)]
         image_size: Option<usize>,
@@ -168,6 +172,10 @@ struct TrainArgs {
     seed: u64,
     #[arg(long, default_value = "cpu")]
     device: String,
+    /// On CUDA, run f32 matrix products and convolutions on TF32 tensor cores (see
+    /// docs/gpu.md).
+    #[arg(long)]
+    tf32: bool,
     /// Validation questions scored at each evaluation (default: all).
     #[arg(long)]
     val_limit: Option<usize>,
@@ -232,6 +240,18 @@ fn device(name: &str) -> Result<Device> {
     }
 }
 
+/// The device for `train` and `profile`, with TF32 products switched on when asked for.
+fn training_device(name: &str, tf32: bool) -> Result<Device> {
+    let device = device(name)?;
+    if tf32 {
+        if !device.is_cuda() {
+            bail!("--tf32 is for --device cuda: the CPU has no TF32 arithmetic");
+        }
+        crate::gpu::allow_tf32();
+    }
+    Ok(device)
+}
+
 pub fn run(cli: Cli) -> Result<ExitCode> {
     if let Some(threads) = cli.threads {
         // candle and film-layer size their thread pools from this variable on first use.
@@ -266,7 +286,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         }
         Some(Command::Train(args)) => {
             let request = train_request(&args)?;
-            let outcome = train(&request, &device(&args.device)?)?;
+            let outcome = train(&request, &training_device(&args.device, args.tf32)?)?;
             println!(
                 "trained {} steps; best validation accuracy {}; run directory {}",
                 outcome.state.step,
@@ -305,6 +325,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             warmup,
             json,
             device: dev,
+            tf32,
             image_size,
             downsamplings,
         }) => {
@@ -318,7 +339,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
                 steps: steps.max(1),
                 warmup,
             };
-            let result = profile(&request, &device(&dev)?)?;
+            let result = profile(&request, &training_device(&dev, tf32)?)?;
             if json {
                 println!("{}", serde_json::to_string(&result)?);
             } else {
@@ -665,5 +686,12 @@ mod tests {
         assert!(err.to_string().contains("leaves no feature map"), "{err}");
         let err = override_pixel_stem(&mut mini, None, Some(0), "mini").unwrap_err();
         assert!(err.to_string().contains("at least one"), "{err}");
+    }
+
+    #[test]
+    fn tf32_is_refused_on_the_cpu() {
+        let err = training_device("cpu", true).unwrap_err();
+        assert!(err.to_string().contains("--tf32 is for --device cuda"), "{err}");
+        assert!(training_device("cpu", false).unwrap().is_cpu());
     }
 }

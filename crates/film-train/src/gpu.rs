@@ -43,3 +43,16 @@ pub fn cuda_device(ordinal: usize) -> Result<Device> {
 pub fn cuda_device(ordinal: usize) -> Result<Device> {
     Device::new_cuda(ordinal)
 }
+
+/// Lets every f32 matrix product on CUDA (candle's, hence its convolutions, and the
+/// question encoder's GRU) run on TF32 tensor cores: inputs rounded to 10 mantissa bits,
+/// sums in f32. PyTorch does this by default for its cuDNN convolutions and GRU
+/// (`torch.backends.cudnn.allow_tf32`), not for its other products.
+#[cfg(feature = "cuda")]
+pub fn allow_tf32() {
+    candle_core::cuda_backend::set_gemm_reduced_precision_f32(true);
+}
+
+/// Without the `cuda` feature there is no CUDA device to ask for TF32 on.
+#[cfg(not(feature = "cuda"))]
+pub fn allow_tf32() {}

@@ -2,6 +2,8 @@
 //! the training loop with checkpoints, evaluation, analysis with plots and the command line.
 
 pub mod adam;
+#[cfg(feature = "cuda")]
+mod adam_cuda;
 pub mod analyze;
 pub mod cli;
 pub mod data;

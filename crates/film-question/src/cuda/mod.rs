@@ -1,0 +1,368 @@
+//! The GRU recurrence of [`crate::recurrence`] on NVIDIA GPUs (feature `cuda`).
+//!
+//! The same algorithm as on the CPU, in the order `schedule.rs` writes down (and its tests
+//! check on a CPU emulator), with cuBLAS for the products and the gate kernels of `gru.cu`
+//! (compiled at run time by NVRTC, through film-layer's loader) for the rest:
+//! - forward: the input projection of every step as one product, then per step one product
+//!   h_{t-1}·W_hhᵀ and one gate kernel;
+//! - backward: per step one gate kernel and one product that carries the gradient through
+//!   W_hh to the step before; then every weight gradient as one product over all steps, and
+//!   the bias gradients as products with a vector of ones.
+//!
+//! Composed from candle ops, every step was a dozen kernels, and the backward accumulated
+//! each weight gradient step by step into a fresh 3H × H buffer: at the paper's 4096 units
+//! the encoder's backward was 78% of the GPU training step (docs/gpu.md).
+//!
+//! The products follow candle's `set_gemm_reduced_precision_f32` switch, as every other f32
+//! product of the model does: TF32 tensor cores when it is on, full f32 otherwise.
+
+use std::sync::Arc;
+
+use candle_core::backend::BackendStorage;
+use candle_core::cuda_backend::cudarc::cublas::{result as blas, sys as blas_sys, CudaBlas};
+use candle_core::cuda_backend::cudarc::driver::{
+    CudaFunction, CudaSlice, CudaStream, CudaView, DevicePtr, DevicePtrMut, LaunchConfig, PushKernelArg,
+};
+use candle_core::cuda_backend::{CudaDevice, CudaStorage, WrapErr};
+use candle_core::{DType, Layout, Result};
+use film_layer::nvrtc::{self, CudaSource};
+
+use crate::recurrence::{Dims, KEPT};
+use crate::schedule::{self, At, BackwardStep, Buffer, ColumnMajorGemm, ForwardStep, Machine};
+
+static SOURCE: CudaSource = CudaSource {
+    name: "gru.cu",
+    code: include_str!("gru.cu"),
+};
+
+/// Threads per block of the gate kernels.
+const THREADS: u32 = 256;
+/// Resident blocks per multiprocessor the grid-stride gate kernels aim for.
+const BLOCKS_PER_SM: u32 = 8;
+
+/// A contiguous f32 operand and its layout.
+pub(crate) type Operand<'a> = (&'a CudaStorage, &'a Layout);
+
+fn int(what: &'static str, value: usize) -> Result<i32> {
+    i32::try_from(value).map_err(|_| {
+        candle_core::Error::Msg(format!(
+            "GRU on CUDA: {what} {value} exceeds what cuBLAS takes (i32)"
+        ))
+    })
+}
+
+/// The f32 values of a contiguous operand.
+fn values<'a>((storage, layout): Operand<'a>, what: &'static str) -> Result<CudaView<'a, f32>> {
+    if storage.dtype() != DType::F32 {
+        return Err(candle_core::Error::UnsupportedDTypeForOp(
+            storage.dtype(),
+            "gru-layer",
+        ));
+    }
+    match layout.contiguous_offsets() {
+        Some((start, end)) => Ok(storage.as_cuda_slice::<f32>()?.slice(start..end)),
+        None => candle_core::bail!("GRU on CUDA: {what} must be contiguous"),
+    }
+}
+
+/// The schedule's [`Machine`] on one CUDA device: the buffers' device addresses, the gate
+/// kernels and the cuBLAS handle.
+struct Gpu {
+    addresses: Vec<(Buffer, u64)>,
+    blas: Arc<CudaBlas>,
+    stream: Arc<CudaStream>,
+    forward: CudaFunction,
+    backward: CudaFunction,
+    fill: CudaFunction,
+    config: LaunchConfig,
+    batch: u32,
+    hidden: u32,
+}
+
+impl Gpu {
+    fn new(device: &CudaDevice, d: Dims) -> Result<Gpu> {
+        // CUDA allocations cannot be empty.
+        if d.batch == 0 || d.hidden == 0 || d.input == 0 || d.steps == 0 {
+            candle_core::bail!(
+                "GRU on CUDA: empty operand (batch {}, steps {}, hidden {}, input {})",
+                d.batch,
+                d.steps,
+                d.hidden,
+                d.input
+            );
+        }
+        let units = d.batch * d.hidden;
+        // The kernels index one step's rows in 32 bits, the fill T·N values.
+        let largest = units.max(d.batch * d.steps);
+        if largest > u32::MAX as usize / 2 {
+            candle_core::bail!("GRU on CUDA: {largest} values per step exceed 32-bit indexing");
+        }
+        let kernels = nvrtc::kernels(device, &SOURCE)?;
+        let blocks = largest
+            .div_ceil(THREADS as usize)
+            .clamp(1, (kernels.sm_count * BLOCKS_PER_SM) as usize) as u32;
+        Ok(Gpu {
+            addresses: Vec::new(),
+            blas: device.cublas_handle(),
+            stream: device.cuda_stream(),
+            forward: kernels.function("gru_step_fwd_f32")?,
+            backward: kernels.function("gru_step_bwd_f32")?,
+            fill: kernels.function("gru_fill_f32")?,
+            config: LaunchConfig {
+                grid_dim: (blocks, 1, 1),
+                block_dim: (THREADS, 1, 1),
+                shared_mem_bytes: 0,
+            },
+            batch: d.batch as u32,
+            hidden: d.hidden as u32,
+        })
+    }
+
+    /// The device address of `at`.
+    fn address(&self, at: At) -> Result<u64> {
+        match self.addresses.iter().find(|(buffer, _)| *buffer == at.buffer) {
+            Some((_, base)) => Ok(base + (at.offset * std::mem::size_of::<f32>()) as u64),
+            None => candle_core::bail!(
+                "GRU on CUDA: the schedule used {:?}, which this pass did not provide",
+                at.buffer
+            ),
+        }
+    }
+
+    /// One step of `func`: its addresses, then the sizes and the first-step flag.
+    ///
+    /// # Safety
+    /// The addresses must match the kernel's parameters in gru.cu and hold one step's rows.
+    unsafe fn step(&self, func: &CudaFunction, addrs: &[At], first: bool) -> Result<()> {
+        let addrs = addrs
+            .iter()
+            .map(|&at| self.address(at))
+            .collect::<Result<Vec<u64>>>()?;
+        let first = first as i32;
+        let mut launch = self.stream.launch_builder(func);
+        for addr in &addrs {
+            launch.arg(addr);
+        }
+        launch.arg(&self.batch).arg(&self.hidden).arg(&first);
+        launch.launch(self.config).w()?;
+        Ok(())
+    }
+}
+
+// SAFETY (every method): the addresses come from buffers the caller of `schedule::forward` or
+// `schedule::backward` keeps alive and sized as those functions document, which is how the
+// schedule addresses them (checked on the CPU emulator by schedule.rs's tests); every
+// launch is on the device's one stream, so each reads what the previous ones wrote.
+impl Machine for Gpu {
+    fn gemm(&mut self, g: ColumnMajorGemm) -> Result<()> {
+        use blas_sys::cublasOperation_t::{CUBLAS_OP_N, CUBLAS_OP_T};
+        let op = |t: bool| if t { CUBLAS_OP_T } else { CUBLAS_OP_N };
+        let compute = if candle_core::cuda_backend::gemm_reduced_precision_f32() {
+            blas_sys::cublasComputeType_t::CUBLAS_COMPUTE_32F_FAST_TF32
+        } else {
+            blas_sys::cublasComputeType_t::CUBLAS_COMPUTE_32F
+        };
+        let (alpha, beta) = (1.0f32, g.beta);
+        let f32_type = blas_sys::cudaDataType_t::CUDA_R_32F;
+        let (a, b, c) = (self.address(g.a)?, self.address(g.b)?, self.address(g.c)?);
+        unsafe {
+            blas::gemm_ex(
+                *self.blas.handle(),
+                op(g.trans_a),
+                op(g.trans_b),
+                int("rows", g.m)?,
+                int("columns", g.n)?,
+                int("inner size", g.k)?,
+                (&alpha as *const f32).cast(),
+                a as *const _,
+                f32_type,
+                int("leading dimension", g.lda)?,
+                b as *const _,
+                f32_type,
+                int("leading dimension", g.ldb)?,
+                (&beta as *const f32).cast(),
+                c as *mut _,
+                f32_type,
+                int("leading dimension", g.ldc)?,
+                compute,
+                blas_sys::cublasGemmAlgo_t::CUBLAS_GEMM_DEFAULT_TENSOR_OP,
+            )
+        }
+        .w()
+    }
+
+    fn forward_step(&mut self, s: ForwardStep, first: bool) -> Result<()> {
+        let func = self.forward.clone();
+        let addrs = [s.x, s.hh, s.bias_ih, s.bias_hh, s.previous, s.state, s.kept];
+        unsafe { self.step(&func, &addrs, first) }
+    }
+
+    fn backward_step(&mut self, s: BackwardStep, first: bool) -> Result<()> {
+        let func = self.backward.clone();
+        let addrs = [s.kept, s.grad_state, s.previous, s.grad_x, s.grad_hh, s.next];
+        unsafe { self.step(&func, &addrs, first) }
+    }
+
+    fn fill_ones(&mut self, at: At, len: usize) -> Result<()> {
+        let (addr, len, one) = (self.address(at)?, len as u32, 1.0f32);
+        let mut launch = self.stream.launch_builder(&self.fill);
+        launch.arg(&addr).arg(&len).arg(&one);
+        unsafe { launch.launch(self.config) }.w()?;
+        Ok(())
+    }
+}
+
+/// The forward: every step's state (T, N, H) and the kept gates (T, N, 4H), from `inputs`
+/// (T, N, E), `weight_hh` (3H, H) and `packed` (W_ih, b_ih, b_hh).
+pub(crate) fn forward(
+    d: Dims,
+    inputs: Operand<'_>,
+    weight_hh: Operand<'_>,
+    packed: Operand<'_>,
+) -> Result<(CudaStorage, CudaSlice<f32>)> {
+    let device = &inputs.0.device;
+    let mut gpu = Gpu::new(device, d)?;
+    let (x, w_hh, packed) = (
+        values(inputs, "inputs")?,
+        values(weight_hh, "weight_hh")?,
+        values(packed, "packed weights")?,
+    );
+    let (rows, h) = (d.steps * d.batch, d.hidden);
+    // SAFETY: the schedule writes every element of these before it reads it: `projected`
+    // whole, then per step one (N, 3H) `hh`, (N, H) states and (N, 4H) kept rows.
+    let (mut projected, mut states, mut kept, mut hh) = unsafe {
+        (
+            device.alloc::<f32>(rows * 3 * h)?,
+            device.alloc::<f32>(rows * h)?,
+            device.alloc::<f32>(rows * KEPT * h)?,
+            device.alloc::<f32>(d.batch * 3 * h)?,
+        )
+    };
+    {
+        let stream = gpu.stream.clone();
+        let (x_ptr, _x) = x.device_ptr(&stream);
+        let (w_hh_ptr, _w) = w_hh.device_ptr(&stream);
+        let (packed_ptr, _p) = packed.device_ptr(&stream);
+        let (projected_ptr, _pr) = projected.device_ptr_mut(&stream);
+        let (states_ptr, _s) = states.device_ptr_mut(&stream);
+        let (kept_ptr, _k) = kept.device_ptr_mut(&stream);
+        let (hh_ptr, _h) = hh.device_ptr_mut(&stream);
+        gpu.addresses = vec![
+            (Buffer::Inputs, x_ptr),
+            (Buffer::WeightHh, w_hh_ptr),
+            (Buffer::Packed, packed_ptr),
+            (Buffer::Projected, projected_ptr),
+            (Buffer::States, states_ptr),
+            (Buffer::Kept, kept_ptr),
+            (Buffer::Hh, hh_ptr),
+        ];
+        schedule::forward(d, &mut gpu)?;
+    }
+    Ok((CudaStorage::wrap_cuda_slice(states, device.clone()), kept))
+}
+
+/// The gradients of one call: d inputs (T, N, E) when asked for, d weight_hh (3H, H) and
+/// d packed (W_ih, b_ih, b_hh).
+pub(crate) struct Gradients {
+    pub inputs: Option<CudaStorage>,
+    pub weight_hh: CudaStorage,
+    pub packed: CudaStorage,
+}
+
+/// The backward, from the forward's operands, its states and kept gates, and the gradient
+/// reaching the states.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn backward(
+    d: Dims,
+    inputs: Operand<'_>,
+    weight_hh: Operand<'_>,
+    packed: Operand<'_>,
+    states: Operand<'_>,
+    kept: &CudaSlice<f32>,
+    grad_states: Operand<'_>,
+    want_inputs: bool,
+) -> Result<Gradients> {
+    let device = &inputs.0.device;
+    let mut gpu = Gpu::new(device, d)?;
+    let (x, w_hh, packed) = (
+        values(inputs, "inputs")?,
+        values(weight_hh, "weight_hh")?,
+        values(packed, "packed weights")?,
+    );
+    let (states, grad_states) = (values(states, "states")?, values(grad_states, "state gradients")?);
+    let (rows, h, input) = (d.steps * d.batch, d.hidden, d.input);
+    // As the schedule requires: d W_hh and the carried gradient start at zero.
+    let mut grad_w_hh = device.alloc_zeros::<f32>(3 * h * h)?;
+    let mut next = device.alloc_zeros::<f32>(d.batch * h)?;
+    // SAFETY: the schedule writes every element of these before it reads it: each step's
+    // (N, 3H) rows of both projection gradients, the ones, and each output product whole
+    // (beta = 0).
+    let (mut grad_x, mut grad_hh, mut ones, mut grad_packed) = unsafe {
+        (
+            device.alloc::<f32>(rows * 3 * h)?,
+            device.alloc::<f32>(rows * 3 * h)?,
+            device.alloc::<f32>(rows)?,
+            device.alloc::<f32>(3 * h * input + 6 * h)?,
+        )
+    };
+    // Token embeddings are trained, so the inputs usually want a gradient; a frozen
+    // embedding spares the product.
+    // SAFETY: as above (one product writes it whole).
+    let mut grad_inputs = match want_inputs {
+        true => Some(unsafe { device.alloc::<f32>(rows * input)? }),
+        false => None,
+    };
+    {
+        let stream = gpu.stream.clone();
+        let (x_ptr, _x) = x.device_ptr(&stream);
+        let (w_hh_ptr, _w) = w_hh.device_ptr(&stream);
+        let (packed_ptr, _p) = packed.device_ptr(&stream);
+        let (states_ptr, _s) = states.device_ptr(&stream);
+        let (grad_states_ptr, _gs) = grad_states.device_ptr(&stream);
+        let (kept_ptr, _k) = kept.device_ptr(&stream);
+        let (grad_x_ptr, _gx) = grad_x.device_ptr_mut(&stream);
+        let (grad_hh_ptr, _gh) = grad_hh.device_ptr_mut(&stream);
+        let (next_ptr, _n) = next.device_ptr_mut(&stream);
+        let (grad_w_hh_ptr, _gw) = grad_w_hh.device_ptr_mut(&stream);
+        let (ones_ptr, _o) = ones.device_ptr_mut(&stream);
+        let (grad_packed_ptr, _gp) = grad_packed.device_ptr_mut(&stream);
+        let grad_inputs_ptr = grad_inputs.as_mut().map(|g| g.device_ptr_mut(&stream));
+        gpu.addresses = vec![
+            (Buffer::Inputs, x_ptr),
+            (Buffer::WeightHh, w_hh_ptr),
+            (Buffer::Packed, packed_ptr),
+            (Buffer::States, states_ptr),
+            (Buffer::GradStates, grad_states_ptr),
+            (Buffer::Kept, kept_ptr),
+            (Buffer::GradX, grad_x_ptr),
+            (Buffer::GradHh, grad_hh_ptr),
+            (Buffer::Next, next_ptr),
+            (Buffer::GradWeightHh, grad_w_hh_ptr),
+            (Buffer::Ones, ones_ptr),
+            (Buffer::GradPacked, grad_packed_ptr),
+        ];
+        if let Some((ptr, _)) = &grad_inputs_ptr {
+            gpu.addresses.push((Buffer::GradInputs, *ptr));
+        }
+        schedule::backward(d, want_inputs, &mut gpu)?;
+    }
+    let wrap = |slice| CudaStorage::wrap_cuda_slice(slice, device.clone());
+    Ok(Gradients {
+        inputs: grad_inputs.map(wrap),
+        weight_hh: wrap(grad_w_hh),
+        packed: wrap(grad_packed),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::SOURCE;
+
+    /// The kernels compile for Hopper: needs libnvrtc, not a GPU, so a CUDA build checks it
+    /// on any machine (`cargo test --features cuda` with the CUDA libraries on the path).
+    #[test]
+    fn gate_kernels_compile_for_sm_90() {
+        let cubin = film_layer::nvrtc::compile(&SOURCE, (9, 0)).unwrap_or_else(|e| panic!("{e}"));
+        assert!(cubin.starts_with(b"\x7fELF"), "a cubin is an ELF file");
+    }
+}
