@@ -19,7 +19,11 @@
 //!    candle's convolution on the CPU in f64, for the model's kinds of layer (the stem's
 //!    4×4 stride-2, the blocks' 1×1 and 3×3, an odd one), within [`CONV_BOUND`]; and
 //!    forward and forward + backward times at the `paper-raw` sizes, cuDNN against candle's
-//!    convolution, in f32 and TF32.
+//!    convolution, in f32 and TF32;
+//! 5. parity of the fused BatchNorm (+ ReLU) kernels against candle-nn's BatchNorm on the
+//!    CPU in f64: a training step's output and gradients (input, scale, shift), then an
+//!    evaluation with the running statistics that step updated, within [`BN_BOUND`]; and
+//!    the stem's first BatchNorm at batch 64 timed, fused against candle-nn's composition.
 //!
 //! Every measurement is printed as one JSON line (prefix `JSON `). Exit status: 0 parity
 //! within bounds, 1 a parity failure, 2 no CUDA device. Build and run: see docs/gpu.md.
@@ -31,6 +35,7 @@ use candle_nn::{VarBuilder, VarMap};
 use film_conv::ConvParams;
 use film_question::Gru;
 use film_train::adam::{Adam, AdamConfig};
+use film_vision::BatchNorm;
 
 /// Largest error allowed, relative to the largest magnitude of the f64 reference: f32
 /// rounding accumulated over 46 steps and sums of up to 2 944 rows, with margin.
@@ -39,6 +44,9 @@ const BOUND: f64 = 1e-4;
 /// Adam's bound: the same f32 operations in the same order on both devices, so only the
 /// GPU's fused multiply-adds and square root differ.
 const ADAM_BOUND: f64 = 1e-5;
+
+/// BatchNorm's bound: sums over up to 800 000 values per channel, in double on the GPU.
+const BN_BOUND: f64 = 1e-4;
 
 /// The convolutions' bound: f32 sums of up to 2 048 products, in cuDNN's order.
 const CONV_BOUND: f64 = 1e-4;
@@ -605,6 +613,133 @@ fn bench_conv(device: &Device) -> candle_core::Result<()> {
     Ok(())
 }
 
+/// A BatchNorm of `channels` on `device` in `dtype` whose scale and shift are `affine`.
+fn batch_norm_with(
+    channels: usize,
+    affine: &[Tensor; 2],
+    device: &Device,
+    dtype: DType,
+) -> candle_core::Result<(BatchNorm, VarMap)> {
+    let varmap = VarMap::new();
+    let norm = BatchNorm::new(channels, true, VarBuilder::from_varmap(&varmap, dtype, device))?;
+    {
+        let data = varmap.data().lock().expect("varmap lock");
+        for (name, value) in ["weight", "bias"].iter().zip(affine) {
+            data[*name].set(&value.to_dtype(dtype)?.to_device(device)?)?;
+        }
+    }
+    Ok((norm, varmap))
+}
+
+/// A training step's output and gradients (input, scale, shift) for Σ y ⊙ upstream, then
+/// the evaluation output with the running statistics it updated; on the CPU in f64 through
+/// candle-nn's composition when `reference`, else through the fused op on `device`.
+fn batch_norm_run(
+    dims: &[usize],
+    relu: bool,
+    values: &[Tensor; 4],
+    device: &Device,
+    dtype: DType,
+    reference: bool,
+) -> candle_core::Result<Vec<Tensor>> {
+    let (norm, varmap) = batch_norm_with(dims[1], &[values[1].clone(), values[2].clone()], device, dtype)?;
+    let x = Var::from_tensor(&values[0].to_dtype(dtype)?.to_device(device)?)?;
+    let upstream = values[3].to_dtype(dtype)?.to_device(device)?;
+    let forward = |train: bool| match (reference, relu) {
+        (true, _) => norm.forward_reference_t(x.as_tensor(), train, relu),
+        (false, true) => norm.forward_relu_t(x.as_tensor(), train),
+        (false, false) => norm.forward_t(x.as_tensor(), train),
+    };
+    let y = forward(true)?;
+    let grads = (&y * &upstream)?.sum_all()?.backward()?;
+    let mut out = vec![y];
+    let missing = || candle_core::Error::Msg("a BatchNorm gradient is missing".into());
+    out.push(grads.get(x.as_tensor()).cloned().ok_or_else(missing)?);
+    {
+        let data = varmap.data().lock().expect("varmap lock");
+        for name in ["weight", "bias"] {
+            out.push(grads.get(data[name].as_tensor()).cloned().ok_or_else(missing)?);
+        }
+    }
+    out.push(forward(false)?);
+    out.into_iter()
+        .map(|t| t.to_dtype(DType::F64)?.to_device(&Device::Cpu))
+        .collect()
+}
+
+fn batch_norm_values(dims: &[usize], rng: &mut Rng) -> candle_core::Result<[Tensor; 4]> {
+    let channels = dims[1];
+    // Inputs off zero and spread, so that the mean matters and the ReLU cuts.
+    let x = (rng.tensor(dims, 2.0)? + 0.5)?;
+    let scale = (rng.tensor(&[channels], 0.5)? + 1.0)?;
+    Ok([x, scale, rng.tensor(&[channels], 0.5)?, rng.tensor(dims, 1.0)?])
+}
+
+fn check_batch_norm(device: &Device) -> candle_core::Result<usize> {
+    let cases: [(&[usize], bool); 5] = [
+        (&[4, 16, 9, 7], true),
+        (&[4, 16, 9, 7], false),
+        (&[2, 128, 14, 14], true),
+        (&[64, 1024], true),
+        (&[3, 5, 33], false),
+    ];
+    let names = ["output", "d input", "d scale", "d shift", "evaluation output"];
+    let mut failures = 0;
+    for (dims, relu) in cases {
+        let values = batch_norm_values(dims, &mut Rng(0xb0_0001))?;
+        let reference = batch_norm_run(dims, relu, &values, &Device::Cpu, DType::F64, true)?;
+        let got = batch_norm_run(dims, relu, &values, device, DType::F32, false)?;
+        for (i, name) in names.iter().enumerate() {
+            let err = relative_error(&got[i], &reference[i])?;
+            let ok = err <= BN_BOUND;
+            failures += usize::from(!ok);
+            println!(
+                "JSON {{\"check\":\"batch_norm_parity\",\"shape\":{dims:?},\"relu\":{relu},\"what\":\"{name}\",\"error\":{err:.3e},\"bound\":{BN_BOUND:e},\"ok\":{ok}}}"
+            );
+            println!(
+                "  batch norm {dims:?} relu {relu:<5} {name:<17} {err:.2e}  {}",
+                if ok { "ok" } else { "FAILED" }
+            );
+        }
+    }
+    Ok(failures)
+}
+
+/// The stem's first BatchNorm + ReLU at batch 64 (64, 128, 112, 112), training: the fused
+/// kernels against candle-nn's composition.
+fn bench_batch_norm(device: &Device) -> candle_core::Result<()> {
+    let dims = [64, 128, 112, 112];
+    let mut rng = Rng(0xb0_0002);
+    let values = batch_norm_values(&dims, &mut rng)?;
+    let (norm, _varmap) = batch_norm_with(
+        dims[1],
+        &[values[1].clone(), values[2].clone()],
+        device,
+        DType::F32,
+    )?;
+    let x = Var::from_tensor(&values[0].to_device(device)?)?;
+    for fused in [true, false] {
+        let path = if fused { "fused" } else { "composed" };
+        let forward = || match fused {
+            true => norm.forward_relu_t(x.as_tensor(), true),
+            false => norm.forward_reference_t(x.as_tensor(), true, true),
+        };
+        let fwd = time_median(device, 2, 11, || forward().map(drop))?;
+        let both = time_median(device, 2, 11, || forward()?.sum_all()?.backward().map(drop))?;
+        println!(
+            "JSON {{\"check\":\"batch_norm_bench\",\"shape\":{dims:?},\"path\":\"{path}\",\"forward_ms\":{:.4},\"forward_backward_ms\":{:.4}}}",
+            fwd * 1e3,
+            both * 1e3
+        );
+        println!(
+            "  batch norm + relu {dims:?} {path:<8} forward {:>8.3} ms  forward+backward {:>8.3} ms",
+            fwd * 1e3,
+            both * 1e3
+        );
+    }
+    Ok(())
+}
+
 fn main() -> candle_core::Result<()> {
     let device = match film_train::gpu::cuda_device(0) {
         Ok(device) => device,
@@ -623,6 +758,9 @@ fn main() -> candle_core::Result<()> {
     println!("cuDNN convolutions against candle's on the CPU in f64 (bound {CONV_BOUND:e}):");
     let failures = failures + check_conv(&device)?;
     bench_conv(&device)?;
+    println!("fused BatchNorm against candle-nn's on the CPU in f64 (bound {BN_BOUND:e}):");
+    let failures = failures + check_batch_norm(&device)?;
+    bench_batch_norm(&device)?;
     if failures > 0 {
         eprintln!("step_check: {failures} parity case(s) above the bound");
         std::process::exit(1);

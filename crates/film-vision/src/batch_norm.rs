@@ -1,5 +1,5 @@
 //! Batch normalisation (optionally followed by ReLU) as one differentiable candle op on the
-//! CPU.
+//! CPU, and on NVIDIA GPUs with the `cuda` feature (`cuda/`, the same passes as kernels).
 //!
 //! candle-nn's BatchNorm is composed from a transpose, a copy and seven broadcast ops; with
 //! their backward passes a stem BatchNorm reads and writes its activations about twenty
@@ -7,7 +7,8 @@
 //! The fused op reads the input twice for the batch statistics and once to normalise, and
 //! its backward is two passes: per-channel sums, then the input gradient. The variables
 //! (`weight`, `bias`, `running_mean`, `running_var`) and their update are candle-nn's, so
-//! checkpoints are unchanged, and on other devices the candle-nn module runs instead.
+//! checkpoints are unchanged, and on other devices and dtypes the candle-nn module runs
+//! instead.
 
 use candle_core::{CpuStorage, CustomOp3, DType, Layout, ModuleT, Result, Shape, Tensor, Var};
 use candle_nn::{BatchNormConfig, VarBuilder};
@@ -63,7 +64,9 @@ impl BatchNorm {
     }
 
     fn forward_with(&self, x: &Tensor, train: bool, relu: bool) -> Result<Tensor> {
-        if !x.device().is_cpu() || x.dtype() != DType::F32 || x.rank() < 2 {
+        let device = x.device();
+        let fused_device = device.is_cpu() || (cfg!(feature = "cuda") && device.is_cuda());
+        if !fused_device || x.dtype() != DType::F32 || x.rank() < 2 {
             return self.forward_reference_t(x, train, relu);
         }
         let (batch, channels) = (x.dim(0)?, x.dim(1)?);
@@ -76,9 +79,32 @@ impl BatchNorm {
         }
         let x = x.contiguous()?;
         let spatial = x.elem_count() / (batch * channels).max(1);
+        let stats = match device.is_cpu() {
+            true => self.cpu_statistics(&x, train, (batch, channels, spatial))?,
+            false => self.device_statistics(&x, train, (batch, channels, spatial))?,
+        };
+        let affine = self.affine(device)?;
+        x.apply_op3(
+            &affine,
+            &stats,
+            FusedBatchNorm {
+                batch_statistics: train,
+                relu,
+            },
+        )
+    }
+
+    /// The (C, 2) [mean, inv_std] rows the op normalises with: the batch's (updating the
+    /// running statistics) when training, the running ones otherwise.
+    fn cpu_statistics(
+        &self,
+        x: &Tensor,
+        train: bool,
+        (batch, channels, spatial): (usize, usize, usize),
+    ) -> Result<Tensor> {
         let eps = self.composed.eps();
         let (mean, variance) = if train {
-            let (mean, variance) = channel_statistics(&x, batch, channels, spatial)?;
+            let (mean, variance) = channel_statistics(x, batch, channels, spatial)?;
             self.update_running(&mean, &variance, batch * spatial)?;
             (mean, variance)
         } else {
@@ -88,23 +114,40 @@ impl BatchNorm {
             )
         };
         let inv_std: Vec<f32> = variance.iter().map(|v| 1.0 / (v + eps as f32).sqrt()).collect();
-        let stats = Tensor::from_vec(
+        Tensor::from_vec(
             mean.iter()
                 .zip(&inv_std)
                 .flat_map(|(&m, &s)| [m, s])
                 .collect::<Vec<_>>(),
             (channels, 2),
             x.device(),
-        )?;
-        let affine = self.affine(x.device())?;
-        x.apply_op3(
-            &affine,
-            &stats,
-            FusedBatchNorm {
-                batch_statistics: train,
-                relu,
-            },
         )
+    }
+
+    /// [`BatchNorm::cpu_statistics`] on a GPU, where the statistics stay: copying them to
+    /// the host would wait for the device at every BatchNorm.
+    #[cfg(feature = "cuda")]
+    fn device_statistics(&self, x: &Tensor, train: bool, dims: (usize, usize, usize)) -> Result<Tensor> {
+        let eps = self.composed.eps();
+        if train {
+            let all = x.apply_op1_no_bwd(&BatchStatistics {
+                dims,
+                eps: eps as f32,
+            })?;
+            let mean = all.narrow(1, 0, 1)?.squeeze(1)?;
+            let variance = all.narrow(1, 2, 1)?.squeeze(1)?;
+            self.update_running_with(&mean, &variance, dims.0 * dims.2)?;
+            all.narrow(1, 0, 2)?.contiguous()
+        } else {
+            let inv_std = (self.running_var.as_tensor() + eps)?.sqrt()?.recip()?;
+            Tensor::stack(&[self.running_mean.as_tensor(), &inv_std], 1)
+        }
+    }
+
+    /// Without the `cuda` feature no device but the CPU reaches the fused op.
+    #[cfg(not(feature = "cuda"))]
+    fn device_statistics(&self, x: &Tensor, _: bool, _: (usize, usize, usize)) -> Result<Tensor> {
+        candle_core::bail!("fused BatchNorm: no kernels for {:?} in this build", x.device())
     }
 
     /// (C, 2) rows of [scale, shift]: the learned affine parameters, or [1, 0] without them.
@@ -135,12 +178,17 @@ impl BatchNorm {
     /// Moves the running statistics towards a batch's `mean` and biased `variance` over
     /// `count` values per channel, as PyTorch does.
     pub(crate) fn update_running(&self, mean: &[f32], variance: &[f32], count: usize) -> Result<()> {
-        let momentum = self.composed.momentum();
         let device = self.running_mean.device();
-        // PyTorch keeps the unbiased variance in its running estimate.
-        let unbiased = count as f64 / (count as f64 - 1.0).max(1.0);
         let mean = Tensor::from_slice(mean, self.channels, device)?;
         let variance = Tensor::from_slice(variance, self.channels, device)?;
+        self.update_running_with(&mean, &variance, count)
+    }
+
+    /// [`BatchNorm::update_running`] from (C) tensors on the statistics' device.
+    fn update_running_with(&self, mean: &Tensor, variance: &Tensor, count: usize) -> Result<()> {
+        let momentum = self.composed.momentum();
+        // PyTorch keeps the unbiased variance in its running estimate.
+        let unbiased = count as f64 / (count as f64 - 1.0).max(1.0);
         self.running_mean
             .set(&((self.running_mean.as_tensor() * (1.0 - momentum))? + (mean * momentum)?)?)?;
         self.running_var
@@ -472,6 +520,29 @@ impl CustomOp3 for FusedBatchNorm {
         Ok((CpuStorage::F32(y), shape))
     }
 
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        x: &candle_core::CudaStorage,
+        x_layout: &Layout,
+        affine: &candle_core::CudaStorage,
+        affine_layout: &Layout,
+        stats: &candle_core::CudaStorage,
+        stats_layout: &Layout,
+    ) -> Result<(candle_core::CudaStorage, Shape)> {
+        let shape = x_layout.shape().clone();
+        let (batch, channels) = (shape.dims()[0], shape.dims()[1]);
+        let spatial = shape.elem_count() / (batch * channels).max(1);
+        let y = crate::cuda::forward(
+            (x, x_layout),
+            (affine, affine_layout),
+            (stats, stats_layout),
+            (batch, channels, spatial),
+            self.relu,
+        )?;
+        Ok((y, shape))
+    }
+
     fn bwd(
         &self,
         x: &Tensor,
@@ -483,6 +554,10 @@ impl CustomOp3 for FusedBatchNorm {
         let (batch, channels) = (x.dim(0)?, x.dim(1)?);
         let spatial = x.elem_count() / (batch * channels).max(1);
         let grad_y = grad_y.contiguous()?;
+        #[cfg(feature = "cuda")]
+        if x.device().is_cuda() {
+            return self.cuda_bwd(x, affine, stats, &grad_y, (batch, channels, spatial));
+        }
         let (x_storage, x_layout) = x.storage_and_layout();
         let (dy_storage, dy_layout) = grad_y.storage_and_layout();
         let (candle_core::Storage::Cpu(x_cpu), candle_core::Storage::Cpu(dy_cpu)) =
@@ -508,6 +583,76 @@ impl CustomOp3 for FusedBatchNorm {
             Some(Tensor::from_vec(grad_affine, (channels, 2), device)?),
             None,
         ))
+    }
+}
+
+#[cfg(feature = "cuda")]
+impl FusedBatchNorm {
+    /// The backward on a CUDA device: the kernels' two passes.
+    fn cuda_bwd(
+        &self,
+        x: &Tensor,
+        affine: &Tensor,
+        stats: &Tensor,
+        grad_y: &Tensor,
+        dims: (usize, usize, usize),
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        use candle_core::{op::BackpropOp, Storage};
+        let (affine, stats) = (affine.contiguous()?, stats.contiguous()?);
+        let guards = [x, grad_y, &affine, &stats].map(|t| t.storage_and_layout());
+        let mut operands = Vec::with_capacity(guards.len());
+        for (storage, layout) in &guards {
+            match &**storage {
+                Storage::Cuda(cuda) => operands.push((cuda, *layout)),
+                _ => candle_core::bail!("fused BatchNorm backward: the tensors are not all on the GPU"),
+            }
+        }
+        let (dx, grad_affine) = crate::cuda::backward(
+            operands[0],
+            operands[1],
+            operands[2],
+            operands[3],
+            dims,
+            self.relu,
+            self.batch_statistics,
+        )?;
+        let tensor = |storage, shape: Shape| {
+            Tensor::from_storage(Storage::Cuda(storage), shape, BackpropOp::none(), false)
+        };
+        Ok((
+            Some(tensor(dx, x.shape().clone())),
+            Some(tensor(grad_affine, Shape::from((dims.1, 2)))),
+            None,
+        ))
+    }
+}
+
+/// The batch's per-channel [mean, 1/√(variance + ε), variance] of a contiguous (N, C, S)
+/// tensor, (C, 3), computed where the tensor is (CUDA); never differentiated, as
+/// [`FusedBatchNorm`]'s statistics are not.
+#[cfg(feature = "cuda")]
+struct BatchStatistics {
+    dims: (usize, usize, usize),
+    eps: f32,
+}
+
+#[cfg(feature = "cuda")]
+impl candle_core::CustomOp1 for BatchStatistics {
+    fn name(&self) -> &'static str {
+        "batch-statistics"
+    }
+
+    fn cpu_fwd(&self, _: &CpuStorage, _: &Layout) -> Result<(CpuStorage, Shape)> {
+        candle_core::bail!("batch statistics: the CPU computes them in channel_statistics")
+    }
+
+    fn cuda_fwd(
+        &self,
+        x: &candle_core::CudaStorage,
+        layout: &Layout,
+    ) -> Result<(candle_core::CudaStorage, Shape)> {
+        let out = crate::cuda::statistics((x, layout), self.dims, self.eps)?;
+        Ok((out, Shape::from((self.dims.1, 3))))
     }
 }
 

@@ -8,6 +8,8 @@
 mod batch_norm;
 mod config;
 mod conv_norm;
+#[cfg(feature = "cuda")]
+mod cuda;
 mod layers;
 mod model;
 mod pool;
