@@ -1,12 +1,13 @@
 //! GPU check of the training step's CUDA paths beyond FiLM's: the question encoder's fused
-//! GRU recurrence (film-question's `cuda` feature), Adam's in-place update (film-train's)
-//! and the cuDNN convolutions (film-conv's), in one run on a CUDA machine:
+//! GRU recurrence (film-question's `cuda` feature), Adam's in-place update (film-train's),
+//! the cuDNN convolutions (film-conv's) and the fused BatchNorm (film-vision's), in one run
+//! on a CUDA machine:
 //!
 //! 1. parity of the CUDA forward and of every gradient (inputs, W_ih, W_hh, b_ih, b_hh)
 //!    against the composed candle GRU computed on the CPU in f64 from the same values, for
 //!    several sizes, with questions of different lengths; candle's composition on the GPU
 //!    in f32 is measured the same way beside it, as the yardstick of what f32 allows. The
-//!    process exits with status 1 if any error of the fused op exceeds [`BOUND`];
+//!    process exits with status 1 if any error of the fused op exceeds [`GRU_BOUND`];
 //! 2. timings of `Gru::last_states`, forward alone and forward + backward, fused against
 //!    candle's composition, at the `mini` (64 questions, 46 steps, 64 → 256) and paper
 //!    (64, 46, 200 → 4096) sizes, with f32 products and with TF32 ones
@@ -39,7 +40,7 @@ use film_vision::BatchNorm;
 
 /// Largest error allowed, relative to the largest magnitude of the f64 reference: f32
 /// rounding accumulated over 46 steps and sums of up to 2 944 rows, with margin.
-const BOUND: f64 = 1e-4;
+const GRU_BOUND: f64 = 1e-4;
 
 /// Adam's bound: the same f32 operations in the same order on both devices, so only the
 /// GPU's fused multiply-adds and square root differ.
@@ -203,10 +204,10 @@ fn check_parity(device: &Device) -> candle_core::Result<usize> {
         for (i, name) in names.iter().enumerate() {
             let fused_err = relative_error(&fused[i], &reference[i])?;
             let composed_err = relative_error(&composed[i], &reference[i])?;
-            let ok = fused_err <= BOUND;
+            let ok = fused_err <= GRU_BOUND;
             failures += usize::from(!ok);
             println!(
-                "JSON {{\"check\":\"gru_parity\",\"size\":\"{size:?}\",\"what\":\"{name}\",\"fused_error\":{fused_err:.3e},\"composed_error\":{composed_err:.3e},\"bound\":{BOUND:e},\"ok\":{ok}}}"
+                "JSON {{\"check\":\"gru_parity\",\"size\":\"{size:?}\",\"what\":\"{name}\",\"fused_error\":{fused_err:.3e},\"composed_error\":{composed_err:.3e},\"bound\":{GRU_BOUND:e},\"ok\":{ok}}}"
             );
             println!(
                 "  {:<48} {name:<8} fused {fused_err:.2e}  composed {composed_err:.2e}  {}",
@@ -748,7 +749,7 @@ fn main() -> candle_core::Result<()> {
             std::process::exit(2);
         }
     };
-    println!("parity against the composed GRU in f64 on the CPU (bound {BOUND:e}):");
+    println!("parity against the composed GRU in f64 on the CPU (bound {GRU_BOUND:e}):");
     let failures = check_parity(&device)?;
     println!("timings (medians, memory pool kept as film-train keeps it):");
     bench(&device)?;
