@@ -350,6 +350,15 @@ mod tests {
         /// cuBLAS's column-major GEMM, element by element; with beta = 0, C is not read
         /// (as in cuBLAS, so NaN there does not leak).
         fn gemm(&mut self, g: ColumnMajorGemm) -> Result<()> {
+            // cuBLAS refuses leading dimensions shorter than the stored columns.
+            let (a_rows, b_rows) = (
+                if g.trans_a { g.k } else { g.m },
+                if g.trans_b { g.n } else { g.k },
+            );
+            assert!(
+                g.lda >= a_rows.max(1) && g.ldb >= b_rows.max(1) && g.ldc >= g.m.max(1),
+                "leading dimensions cuBLAS would refuse: {g:?}"
+            );
             let a = &self.buffers[&g.a.buffer];
             let b = &self.buffers[&g.b.buffer];
             let a_at = |i: usize, p: usize| match g.trans_a {
