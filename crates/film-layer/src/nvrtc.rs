@@ -5,6 +5,12 @@
 //! (the question encoder's GRU, the trainer's Adam): a CUDA build then needs no CUDA
 //! compiler beyond candle's, and the kernels are built for the GPU they run on.
 //!
+//! (the question encoder's GRU, BatchNorm, the trainer's Adam): a CUDA build then needs no
+//! CUDA compiler beyond candle's, and the kernels are built for the GPU they run on. Beside
+//! the loader are the two things every launcher of such kernels needs: an operand's values
+//! as a contiguous view ([`contiguous`], [`contiguous_mut`]) and a grid-stride launch
+//! configuration sized to the device ([`Kernels::grid_stride`]).
+//!
 //! A source is compiled to a cubin for the device's exact architecture rather than to
 //! PTX: a cubin from any CUDA 13.x NVRTC loads on every CUDA 13 driver, whereas PTX
 //! carries an ISA version that a driver older than the NVRTC rejects. Sources must include
@@ -15,9 +21,12 @@ use std::ffi::{CStr, CString};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
 use candle_core::cuda_backend::cudarc::driver::sys::CUdevice_attribute;
-use candle_core::cuda_backend::cudarc::driver::{CudaFunction, CudaModule};
+use candle_core::cuda_backend::cudarc::driver::{
+    CudaFunction, CudaModule, CudaView, CudaViewMut, DeviceRepr, LaunchConfig,
+};
 use candle_core::cuda_backend::cudarc::nvrtc::{result, sys, Ptx};
-use candle_core::cuda_backend::{CudaDevice, DeviceId, WrapErr};
+use candle_core::cuda_backend::{CudaDType, CudaDevice, CudaStorage, DeviceId, WrapErr};
+use candle_core::Layout;
 
 /// One CUDA C source file, embedded in the binary (`include_str!`). Its `name` identifies
 /// it in the caches and in error messages, so it must be unique in the process.
@@ -48,6 +57,45 @@ impl Kernels {
     /// The kernel called `name` (an `extern "C"` function of the source).
     pub fn function(&self, name: &str) -> candle_core::Result<CudaFunction> {
         self.module.load_function(name).w()
+    }
+
+    /// A launch for a grid-stride loop over `len` items: blocks of `threads`, as many as
+    /// the items need up to `blocks_per_sm` per multiprocessor (more would only loop less),
+    /// and at least one.
+    pub fn grid_stride(&self, len: usize, threads: u32, blocks_per_sm: u32) -> LaunchConfig {
+        let blocks = len
+            .div_ceil(threads.max(1) as usize)
+            .clamp(1, (self.sm_count * blocks_per_sm).max(1) as usize);
+        LaunchConfig {
+            grid_dim: (blocks as u32, 1, 1),
+            block_dim: (threads, 1, 1),
+            shared_mem_bytes: 0,
+        }
+    }
+}
+
+/// The values of a contiguous operand, from its layout's start offset; `op` names the
+/// operation in the error for a strided one. A dtype other than `T` is candle's error.
+pub fn contiguous<'a, T: CudaDType + DeviceRepr>(
+    storage: &'a CudaStorage,
+    layout: &Layout,
+    op: &'static str,
+) -> candle_core::Result<CudaView<'a, T>> {
+    match layout.contiguous_offsets() {
+        Some((start, end)) => Ok(storage.as_cuda_slice::<T>()?.slice(start..end)),
+        None => Err(candle_core::Error::RequiresContiguous { op }),
+    }
+}
+
+/// [`contiguous`] for an operand written in place.
+pub fn contiguous_mut<'a, T: CudaDType + DeviceRepr>(
+    storage: &'a mut CudaStorage,
+    layout: &Layout,
+    op: &'static str,
+) -> candle_core::Result<CudaViewMut<'a, T>> {
+    match layout.contiguous_offsets() {
+        Some((start, end)) => Ok(storage.as_cuda_slice_mut::<T>()?.slice_mut(start..end)),
+        None => Err(candle_core::Error::RequiresContiguous { op }),
     }
 }
 

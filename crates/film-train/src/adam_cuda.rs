@@ -4,7 +4,7 @@
 //! Composed from candle ops, one variable's update was a dozen element-wise kernels, each
 //! allocating its output; here it is three passes, each reading every operand once.
 
-use candle_core::cuda_backend::cudarc::driver::{CudaView, CudaViewMut, LaunchConfig, PushKernelArg};
+use candle_core::cuda_backend::cudarc::driver::{LaunchConfig, PushKernelArg};
 use candle_core::cuda_backend::{CudaStorage, WrapErr};
 use candle_core::{Layout, Result};
 use film_layer::nvrtc::{self, CudaSource};
@@ -19,21 +19,11 @@ const THREADS: u32 = 256;
 /// Resident blocks per multiprocessor the grid-stride loops aim for.
 const BLOCKS_PER_SM: u32 = 8;
 
-fn values<'a>(storage: &'a CudaStorage, layout: &Layout) -> Result<CudaView<'a, f32>> {
-    match layout.contiguous_offsets() {
-        Some((start, end)) => Ok(storage.as_cuda_slice::<f32>()?.slice(start..end)),
-        None => candle_core::bail!("Adam: optimizer tensors must be contiguous f32"),
-    }
-}
+/// The operation's name in errors.
+const OP: &str = "adam";
 
-fn values_mut<'a>(storage: &'a mut CudaStorage, layout: &Layout) -> Result<CudaViewMut<'a, f32>> {
-    match layout.contiguous_offsets() {
-        Some((start, end)) => Ok(storage.as_cuda_slice_mut::<f32>()?.slice_mut(start..end)),
-        None => candle_core::bail!("Adam: optimizer tensors must be contiguous f32"),
-    }
-}
-
-/// The launch configuration for `len` values, or `None` when there is nothing to do.
+/// The kernels and a grid-stride launch over `len` values, or `None` when there is nothing
+/// to do.
 fn config(
     storage: &CudaStorage,
     len: usize,
@@ -42,14 +32,7 @@ fn config(
         return Ok(None);
     }
     let kernels = nvrtc::kernels(&storage.device, &SOURCE)?;
-    let blocks = len
-        .div_ceil(THREADS as usize)
-        .min((kernels.sm_count * BLOCKS_PER_SM) as usize) as u32;
-    let config = LaunchConfig {
-        grid_dim: (blocks, 1, 1),
-        block_dim: (THREADS, 1, 1),
-        shared_mem_bytes: 0,
-    };
+    let config = kernels.grid_stride(len, THREADS, BLOCKS_PER_SM);
     Ok(Some((kernels, config)))
 }
 
@@ -64,12 +47,15 @@ pub(crate) fn moment(
     weight_decay: f32,
     squared: bool,
 ) -> Result<()> {
-    let (grad, param) = (values(grad.0, grad.1)?, values(param.0, param.1)?);
+    let (grad, param) = (
+        nvrtc::contiguous::<f32>(grad.0, grad.1, OP)?,
+        nvrtc::contiguous::<f32>(param.0, param.1, OP)?,
+    );
     let Some((kernels, config)) = config(moment.0, grad.len())? else {
         return Ok(());
     };
     let stream = moment.0.device.cuda_stream();
-    let mut moment = values_mut(moment.0, moment.1)?;
+    let mut moment = nvrtc::contiguous_mut::<f32>(moment.0, moment.1, OP)?;
     if grad.len() != moment.len() || param.len() != moment.len() {
         candle_core::bail!("Adam: moment, gradient and parameter sizes differ");
     }
@@ -97,12 +83,15 @@ pub(crate) fn parameter(
     v: (&CudaStorage, &Layout),
     (learning_rate, bias1, bias2, eps): (f32, f32, f32, f32),
 ) -> Result<()> {
-    let (m, v) = (values(m.0, m.1)?, values(v.0, v.1)?);
+    let (m, v) = (
+        nvrtc::contiguous::<f32>(m.0, m.1, OP)?,
+        nvrtc::contiguous::<f32>(v.0, v.1, OP)?,
+    );
     let Some((kernels, config)) = config(param.0, m.len())? else {
         return Ok(());
     };
     let stream = param.0.device.cuda_stream();
-    let mut param = values_mut(param.0, param.1)?;
+    let mut param = nvrtc::contiguous_mut::<f32>(param.0, param.1, OP)?;
     if m.len() != param.len() || v.len() != param.len() {
         candle_core::bail!("Adam: parameter and moment sizes differ");
     }

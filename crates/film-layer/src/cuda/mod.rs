@@ -101,19 +101,6 @@ fn fits_u32(geo: &Geometry) -> bool {
     geo.numel().max(geo.param_len()) < u32::MAX as usize - headroom
 }
 
-/// The contiguous range of an operand, honouring its start offset.
-fn view<'a, T: Element>(
-    storage: &'a CudaStorage,
-    layout: &Layout,
-    op: &'static str,
-) -> Result<CudaView<'a, T>> {
-    let slice = storage.as_cuda_slice::<T>()?;
-    match layout.contiguous_offsets() {
-        Some((start, end)) => Ok(slice.slice(start..end)),
-        None => Err(candle_core::Error::RequiresContiguous { op }),
-    }
-}
-
 fn aligned<T>(storage: &CudaStorage, views: &[&CudaView<'_, T>]) -> bool {
     let stream = storage.device.cuda_stream();
     views
@@ -204,9 +191,11 @@ fn forward_indexed<T: Element, I: Index>(
 ) -> Result<CudaStorage> {
     const OP: &str = "film-fused";
     let device = &x.0.device;
-    let xs = view::<T>(x.0, x.1, OP)?;
-    let ps = view::<T>(params.0, params.1, OP)?;
-    let rs = residual.map(|(s, l)| view::<T>(s, l, OP)).transpose()?;
+    let xs = nvrtc::contiguous::<T>(x.0, x.1, OP)?;
+    let ps = nvrtc::contiguous::<T>(params.0, params.1, OP)?;
+    let rs = residual
+        .map(|(s, l)| nvrtc::contiguous::<T>(s, l, OP))
+        .transpose()?;
     let numel = geo.numel();
     // SAFETY: the kernel writes every element before anything reads it.
     let mut y = unsafe { device.alloc::<T>(numel) }?;
@@ -293,9 +282,9 @@ fn backward_indexed<T: Element, I: Index>(
 ) -> Result<CudaStorage> {
     const OP: &str = "film-fused-backward";
     let device = &x.0.device;
-    let xs = view::<T>(x.0, x.1, OP)?;
-    let dys = view::<T>(dy.0, dy.1, OP)?;
-    let ps = view::<T>(params.0, params.1, OP)?;
+    let xs = nvrtc::contiguous::<T>(x.0, x.1, OP)?;
+    let dys = nvrtc::contiguous::<T>(dy.0, dy.1, OP)?;
+    let ps = nvrtc::contiguous::<T>(params.0, params.1, OP)?;
     let numel = geo.numel();
     // SAFETY: the kernels write every element of dx and of d(params) (rows of zero
     // length included, whose sums are written as 0).

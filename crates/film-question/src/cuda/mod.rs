@@ -19,13 +19,12 @@
 
 use std::sync::Arc;
 
-use candle_core::backend::BackendStorage;
 use candle_core::cuda_backend::cudarc::cublas::{result as blas, sys as blas_sys, CudaBlas};
 use candle_core::cuda_backend::cudarc::driver::{
     CudaFunction, CudaSlice, CudaStream, CudaView, DevicePtr, DevicePtrMut, LaunchConfig, PushKernelArg,
 };
 use candle_core::cuda_backend::{CudaDevice, CudaStorage, WrapErr};
-use candle_core::{DType, Layout, Result};
+use candle_core::{Layout, Result};
 use film_layer::nvrtc::{self, CudaSource};
 
 use crate::recurrence::{Dims, KEPT};
@@ -53,17 +52,8 @@ fn int(what: &'static str, value: usize) -> Result<i32> {
 }
 
 /// The f32 values of a contiguous operand.
-fn values<'a>((storage, layout): Operand<'a>, what: &'static str) -> Result<CudaView<'a, f32>> {
-    if storage.dtype() != DType::F32 {
-        return Err(candle_core::Error::UnsupportedDTypeForOp(
-            storage.dtype(),
-            "gru-layer",
-        ));
-    }
-    match layout.contiguous_offsets() {
-        Some((start, end)) => Ok(storage.as_cuda_slice::<f32>()?.slice(start..end)),
-        None => candle_core::bail!("GRU on CUDA: {what} must be contiguous"),
-    }
+fn values<'a>((storage, layout): Operand<'a>) -> Result<CudaView<'a, f32>> {
+    nvrtc::contiguous::<f32>(storage, layout, "gru-layer")
 }
 
 /// The schedule's [`Machine`] on one CUDA device: the buffers' device addresses, the gate
@@ -99,9 +89,6 @@ impl Gpu {
             candle_core::bail!("GRU on CUDA: {largest} values per step exceed 32-bit indexing");
         }
         let kernels = nvrtc::kernels(device, &SOURCE)?;
-        let blocks = largest
-            .div_ceil(THREADS as usize)
-            .clamp(1, (kernels.sm_count * BLOCKS_PER_SM) as usize) as u32;
         Ok(Gpu {
             addresses: Vec::new(),
             blas: device.cublas_handle(),
@@ -109,11 +96,7 @@ impl Gpu {
             forward: kernels.function("gru_step_fwd_f32")?,
             backward: kernels.function("gru_step_bwd_f32")?,
             fill: kernels.function("gru_fill_f32")?,
-            config: LaunchConfig {
-                grid_dim: (blocks, 1, 1),
-                block_dim: (THREADS, 1, 1),
-                shared_mem_bytes: 0,
-            },
+            config: kernels.grid_stride(largest, THREADS, BLOCKS_PER_SM),
             batch: d.batch as u32,
             hidden: d.hidden as u32,
         })
@@ -223,11 +206,7 @@ pub(crate) fn forward(
 ) -> Result<(CudaStorage, CudaSlice<f32>)> {
     let device = &inputs.0.device;
     let mut gpu = Gpu::new(device, d)?;
-    let (x, w_hh, packed) = (
-        values(inputs, "inputs")?,
-        values(weight_hh, "weight_hh")?,
-        values(packed, "packed weights")?,
-    );
+    let (x, w_hh, packed) = (values(inputs)?, values(weight_hh)?, values(packed)?);
     let (rows, h) = (d.steps * d.batch, d.hidden);
     // SAFETY: the schedule writes every element of these before it reads it: `projected`
     // whole, then per step one (N, 3H) `hh`, (N, H) states and (N, 4H) kept rows.
@@ -285,12 +264,8 @@ pub(crate) fn backward(
 ) -> Result<Gradients> {
     let device = &inputs.0.device;
     let mut gpu = Gpu::new(device, d)?;
-    let (x, w_hh, packed) = (
-        values(inputs, "inputs")?,
-        values(weight_hh, "weight_hh")?,
-        values(packed, "packed weights")?,
-    );
-    let (states, grad_states) = (values(states, "states")?, values(grad_states, "state gradients")?);
+    let (x, w_hh, packed) = (values(inputs)?, values(weight_hh)?, values(packed)?);
+    let (states, grad_states) = (values(states)?, values(grad_states)?);
     let (rows, h, input) = (d.steps * d.batch, d.hidden, d.input);
     // As the schedule requires: d W_hh and the carried gradient start at zero.
     let mut grad_w_hh = device.alloc_zeros::<f32>(3 * h * h)?;

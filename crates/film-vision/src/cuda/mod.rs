@@ -9,10 +9,9 @@
 
 use std::sync::Arc;
 
-use candle_core::backend::BackendStorage;
 use candle_core::cuda_backend::cudarc::driver::{CudaView, LaunchConfig, PushKernelArg};
 use candle_core::cuda_backend::{CudaStorage, WrapErr};
-use candle_core::{DType, Layout, Result};
+use candle_core::{Layout, Result};
 use film_layer::nvrtc::{self, CudaSource, Kernels};
 
 static SOURCE: CudaSource = CudaSource {
@@ -33,17 +32,8 @@ pub(crate) type Operand<'a> = (&'a CudaStorage, &'a Layout);
 /// Batch, channels and values per (example, channel) row of a contiguous (N, C, S) tensor.
 pub(crate) type Dims = (usize, usize, usize);
 
-fn values<'a>((storage, layout): Operand<'a>, what: &'static str) -> Result<CudaView<'a, f32>> {
-    if storage.dtype() != DType::F32 {
-        return Err(candle_core::Error::UnsupportedDTypeForOp(
-            storage.dtype(),
-            "fused-batch-norm",
-        ));
-    }
-    match layout.contiguous_offsets() {
-        Some((start, end)) => Ok(storage.as_cuda_slice::<f32>()?.slice(start..end)),
-        None => candle_core::bail!("fused BatchNorm on CUDA: {what} must be contiguous, got {layout:?}"),
-    }
+fn values<'a>((storage, layout): Operand<'a>) -> Result<CudaView<'a, f32>> {
+    nvrtc::contiguous::<f32>(storage, layout, "fused-batch-norm")
 }
 
 fn u32_of(what: &'static str, value: usize) -> Result<u32> {
@@ -65,23 +55,11 @@ fn per_channel(channels: u32) -> LaunchConfig {
     }
 }
 
-/// A grid-stride launch over `total` values.
-fn elementwise(kernels: &Kernels, total: usize) -> LaunchConfig {
-    let blocks = total
-        .div_ceil(THREADS as usize)
-        .clamp(1, (kernels.sm_count * BLOCKS_PER_SM) as usize) as u32;
-    LaunchConfig {
-        grid_dim: (blocks, 1, 1),
-        block_dim: (THREADS, 1, 1),
-        shared_mem_bytes: 0,
-    }
-}
-
 /// Per channel of `x` (N, C, S): (C, 3) rows of [mean, 1/√(variance + eps), variance], the
 /// variance biased, as the CPU's `channel_statistics` computes them.
 pub(crate) fn statistics(x: Operand<'_>, (batch, channels, spatial): Dims, eps: f32) -> Result<CudaStorage> {
     let device = &x.0.device;
-    let xs = values(x, "the input")?;
+    let xs = values(x)?;
     // SAFETY: thread 0 of each channel's block writes its three values.
     let mut out = unsafe { device.alloc::<f32>(3 * channels.max(1)) }?;
     let kernels = kernels(x.0)?;
@@ -115,17 +93,13 @@ pub(crate) fn forward(
     relu: bool,
 ) -> Result<CudaStorage> {
     let device = &x.0.device;
-    let (xs, affine, stats) = (
-        values(x, "the input")?,
-        values(affine, "the affine parameters")?,
-        values(stats, "the statistics")?,
-    );
+    let (xs, affine, stats) = (values(x)?, values(affine)?, values(stats)?);
     let total = xs.len();
     // SAFETY: the kernel writes every value.
     let mut y = unsafe { device.alloc::<f32>(total.max(1)) }?;
     let kernels = kernels(x.0)?;
     let func = kernels.function("bn_forward_f32")?;
-    let config = elementwise(&kernels, total);
+    let config = kernels.grid_stride(total, THREADS, BLOCKS_PER_SM);
     let (total, channels, spatial, relu) = (
         total as u64,
         u32_of("channels", channels)?,
@@ -161,11 +135,8 @@ pub(crate) fn backward(
     batch_statistics: bool,
 ) -> Result<(CudaStorage, CudaStorage)> {
     let device = &x.0.device;
-    let (xs, dys) = (values(x, "the input")?, values(dy, "the output gradient")?);
-    let (affine, stats) = (
-        values(affine, "the affine parameters")?,
-        values(stats, "the statistics")?,
-    );
+    let (xs, dys) = (values(x)?, values(dy)?);
+    let (affine, stats) = (values(affine)?, values(stats)?);
     let total = xs.len();
     // SAFETY: the sums kernel writes both values of every channel, the input kernel every
     // input gradient.
@@ -199,7 +170,7 @@ pub(crate) fn backward(
     unsafe { launch.launch(per_channel(channels_u)) }.w()?;
 
     let input = kernels.function("bn_backward_input_f32")?;
-    let config = elementwise(&kernels, total);
+    let config = kernels.grid_stride(total, THREADS, BLOCKS_PER_SM);
     let (total_u, count, batch_statistics_i) =
         (total as u64, (batch * spatial) as f32, batch_statistics as i32);
     let mut launch = stream.launch_builder(&input);
