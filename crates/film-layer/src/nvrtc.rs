@@ -2,9 +2,6 @@
 //! and device (feature `cuda`).
 //!
 //! film-layer's own kernels are loaded this way, and so are the other workspace crates'
-//! (the question encoder's GRU, the trainer's Adam): a CUDA build then needs no CUDA
-//! compiler beyond candle's, and the kernels are built for the GPU they run on.
-//!
 //! (the question encoder's GRU, BatchNorm, the trainer's Adam): a CUDA build then needs no
 //! CUDA compiler beyond candle's, and the kernels are built for the GPU they run on. Beside
 //! the loader are the two things every launcher of such kernels needs: an operand's values

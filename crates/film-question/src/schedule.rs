@@ -4,9 +4,10 @@
 //! It is written against the small [`Machine`] trait so that the same schedule also runs on
 //! a CPU emulator in the tests below, in every build: offsets, strides and transposes are
 //! where such code goes wrong, and a GPU is not always at hand to tell. The emulator
-//! executes each product with cuBLAS's column-major semantics and each gate step with the
-//! CPU op's own per-question gate functions, and leaves every buffer that the GPU would
-//! leave unwritten full of NaN, so that reading a value before writing it shows.
+//! executes each product with cuBLAS's column-major semantics and each gate step either
+//! with the CPU op's own per-question gate functions or with gru.cu's kernels themselves,
+//! compiled for the CPU by the `cuda-emulator` crate; it leaves every buffer that the GPU
+//! would leave unwritten full of NaN, so that reading a value before writing it shows.
 
 use candle_core::Result;
 
@@ -325,15 +326,33 @@ pub(crate) fn backward(d: Dims, want_inputs: bool, machine: &mut impl Machine) -
 #[cfg(test)]
 mod tests {
     use std::collections::HashMap;
+    use std::sync::OnceLock;
+
+    use cuda_emulator::{Arg, DeviceBuffer, Module};
 
     use super::*;
     use crate::recurrence;
 
-    /// The schedule's device, emulated on the CPU.
+    /// The schedule's device, emulated on the CPU; the gate steps run `gate_kernels` (gru.cu
+    /// compiled for the CPU) when given, the CPU op's gate functions otherwise.
     struct Emulator {
         d: Dims,
         buffers: HashMap<Buffer, Vec<f32>>,
+        gate_kernels: Option<&'static Module>,
     }
+
+    /// gru.cu, compiled once for the CPU.
+    fn gru_kernels() -> &'static Module {
+        static MODULE: OnceLock<Module> = OnceLock::new();
+        MODULE.get_or_init(|| {
+            Module::compile("gru.cu", include_str!("cuda/gru.cu")).unwrap_or_else(|e| panic!("{e}"))
+        })
+    }
+
+    /// A launch shaped like `cuda/mod.rs`'s (blocks of 256 threads in a grid-stride loop),
+    /// but with few blocks so that each thread loops over several values.
+    const GRID: u32 = 2;
+    const BLOCK: u32 = 32;
 
     impl Emulator {
         fn slice(&self, at: At, len: usize) -> Vec<f32> {
@@ -343,6 +362,37 @@ mod tests {
         fn write(&mut self, at: At, values: &[f32]) {
             let buffer = self.buffers.get_mut(&at.buffer).expect("an allocated buffer");
             buffer[at.offset..at.offset + values.len()].copy_from_slice(values);
+        }
+
+        /// Runs `kernel` of gru.cu on the emulated device: its addresses `addrs`, then the
+        /// sizes and `tail` (as `Gpu::step` and `Gpu::fill_ones` pass them). Every buffer
+        /// addressed is copied in whole and copied back, after its guards are checked.
+        fn launch(
+            &mut self,
+            module: &Module,
+            kernel: &str,
+            addrs: &[At],
+            tail: &[Arg<'static>],
+        ) -> Result<()> {
+            let mut device: HashMap<Buffer, DeviceBuffer> = HashMap::new();
+            for at in addrs {
+                device.entry(at.buffer).or_insert_with(|| {
+                    DeviceBuffer::from_slice(&format!("{:?}", at.buffer), &self.buffers[&at.buffer])
+                });
+            }
+            let mut args: Vec<Arg> = addrs
+                .iter()
+                .map(|at| Arg::at(&device[&at.buffer], at.offset))
+                .collect();
+            args.extend(tail.iter().copied());
+            module
+                .launch(kernel, GRID, BLOCK, &args)
+                .map_err(candle_core::Error::wrap)?;
+            drop(args);
+            for (buffer, values) in device {
+                self.buffers.insert(buffer, values.values());
+            }
+            Ok(())
         }
     }
 
@@ -386,6 +436,11 @@ mod tests {
 
         fn forward_step(&mut self, s: ForwardStep, first: bool) -> Result<()> {
             let Dims { batch, hidden: h, .. } = self.d;
+            if let Some(module) = self.gate_kernels {
+                let addrs = [s.x, s.hh, s.bias_ih, s.bias_hh, s.previous, s.state, s.kept];
+                let tail = [(batch as u32).into(), (h as u32).into(), (first as i32).into()];
+                return self.launch(module, "gru_step_fwd_f32", &addrs, &tail);
+            }
             let zeros = vec![0f32; 3 * h];
             for i in 0..batch {
                 let x = self.slice(s.x.plus(i * 3 * h), 3 * h);
@@ -407,6 +462,11 @@ mod tests {
 
         fn backward_step(&mut self, s: BackwardStep, first: bool) -> Result<()> {
             let Dims { batch, hidden: h, .. } = self.d;
+            if let Some(module) = self.gate_kernels {
+                let addrs = [s.kept, s.grad_state, s.previous, s.grad_x, s.grad_hh, s.next];
+                let tail = [(batch as u32).into(), (h as u32).into(), (first as i32).into()];
+                return self.launch(module, "gru_step_bwd_f32", &addrs, &tail);
+            }
             for i in 0..batch {
                 let kept = self.slice(s.kept.plus(i * KEPT * h), KEPT * h);
                 let grad_state = self.slice(s.grad_state.plus(i * h), h);
@@ -425,6 +485,14 @@ mod tests {
         }
 
         fn fill_ones(&mut self, at: At, len: usize) -> Result<()> {
+            if let Some(module) = self.gate_kernels {
+                return self.launch(
+                    module,
+                    "gru_fill_f32",
+                    &[at],
+                    &[(len as u32).into(), 1.0f32.into()],
+                );
+            }
             self.write(at, &vec![1.0; len]);
             Ok(())
         }
@@ -454,10 +522,22 @@ mod tests {
         }
     }
 
-    /// The schedule, run on the emulator, against the CPU op: states, kept gates and every
-    /// gradient, at sizes where each dimension differs from the others.
+    /// The schedule, run on the emulator with the CPU op's gate functions, against the CPU
+    /// op: states, kept gates and every gradient.
     #[test]
     fn gpu_schedule_matches_the_cpu_recurrence() {
+        check_schedule(None);
+    }
+
+    /// The same with gru.cu's gate kernels, compiled for the CPU: what the GPU runs, but for
+    /// cuBLAS and the launch plumbing.
+    #[test]
+    fn gru_kernels_in_the_schedule_match_the_cpu_recurrence() {
+        check_schedule(Some(gru_kernels()));
+    }
+
+    /// At sizes where each dimension differs from the others.
+    fn check_schedule(gate_kernels: Option<&'static Module>) {
         for (batch, steps, input, hidden, want_inputs) in
             [(3, 5, 7, 9, true), (2, 1, 4, 6, true), (4, 3, 5, 8, false)]
         {
@@ -485,6 +565,7 @@ mod tests {
             let unwritten = |len: usize| vec![f32::NAN; len];
             let mut emulator = Emulator {
                 d,
+                gate_kernels,
                 buffers: HashMap::from([
                     (Inputs, inputs.clone()),
                     (WeightHh, weight_hh.clone()),

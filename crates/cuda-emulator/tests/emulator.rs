@@ -1,0 +1,154 @@
+//! The emulator against kernels whose results are known: grid-stride loops, block
+//! reductions through shared memory and barriers, threads that return early, and the
+//! reports for arguments and writes that are wrong.
+
+use std::sync::OnceLock;
+
+use cuda_emulator::{Arg, DeviceBuffer, EmulatorError, Module};
+
+const SOURCE: &str = r#"
+#define THREADS 64
+
+extern "C" __global__ void axpy(float* y, const float* __restrict__ x, float a, unsigned long long n)
+{
+    for (unsigned long long i = (unsigned long long)blockIdx.x * blockDim.x + threadIdx.x; i < n;
+         i += (unsigned long long)gridDim.x * blockDim.x) {
+        y[i] += a * x[i];
+    }
+}
+
+// out[b] = the sum of block b's `per_block` values, by a tree reduction in shared memory.
+extern "C" __global__ void block_sums(const float* x, float* out, unsigned int per_block)
+{
+    __shared__ float partial[THREADS];
+    float sum = 0.0f;
+    for (unsigned int i = threadIdx.x; i < per_block; i += blockDim.x) {
+        sum += x[blockIdx.x * per_block + i];
+    }
+    partial[threadIdx.x] = sum;
+    __syncthreads();
+    for (unsigned int half = blockDim.x / 2; half > 0; half /= 2) {
+        if (threadIdx.x < half) {
+            partial[threadIdx.x] += partial[threadIdx.x + half];
+        }
+        __syncthreads();
+    }
+    if (threadIdx.x == 0) {
+        out[blockIdx.x] = partial[0];
+    }
+}
+
+// Threads past `active` return before the barrier; the rest must still get through it.
+extern "C" __global__ void early_exit(float* out, int active)
+{
+    __shared__ float seen[THREADS];
+    if ((int)threadIdx.x >= active) {
+        return;
+    }
+    seen[threadIdx.x] = (float)threadIdx.x;
+    __syncthreads();
+    out[threadIdx.x] = seen[active - 1 - threadIdx.x];
+}
+
+extern "C" __global__ void write_one_past(float* out, unsigned int n)
+{
+    out[n] = 1.0f;
+}
+"#;
+
+fn module() -> &'static Module {
+    static MODULE: OnceLock<Module> = OnceLock::new();
+    MODULE.get_or_init(|| Module::compile("test.cu", SOURCE).unwrap_or_else(|e| panic!("{e}")))
+}
+
+#[test]
+fn grid_stride_loops_cover_every_value_once() {
+    let n = 1000usize;
+    let x: Vec<f32> = (0..n).map(|i| i as f32).collect();
+    let mut y = DeviceBuffer::from_slice("y", &vec![1.0; n]);
+    let xs = DeviceBuffer::from_slice("x", &x);
+    // 3 blocks of 32 threads: each thread loops over about ten values.
+    let args = [
+        Arg::buffer(&y),
+        Arg::buffer(&xs),
+        2.0f32.into(),
+        (n as u64).into(),
+    ];
+    module().launch("axpy", 3, 32, &args).unwrap();
+    let want: Vec<f32> = x.iter().map(|v| 1.0 + 2.0 * v).collect();
+    assert_eq!(y.values(), want);
+    y.write(&vec![0.0; n]);
+    assert_eq!(y.values()[n - 1], 0.0);
+}
+
+#[test]
+fn blocks_reduce_through_shared_memory_and_barriers() {
+    let (blocks, per_block) = (5usize, 200usize);
+    let x: Vec<f32> = (0..blocks * per_block).map(|i| (i % 7) as f32).collect();
+    let xs = DeviceBuffer::from_slice("x", &x);
+    let out = DeviceBuffer::uninit("out", blocks);
+    let args = [Arg::buffer(&xs), Arg::buffer(&out), (per_block as u32).into()];
+    module().launch("block_sums", blocks as u32, 64, &args).unwrap();
+    let want: Vec<f32> = x.chunks(per_block).map(|c| c.iter().sum()).collect();
+    assert_eq!(out.values(), want);
+}
+
+#[test]
+fn threads_that_return_early_leave_the_barrier() {
+    let out = DeviceBuffer::uninit("out", 64);
+    module()
+        .launch("early_exit", 2, 64, &[Arg::buffer(&out), 10i32.into()])
+        .unwrap();
+    let values = out.values();
+    let want: Vec<f32> = (0..10).rev().map(|v| v as f32).collect();
+    assert_eq!(values[..10], want);
+    assert!(
+        values[10..].iter().all(|v| v.is_nan()),
+        "threads past `active` wrote"
+    );
+}
+
+#[test]
+fn a_write_past_the_end_is_reported() {
+    let out = DeviceBuffer::uninit("out", 4);
+    module()
+        .launch("write_one_past", 1, 1, &[Arg::buffer(&out), 4u32.into()])
+        .unwrap();
+    let report = out.guard_report().expect("the write past the end is seen");
+    assert!(
+        report.contains("`out`") && report.contains("1 values past its end"),
+        "{report}"
+    );
+}
+
+#[test]
+fn arguments_are_checked_against_the_source() {
+    let out = DeviceBuffer::uninit("out", 4);
+    let error = |args: &[Arg]| module().launch("write_one_past", 1, 1, args).unwrap_err();
+    let wrong_type = error(&[Arg::buffer(&out), 4u64.into()]).to_string();
+    assert!(
+        wrong_type.contains("argument 1 is u64") && wrong_type.contains("`n` is `unsigned int`"),
+        "{wrong_type}"
+    );
+    let too_few = error(&[Arg::buffer(&out)]).to_string();
+    assert!(too_few.contains("1 arguments for 2 parameters"), "{too_few}");
+    let unknown = module().launch("nope", 1, 1, &[]).unwrap_err();
+    assert!(
+        matches!(&unknown, EmulatorError::UnknownKernel { known, .. } if known.contains("block_sums")),
+        "{unknown}"
+    );
+    let too_big = module()
+        .launch("write_one_past", 1, 2048, &[Arg::buffer(&out), 0u32.into()])
+        .unwrap_err();
+    assert!(too_big.to_string().contains("2048 threads"), "{too_big}");
+}
+
+#[test]
+fn compile_errors_name_the_source_and_line() {
+    let code = "extern \"C\" __global__ void k(float* x)\n{\n    x[0] = undefined_name;\n}\n";
+    let error = Module::compile("broken.cu", code)
+        .err()
+        .expect("a compile error")
+        .to_string();
+    assert!(error.contains("broken.cu:3"), "{error}");
+}
