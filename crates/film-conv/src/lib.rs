@@ -10,7 +10,7 @@
 //! unfolding buffers kept in a pool across calls.
 //!
 //! - [`conv2d`]: the entry point; the fast op for f32 tensors on the CPU, cuDNN for f32
-//!   CUDA tensors with the `cuda` feature ([`cudnn`]), candle's own `conv2d` for every
+//!   CUDA tensors with the `cuda` feature (the `cudnn` module), candle's own `conv2d` for every
 //!   other dtype and device.
 //! - [`fast::conv2d`] and [`reference::conv2d`]: the two paths, for tests
 //!   and benchmarks that compare them.

@@ -15,7 +15,7 @@ use crate::reference;
 /// `residual`, if any, has x's shape and is added after the ReLU (the FiLMed residual
 /// block's `out = r + relu(FiLM(o))`). A missing β means β = 0. Inputs of any strides are
 /// accepted (non-contiguous ones are copied first). On the CPU, and on CUDA devices with
-/// the `cuda` feature, this runs the fused kernels; on other devices the [`reference`]
+/// the `cuda` feature, this runs the fused kernels; on other devices the [`reference`](mod@crate::reference)
 /// composition.
 pub fn film_fused(
     x: &Tensor,

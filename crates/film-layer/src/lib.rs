@@ -6,7 +6,7 @@
 //! timestep). This crate provides that operation for any channel layout, the γ
 //! parametrisations of the paper's ablations, and fused CPU kernels (and CUDA ones with
 //! the `cuda` feature) whose forward and backward each make a single pass over memory,
-//! with the plain candle composition beside them in [`reference`].
+//! with the plain candle composition beside them in [`reference`](mod@reference).
 //!
 //! # Example: a tiny conditioned network, trained
 //!

@@ -162,7 +162,7 @@ fn add_residual(o: Tensor, residual: Option<&Tensor>) -> Result<Tensor> {
     }
 }
 
-/// [coords] → conv1x1 → BN → ReLU → global pool → linear → BN → ReLU → linear → logits.
+/// \[coords\] → conv1x1 → BN → ReLU → global pool → linear → BN → ReLU → linear → logits.
 #[derive(Clone, Debug)]
 pub struct Classifier {
     projection: ConvNormRelu,
