@@ -54,6 +54,58 @@ extern "C" __global__ void write_one_past(float* out, unsigned int n)
 {
     out[n] = 1.0f;
 }
+
+// Every thread of a 3-D grid of 3-D blocks writes where it is, at its linear index.
+extern "C" __global__ void where_am_i(float* out)
+{
+    const unsigned int block = blockIdx.x + gridDim.x * (blockIdx.y + gridDim.y * blockIdx.z);
+    const unsigned int thread = threadIdx.x + blockDim.x * (threadIdx.y + blockDim.y * threadIdx.z);
+    out[block * blockDim.x * blockDim.y * blockDim.z + thread] = (float)(threadIdx.x + 10 * threadIdx.y
+        + 100 * threadIdx.z + 1000 * blockIdx.x + 10000 * blockIdx.y + 100000 * blockIdx.z);
+}
+
+// The block's sum by warp shuffles, then across warps through shared memory.
+extern "C" __global__ void shuffle_sum(const double* x, double* out)
+{
+    __shared__ double per_warp[32];
+    double v = x[blockIdx.x * blockDim.x + threadIdx.x];
+    for (int offset = 16; offset > 0; offset >>= 1) {
+        v += __shfl_down_sync(0xffffffffu, v, offset);
+    }
+    if (threadIdx.x % 32 == 0) {
+        per_warp[threadIdx.x / 32] = v;
+    }
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        double total = 0.0;
+        for (unsigned int w = 0; w < blockDim.x / 32; ++w) {
+            total += per_warp[w];
+        }
+        out[blockIdx.x] = total;
+    }
+}
+
+// Half the warp waits at __syncthreads(), the other half at a shuffle: a deadlock.
+extern "C" __global__ void divergent(float* out)
+{
+    float v = 1.0f;
+    if (threadIdx.x < 16) {
+        __syncthreads();
+    } else {
+        v = __shfl_down_sync(0xffffffffu, v, 1);
+    }
+    out[threadIdx.x] = v;
+}
+
+// Reverses each block's values through dynamic shared memory.
+extern "C" __global__ void reverse(const float* x, float* y)
+{
+    extern __shared__ float staged[];
+    const unsigned int i = blockIdx.x * blockDim.x + threadIdx.x;
+    staged[threadIdx.x] = x[i];
+    __syncthreads();
+    y[i] = staged[blockDim.x - 1 - threadIdx.x];
+}
 "#;
 
 fn module() -> &'static Module {
@@ -86,7 +138,7 @@ fn blocks_reduce_through_shared_memory_and_barriers() {
     let (blocks, per_block) = (5usize, 200usize);
     let x: Vec<f32> = (0..blocks * per_block).map(|i| (i % 7) as f32).collect();
     let xs = DeviceBuffer::from_slice("x", &x);
-    let out = DeviceBuffer::uninit("out", blocks);
+    let out = DeviceBuffer::<f32>::uninit("out", blocks);
     let args = [Arg::buffer(&xs), Arg::buffer(&out), (per_block as u32).into()];
     module().launch("block_sums", blocks as u32, 64, &args).unwrap();
     let want: Vec<f32> = x.chunks(per_block).map(|c| c.iter().sum()).collect();
@@ -95,7 +147,7 @@ fn blocks_reduce_through_shared_memory_and_barriers() {
 
 #[test]
 fn threads_that_return_early_leave_the_barrier() {
-    let out = DeviceBuffer::uninit("out", 64);
+    let out = DeviceBuffer::<f32>::uninit("out", 64);
     module()
         .launch("early_exit", 2, 64, &[Arg::buffer(&out), 10i32.into()])
         .unwrap();
@@ -110,7 +162,7 @@ fn threads_that_return_early_leave_the_barrier() {
 
 #[test]
 fn a_write_past_the_end_is_reported() {
-    let out = DeviceBuffer::uninit("out", 4);
+    let out = DeviceBuffer::<f32>::uninit("out", 4);
     module()
         .launch("write_one_past", 1, 1, &[Arg::buffer(&out), 4u32.into()])
         .unwrap();
@@ -123,7 +175,7 @@ fn a_write_past_the_end_is_reported() {
 
 #[test]
 fn arguments_are_checked_against_the_source() {
-    let out = DeviceBuffer::uninit("out", 4);
+    let out = DeviceBuffer::<f32>::uninit("out", 4);
     let error = |args: &[Arg]| module().launch("write_one_past", 1, 1, args).unwrap_err();
     let wrong_type = error(&[Arg::buffer(&out), 4u64.into()]).to_string();
     assert!(
@@ -138,9 +190,23 @@ fn arguments_are_checked_against_the_source() {
         "{unknown}"
     );
     let too_big = module()
-        .launch("write_one_past", 1, 2048, &[Arg::buffer(&out), 0u32.into()])
+        .launch(
+            "write_one_past",
+            1,
+            (64, 32, 1),
+            &[Arg::buffer(&out), 0u32.into()],
+        )
         .unwrap_err();
-    assert!(too_big.to_string().contains("2048 threads"), "{too_big}");
+    assert!(
+        too_big.to_string().contains("Dim3(64, 32, 1) threads"),
+        "{too_big}"
+    );
+    let wrong_buffer = DeviceBuffer::<f64>::uninit("wide", 4);
+    let wrong_element = error(&[Arg::buffer(&wrong_buffer), 4u32.into()]).to_string();
+    assert!(
+        wrong_element.contains("8-byte floating-point") && wrong_element.contains("`out` is `float*`"),
+        "{wrong_element}"
+    );
 }
 
 #[test]
@@ -151,4 +217,83 @@ fn compile_errors_name_the_source_and_line() {
         .expect("a compile error")
         .to_string();
     assert!(error.contains("broken.cu:3"), "{error}");
+}
+
+#[test]
+fn three_dimensional_grids_and_blocks_index_x_fastest() {
+    let (grid, block) = ((2u32, 3u32, 2u32), (4u32, 2u32, 3u32));
+    let total = (2 * 3 * 2 * 4 * 2 * 3) as usize;
+    let out = DeviceBuffer::<f32>::uninit("out", total);
+    module()
+        .launch("where_am_i", grid, block, &[Arg::buffer(&out)])
+        .unwrap();
+    let mut want = Vec::with_capacity(total);
+    for bz in 0..2 {
+        for by in 0..3 {
+            for bx in 0..2 {
+                for tz in 0..3 {
+                    for ty in 0..2 {
+                        for tx in 0..4 {
+                            want.push(
+                                (tx + 10 * ty + 100 * tz + 1000 * bx + 10000 * by + 100000 * bz) as f32,
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+    assert_eq!(out.values(), want);
+}
+
+#[test]
+fn warp_shuffles_reduce_within_each_warp() {
+    let (blocks, threads) = (3usize, 96usize);
+    let x: Vec<f64> = (0..blocks * threads).map(|i| (i * i % 13) as f64 - 6.0).collect();
+    let xs = DeviceBuffer::from_slice("x", &x);
+    let out = DeviceBuffer::<f64>::uninit("out", blocks);
+    module()
+        .launch(
+            "shuffle_sum",
+            blocks as u32,
+            threads as u32,
+            &[Arg::buffer(&xs), Arg::buffer(&out)],
+        )
+        .unwrap();
+    let want: Vec<f64> = x.chunks(threads).map(|c| c.iter().sum()).collect();
+    assert_eq!(out.values(), want);
+}
+
+#[test]
+fn dynamic_shared_memory_is_shared_by_the_block() {
+    let (blocks, threads) = (4usize, 50usize);
+    let x: Vec<f32> = (0..blocks * threads).map(|i| i as f32).collect();
+    let (xs, y) = (
+        DeviceBuffer::from_slice("x", &x),
+        DeviceBuffer::<f32>::uninit("y", x.len()),
+    );
+    let args = [Arg::buffer(&xs), Arg::buffer(&y)];
+    module()
+        .launch_with_shared(
+            "reverse",
+            blocks as u32,
+            threads as u32,
+            4 * threads as u32,
+            &args,
+        )
+        .unwrap();
+    let want: Vec<f32> = x.chunks(threads).flat_map(|c| c.iter().rev().copied()).collect();
+    assert_eq!(y.values(), want);
+}
+
+#[test]
+fn a_deadlock_is_reported_naming_who_waits_where() {
+    let out = DeviceBuffer::<f32>::uninit("out", 32);
+    let error = module()
+        .launch("divergent", 1, 32, &[Arg::buffer(&out)])
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("divergent deadlocked"), "{error}");
+    assert!(error.contains("__syncthreads(): [0, 1, 2"), "{error}");
+    assert!(error.contains("shuffle: [16, 17"), "{error}");
 }

@@ -63,6 +63,8 @@ mod cuda;
 mod error;
 mod film;
 mod gamma;
+#[cfg(any(feature = "cuda", test))]
+mod launch_plan;
 mod layout;
 #[cfg(feature = "cuda")]
 pub mod nvrtc;

@@ -1,12 +1,14 @@
-// Fused FiLM kernels, compiled at run time by NVRTC (see module.rs).
+// Fused FiLM kernels, compiled at run time by NVRTC (see nvrtc.rs).
 //
 // No CUDA headers are included: NVRTC's bundled headers differ between versions, and the
-// half-precision conversions below are single PTX instructions anyway.
+// half-precision conversions below are single PTX instructions anyway. The tests also run
+// these kernels on the CPU (crates/cuda-emulator, which defines CUDA_EMULATOR): there the
+// f16 conversions are the prelude's instead of inline PTX.
 //
 // Storage types: float, double, F16, BF16 (raw 16-bit patterns). f32, f16 and bf16
 // compute in float, f64 in double, as the CPU kernels do.
 //
-// Kernel names (extern "C", chosen by the launcher in mod.rs):
+// Kernel names (extern "C", chosen by launch_plan.rs):
 //   film_fwd_<dt>_<cf|cl>_<v|s>_<i32|i64>        y = relu?(g x + b) + r?
 //   film_bwd_cf_<dt>_<v|s>_<i32|i64>             dx and d(g, b), one block per (n, c) row
 //   film_bwd_cl_<dt>_<v|s>_<i32|i64>             dx and partial d(g, b) sums per position chunk
@@ -35,13 +37,21 @@ template <> struct Num<double> {
 template <> struct Num<F16> {
     typedef float Acc;
     static __device__ __forceinline__ float load(F16 v) {
+#ifdef CUDA_EMULATOR
+        return cuda_emulator_f16_to_f32(v.bits);
+#else
         float f;
         asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(v.bits));
         return f;
+#endif
     }
     static __device__ __forceinline__ F16 store(float f) {
         F16 v;
+#ifdef CUDA_EMULATOR
+        v.bits = cuda_emulator_f32_to_f16(f);
+#else
         asm("cvt.rn.f16.f32 %0, %1;" : "=h"(v.bits) : "f"(f));
+#endif
         return v;
     }
 };

@@ -1,8 +1,8 @@
 //! Fused FiLM forward and backward on NVIDIA GPUs: launchers for the kernels of `film.cu`.
 //!
-//! The kernels make the same single pass over memory as the CPU ones. Each launch picks
-//! 16-byte packed accesses when every operand is 16-byte aligned and the rows split
-//! evenly into packs, and 32-bit indexing when the tensor is small enough.
+//! The kernels make the same single pass over memory as the CPU ones. Which kernel runs
+//! with which grid is `launch_plan.rs`'s choice (tested on the CPU through cuda-emulator);
+//! here the operands are pushed and the kernels launched.
 
 use candle_core::backend::BackendStorage;
 use candle_core::cuda_backend::cudarc::driver::{
@@ -11,6 +11,7 @@ use candle_core::cuda_backend::cudarc::driver::{
 use candle_core::cuda_backend::{CudaDType, CudaStorage, WrapErr};
 use candle_core::{DType, Layout, Result};
 
+use crate::launch_plan::{self, Launch, Variant, PACK_BYTES};
 use crate::layout::{ChannelLayout, Geometry};
 use crate::nvrtc::{self, CudaSource, Kernels};
 
@@ -22,29 +23,6 @@ static SOURCE: CudaSource = CudaSource {
 fn kernels(device: &candle_core::cuda_backend::CudaDevice) -> Result<std::sync::Arc<Kernels>> {
     nvrtc::kernels(device, &SOURCE)
 }
-
-/// Failures of the CUDA path that candle has no error for.
-#[derive(Debug, thiserror::Error)]
-pub(crate) enum KernelError {
-    #[error("{op}: {what} of {value} exceeds what a CUDA grid can address")]
-    TooLarge {
-        op: &'static str,
-        what: &'static str,
-        value: usize,
-    },
-}
-
-/// Bytes moved per packed access.
-const PACK_BYTES: usize = 16;
-/// Threads per block of the element-wise and channels-last kernels.
-const THREADS: u32 = 256;
-/// Resident blocks per multiprocessor that the grid-stride forward aims for
-/// (8 × 256 threads fill an SM); more blocks would only loop less.
-const BLOCKS_PER_SM: u32 = 8;
-/// Packs each forward thread handles per turn of its loop: `FWD_UNROLL` in film.cu.
-const FORWARD_UNROLL: usize = 4;
-/// Blocks per multiprocessor the channels-last backward splits positions into.
-const CL_BACKWARD_BLOCKS_PER_SM: u32 = 4;
 
 /// A storage element the kernels support, with the names and accumulator the
 /// kernels use for it.
@@ -76,29 +54,19 @@ impl Element for half::bf16 {
 
 /// Integer type of the kernels' indices.
 trait Index: DeviceRepr + Copy {
-    const SUFFIX: &'static str;
     fn of(v: usize) -> Self;
 }
 
 impl Index for u32 {
-    const SUFFIX: &'static str = "i32";
     fn of(v: usize) -> Self {
         v as u32
     }
 }
 
 impl Index for u64 {
-    const SUFFIX: &'static str = "i64";
     fn of(v: usize) -> Self {
         v as u64
     }
-}
-
-/// Whether 32-bit indices suffice: every index the kernels form, plus one grid stride of
-/// overshoot in the loops, stays below `u32::MAX`.
-fn fits_u32(geo: &Geometry) -> bool {
-    let headroom = 1usize << 28;
-    geo.numel().max(geo.param_len()) < u32::MAX as usize - headroom
 }
 
 fn aligned<T>(storage: &CudaStorage, views: &[&CudaView<'_, T>]) -> bool {
@@ -108,38 +76,12 @@ fn aligned<T>(storage: &CudaStorage, views: &[&CudaView<'_, T>]) -> bool {
         .all(|v| (v.device_ptr(&stream).0 as usize).is_multiple_of(PACK_BYTES))
 }
 
-/// Values per packed access for `T`, or 1 when the packed kernels cannot be used.
-fn pack_len<T>(geo: &Geometry, aligned: bool) -> usize {
-    let pack = PACK_BYTES / std::mem::size_of::<T>();
-    let row_splits = match geo.layout {
-        ChannelLayout::ChannelsFirst => geo.spatial.is_multiple_of(pack),
-        ChannelLayout::ChannelsLast => geo.channels.is_multiple_of(pack),
-    };
-    if aligned && row_splits {
-        pack
-    } else {
-        1
+fn config(launch: &Launch) -> LaunchConfig {
+    LaunchConfig {
+        grid_dim: launch.grid,
+        block_dim: launch.block,
+        shared_mem_bytes: launch.shared_bytes,
     }
-}
-
-fn layout_suffix(geo: &Geometry) -> &'static str {
-    match geo.layout {
-        ChannelLayout::ChannelsFirst => "cf",
-        ChannelLayout::ChannelsLast => "cl",
-    }
-}
-
-fn grid_dim(op: &'static str, what: &'static str, blocks: usize) -> Result<u32> {
-    u32::try_from(blocks)
-        .ok()
-        .filter(|&b| b <= i32::MAX as u32)
-        .ok_or_else(|| {
-            candle_core::Error::wrap(KernelError::TooLarge {
-                op,
-                what,
-                value: blocks,
-            })
-        })
 }
 
 /// Dispatches on the storage dtype to `$f::<T>`.
@@ -175,7 +117,7 @@ fn forward_typed<T: Element>(
     params: Operand<'_>,
     residual: Option<Operand<'_>>,
 ) -> Result<CudaStorage> {
-    if fits_u32(&geo) {
+    if launch_plan::fits_u32(&geo) {
         forward_indexed::<T, u32>(geo, relu, x, params, residual)
     } else {
         forward_indexed::<T, u64>(geo, relu, x, params, residual)
@@ -203,24 +145,10 @@ fn forward_indexed<T: Element, I: Index>(
         let kernels = kernels(device)?;
         let mut operands = vec![&xs, &ps];
         operands.extend(rs.as_ref());
-        let pack = pack_len::<T>(&geo, aligned(x.0, &operands));
-        let name = format!(
-            "film_fwd_{}_{}_{}_{}",
-            T::SUFFIX,
-            layout_suffix(&geo),
-            if pack > 1 { "v" } else { "s" },
-            I::SUFFIX
-        );
-        let func = kernels.function(&name)?;
-        let packs = numel / pack;
-        let blocks = packs
-            .div_ceil(THREADS as usize * FORWARD_UNROLL)
-            .min((kernels.sm_count * BLOCKS_PER_SM) as usize);
-        let config = LaunchConfig {
-            grid_dim: (grid_dim(OP, "blocks", blocks)?, 1, 1),
-            block_dim: (THREADS, 1, 1),
-            shared_mem_bytes: 0,
-        };
+        let variant = Variant::choose(&geo, std::mem::size_of::<T>(), aligned(x.0, &operands));
+        debug_assert_eq!(variant.wide_index, std::mem::size_of::<I>() == 8);
+        let plan = launch_plan::forward(&geo, T::SUFFIX, variant, kernels.sm_count)?;
+        let func = kernels.function(&plan.kernel)?;
         // Without a residual the kernel never reads its residual pointer; x stands in.
         let residual_arg = rs.as_ref().unwrap_or(&xs);
         let (numel_i, channels_i, spatial_i) = (I::of(numel), I::of(geo.channels), I::of(geo.spatial));
@@ -239,7 +167,7 @@ fn forward_indexed<T: Element, I: Index>(
             .arg(&has_residual_i);
         // SAFETY: the argument list matches the kernel's signature in film.cu; every
         // operand holds `numel` (x, residual) or `param_len` (params) values.
-        unsafe { launch.launch(config) }.w()?;
+        unsafe { launch.launch(config(&plan)) }.w()?;
     }
     Ok(CudaStorage::wrap_cuda_slice(y, device.clone()))
 }
@@ -266,7 +194,7 @@ fn backward_typed<T: Element>(
     dy: Operand<'_>,
     params: Operand<'_>,
 ) -> Result<CudaStorage> {
-    if fits_u32(&geo) {
+    if launch_plan::fits_u32(&geo) {
         backward_indexed::<T, u32>(geo, relu, x, dy, params)
     } else {
         backward_indexed::<T, u64>(geo, relu, x, dy, params)
@@ -291,23 +219,15 @@ fn backward_indexed<T: Element, I: Index>(
     let mut out = unsafe { device.alloc::<T>(numel + geo.param_len()) }?;
     if geo.param_len() > 0 {
         let kernels = kernels(device)?;
-        let pack = pack_len::<T>(&geo, aligned(x.0, &[&xs, &dys, &ps]));
-        let suffix = format!("{}_{}_{}", T::SUFFIX, if pack > 1 { "v" } else { "s" }, I::SUFFIX);
+        let variant = Variant::choose(&geo, std::mem::size_of::<T>(), aligned(x.0, &[&xs, &dys, &ps]));
+        debug_assert_eq!(variant.wide_index, std::mem::size_of::<I>() == 8);
         let (mut dx, mut dparams) = out.split_at_mut(numel);
         let stream = device.cuda_stream();
         let (channels_i, spatial_i, relu_i) = (I::of(geo.channels), I::of(geo.spatial), relu as i32);
         match geo.layout {
             ChannelLayout::ChannelsFirst => {
-                let func = kernels.function(&format!("film_bwd_cf_{suffix}"))?;
-                // One block per (n, c) row: as many threads as the row has packs, in
-                // whole warps, up to THREADS.
-                let row_packs = (geo.spatial / pack).max(1);
-                let threads = (row_packs.div_ceil(32) * 32).min(THREADS as usize) as u32;
-                let config = LaunchConfig {
-                    grid_dim: (grid_dim(OP, "rows", geo.rows())?, 1, 1),
-                    block_dim: (threads, 1, 1),
-                    shared_mem_bytes: 0,
-                };
+                let plan = launch_plan::backward_channels_first(&geo, T::SUFFIX, variant)?;
+                let func = kernels.function(&plan.kernel)?;
                 let mut launch = stream.launch_builder(&func);
                 launch
                     .arg(&xs)
@@ -319,31 +239,21 @@ fn backward_indexed<T: Element, I: Index>(
                     .arg(&spatial_i)
                     .arg(&relu_i);
                 // SAFETY: arguments match `film_bwd_cf_*`; the grid covers every row.
-                unsafe { launch.launch(config) }.w()?;
+                unsafe { launch.launch(config(&plan)) }.w()?;
             }
             ChannelLayout::ChannelsLast => {
-                let func = kernels.function(&format!("film_bwd_cl_{suffix}"))?;
-                let cvecs = geo.channels / pack;
-                let bx = cvecs.clamp(1, 32);
-                let by = THREADS as usize / bx;
-                let tiles = cvecs.div_ceil(bx);
-                let blocks_xy = geo.batch * tiles;
-                // Split the positions into chunks so that the grid fills the device,
-                // but give each thread at least a few positions to sum.
-                let target = (kernels.sm_count * CL_BACKWARD_BLOCKS_PER_SM) as usize;
-                let max_chunks = geo.spatial.div_ceil(4 * by).max(1);
-                let chunks = target.div_ceil(blocks_xy).clamp(1, max_chunks.min(65_535));
-                let chunk = geo.spatial.div_ceil(chunks).max(1);
-                let chunks = geo.spatial.div_ceil(chunk).max(1);
+                let plan = launch_plan::backward_channels_last(
+                    &geo,
+                    T::SUFFIX,
+                    variant,
+                    std::mem::size_of::<T::Acc>(),
+                    kernels.sm_count,
+                )?;
+                let func = kernels.function(&plan.partial.kernel)?;
+                let (chunks, chunk) = (plan.chunks, plan.chunk);
                 // SAFETY: every (chunk, example, channel) sum is written by the block
                 // that owns it before the finish kernel reads it.
                 let mut partial = unsafe { device.alloc::<T::Acc>(chunks * geo.param_len()) }?;
-                let shared = 2 * by * bx * pack * std::mem::size_of::<T::Acc>();
-                let config = LaunchConfig {
-                    grid_dim: (grid_dim(OP, "example tiles", blocks_xy)?, 1, chunks as u32),
-                    block_dim: (bx as u32, by as u32, 1),
-                    shared_mem_bytes: shared as u32,
-                };
                 let (batch_i, chunk_i) = (I::of(geo.batch), I::of(chunk));
                 let mut launch = stream.launch_builder(&func);
                 launch
@@ -359,18 +269,10 @@ fn backward_indexed<T: Element, I: Index>(
                     .arg(&relu_i);
                 // SAFETY: arguments match `film_bwd_cl_*`; `partial` holds one (N, 2C)
                 // block per chunk; the shared memory fits both sums of every thread.
-                unsafe { launch.launch(config) }.w()?;
+                unsafe { launch.launch(config(&plan.partial)) }.w()?;
 
-                let finish = kernels.function(&format!("film_bwd_cl_finish_{}", T::SUFFIX))?;
+                let finish = kernels.function(&plan.finish.kernel)?;
                 let total = geo.param_len();
-                let blocks = total
-                    .div_ceil(THREADS as usize)
-                    .min((kernels.sm_count * BLOCKS_PER_SM) as usize);
-                let config = LaunchConfig {
-                    grid_dim: (grid_dim(OP, "blocks", blocks)?, 1, 1),
-                    block_dim: (THREADS, 1, 1),
-                    shared_mem_bytes: 0,
-                };
                 let (total_u, chunks_u) = (total as u64, chunks as u32);
                 let mut launch = stream.launch_builder(&finish);
                 launch
@@ -379,7 +281,7 @@ fn backward_indexed<T: Element, I: Index>(
                     .arg(&total_u)
                     .arg(&chunks_u);
                 // SAFETY: arguments match `film_bwd_cl_finish_*`.
-                unsafe { launch.launch(config) }.w()?;
+                unsafe { launch.launch(config(&plan.finish)) }.w()?;
             }
         }
     }
