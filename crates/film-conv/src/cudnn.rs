@@ -334,6 +334,31 @@ pub fn supports(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> bool {
     f32_cuda(x) && f32_cuda(w) && b.is_none_or(f32_cuda)
 }
 
+/// Makes (or finds) cuDNN's plan for this convolution: descriptors, algorithms and
+/// workspace sizes. An error here means cuDNN cannot run the shape at all, which
+/// [`crate::conv2d`] answers by falling back to candle's convolution for it.
+pub fn prepare(x: &Tensor, w: &Tensor, params: ConvParams) -> Result<()> {
+    let geometry = ConvGeometry::new(x.shape(), w.shape(), params).map_err(candle_core::Error::wrap)?;
+    plan(x.device().as_cuda_device()?, geometry).map(drop)
+}
+
+thread_local! {
+    static WARNED: RefCell<std::collections::HashSet<ConvGeometry>> = RefCell::new(Default::default());
+}
+
+/// Says on standard error, once per shape and thread, that cuDNN could not plan it.
+pub(crate) fn warn_fallback(x: &Tensor, w: &Tensor, params: ConvParams, error: &candle_core::Error) {
+    let Ok(geometry) = ConvGeometry::new(x.shape(), w.shape(), params) else {
+        return;
+    };
+    if WARNED.with(|warned| warned.borrow_mut().insert(geometry)) {
+        eprintln!(
+            "warning: film-conv: cuDNN cannot plan the convolution {geometry:?} ({error}); \
+             it runs as candle's conv2d instead, which is slower"
+        );
+    }
+}
+
 /// `conv2d(x, w) + b` through cuDNN; the bias is candle's broadcast add.
 pub fn conv2d(x: &Tensor, w: &Tensor, b: Option<&Tensor>, params: ConvParams) -> Result<Tensor> {
     let y = x

@@ -42,15 +42,21 @@ use candle_core::{DType, Result, Tensor};
 
 /// `conv2d(x, w) + b` (`x`: N x C_in x H x W, `w`: C_out x C_in x KH x KW,
 /// `b`: C_out), differentiable. Runs the fast kernels when [`fast::supports`]
-/// says so, cuDNN for f32 CUDA tensors with the `cuda` feature, candle's
-/// convolution otherwise.
+/// says so, cuDNN for f32 CUDA tensors with the `cuda` feature (candle's convolution,
+/// with a warning, for a shape cuDNN cannot plan), candle's convolution otherwise.
 pub fn conv2d(x: &Tensor, w: &Tensor, b: Option<&Tensor>, params: ConvParams) -> Result<Tensor> {
     if fast::supports(x, w, b) {
         return fast::conv2d(x, w, b, params);
     }
     #[cfg(feature = "cuda")]
     if cudnn::supports(x, w, b) {
-        return cudnn::conv2d(x, w, b, params);
+        // A shape cuDNN cannot plan (its heuristics find no algorithm, a descriptor it
+        // refuses) still trains, through candle, with a warning; errors while running one
+        // it planned are returned.
+        match cudnn::prepare(x, w, params) {
+            Ok(()) => return cudnn::conv2d(x, w, b, params),
+            Err(error) => cudnn::warn_fallback(x, w, params, &error),
+        }
     }
     reference::conv2d(x, w, b, params)
 }

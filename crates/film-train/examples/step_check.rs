@@ -418,7 +418,7 @@ impl ConvCase {
 }
 
 /// The output and the gradients of input, weight and bias for Σ conv(x, w, b) ⊙ upstream,
-/// through `film_conv::conv2d` on `device` (cuDNN for f32 CUDA tensors) or candle's
+/// through `film_conv::cudnn::conv2d` on `device` (f32 CUDA tensors) or candle's
 /// convolution, on the CPU in f64 from the same values.
 fn conv_run(
     case: ConvCase,
@@ -435,7 +435,9 @@ fn conv_run(
     let y = if reference {
         film_conv::reference::conv2d(x, w, Some(b), case.params())?
     } else {
-        film_conv::conv2d(x, w, Some(b), case.params())?
+        // cuDNN itself, not film_conv::conv2d, which would fall back to candle (with a
+        // warning) for a shape cuDNN cannot plan.
+        film_conv::cudnn::conv2d(x, w, Some(b), case.params())?
     };
     let mut upstream_rng = Rng(0xc0_4f);
     let upstream = upstream_rng
@@ -589,7 +591,7 @@ fn bench_conv(device: &Device) -> candle_core::Result<()> {
                 let path = if cudnn { "cudnn" } else { "candle" };
                 let conv = || {
                     if cudnn {
-                        film_conv::conv2d(x, w, Some(b), case.params())
+                        film_conv::cudnn::conv2d(x, w, Some(b), case.params())
                     } else {
                         film_conv::reference::conv2d(x, w, Some(b), case.params())
                     }
