@@ -29,7 +29,8 @@
 //! the CPU's (no fused multiply-adds unless the host compiler makes them, libm's `expf`),
 //! so results agree with the GPU's to rounding, not bit for bit.
 //!
-//! Needs a C++20 compiler: `$CXX`, else `c++`.
+//! Needs a C++20 compiler (`$CXX`, else `c++`) and the C library's `ucontext` functions
+//! (glibc has them; musl does not).
 //!
 //! ```
 //! use cuda_emulator::{Arg, DeviceBuffer, Module};
