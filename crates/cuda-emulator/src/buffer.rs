@@ -14,9 +14,17 @@ const GUARD: usize = 256;
 /// `cudaMalloc`'s alignment, which the kernels' 16-byte packed accesses rely on.
 const ALIGN: usize = 256;
 
+mod sealed {
+    pub trait Sealed {}
+    impl Sealed for f32 {}
+    impl Sealed for f64 {}
+    impl Sealed for u16 {}
+}
+
 /// A value type of emulated device memory: f32, f64, or the raw bits of f16 and bf16
-/// (u16, as the kernels' `F16` and `BF16` structs hold them).
-pub trait Element: Copy + PartialEq + std::fmt::Debug + 'static {
+/// (u16, as the kernels' `F16` and `BF16` structs hold them). Sealed: the argument checks
+/// rely on exactly these.
+pub trait Element: sealed::Sealed + Copy + PartialEq + std::fmt::Debug + 'static {
     /// The guard zones' value: a NaN (in both half formats, for u16) that arithmetic does
     /// not produce, so that a kernel copying a NaN it read there still shows.
     const GUARD: Self;

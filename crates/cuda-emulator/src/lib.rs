@@ -7,7 +7,8 @@
 //! GPU would, block after block: every thread of a block is a fiber that runs until it
 //! returns from the kernel or reaches a barrier; `__syncthreads()` releases when every
 //! thread of the block still running has reached it, a warp shuffle when every such thread
-//! of the warp has; `__shared__` arrays are shared by the block. Runs are deterministic, and
+//! of the warp has; `__shared__` arrays are shared by the block and start every block full
+//! of NaN bytes, as a shuffle reading a lane that has returned does. Runs are deterministic, and
 //! a barrier that some threads never reach is reported at once
 //! ([`EmulatorError::Deadlock`]) instead of hanging. Because each thread runs as far as it
 //! can before the next one starts, a missing `__syncthreads()` shows as wrong results
@@ -21,16 +22,17 @@
 //! NaN, as does one reading memory nothing wrote.
 //!
 //! What it emulates: grids and blocks in up to three dimensions, `threadIdx`, `blockIdx`,
-//! `blockDim`, `gridDim`, `__syncthreads()`, `__shfl_down_sync` over whole warps, static and
-//! dynamic (`extern __shared__ T name[];`) shared memory, `__align__`, `__uint_as_float` and
+//! `blockDim`, `gridDim`, `__syncthreads()`, `__shfl_down_sync` over whole warps (full
+//! mask), shared arrays (`__shared__ T name[N];`, `extern __shared__ T name[];`, up to
+//! Hopper's 227 KiB per block), `__align__`, `__uint_as_float` and
 //! `__float_as_uint`, f16 conversions for kernels that write `#ifdef CUDA_EMULATOR` around
 //! their inline PTX, and the C math library. Not: other warp intrinsics, atomics, textures,
 //! inline PTX, or the GPU's memory model beyond what a barrier orders. The arithmetic is
 //! the CPU's (no fused multiply-adds unless the host compiler makes them, libm's `expf`),
 //! so results agree with the GPU's to rounding, not bit for bit.
 //!
-//! Needs a C++20 compiler (`$CXX`, else `c++`) and the C library's `ucontext` functions
-//! (glibc has them; musl does not).
+//! Needs a C++20 compiler with `_Float16` (`$CXX`, else `c++`: GCC 12 or later, Clang 15
+//! or later) and the C library's `ucontext` functions (glibc has them; musl does not).
 //!
 //! ```
 //! use cuda_emulator::{Arg, DeviceBuffer, Module};

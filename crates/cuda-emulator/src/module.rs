@@ -14,9 +14,11 @@ const PRELUDE: &str = include_str!("prelude.hpp");
 /// The generated launcher of kernel `k` is `LAUNCHER` + `k`, its parameter table `PARAMS` + `k`.
 const LAUNCHER: &str = "cuda_emulator_launch_";
 const PARAMS: &str = "cuda_emulator_params_";
-/// CUDA's limits on threads per block and on a grid's y and z extents.
+/// CUDA's limits on threads per block, on a grid's y and z extents, and on shared memory
+/// per block (Hopper's, with the opt-in attribute).
 const MAX_BLOCK: u32 = 1024;
 const MAX_GRID_YZ: u32 = 65_535;
+const MAX_SHARED_BYTES: u32 = 227 * 1024;
 
 /// (grid and block extents, dynamic shared bytes, argument slots, message buffer and its
 /// capacity) → 0, or 1 with the message written.
@@ -198,7 +200,7 @@ impl Module {
         };
         // The source under a fixed name, so that the compiler's messages point into it by
         // its line numbers (and are renamed back below).
-        write("kernels.cu.inc", &with_dynamic_shared(code))?;
+        write("kernels.cu.inc", &with_shared_memory(code))?;
         let expanded = run(
             &compiler,
             source_name,
@@ -308,6 +310,11 @@ impl Module {
                  per block and 1 to {MAX_GRID_YZ} blocks in y and z)"
             )));
         }
+        if shared_bytes > MAX_SHARED_BYTES {
+            return Err(refuse(format!(
+                "{shared_bytes} bytes of dynamic shared memory (a block has at most {MAX_SHARED_BYTES})"
+            )));
+        }
         if args.len() != signature.params.len() {
             return Err(refuse(format!(
                 "{} arguments for {} parameters",
@@ -368,37 +375,89 @@ impl Module {
     }
 }
 
-/// `extern __shared__ T name[];` (dynamic shared memory, which C++ cannot declare) becomes
-/// a pointer to the launch's buffer (prelude.hpp's `dynamic_shared`). Only this form is
-/// recognised; anything else stays and fails to compile, naming the line.
-fn with_dynamic_shared(code: &str) -> String {
-    const DECLARATION: &str = "extern __shared__";
+/// Shared-memory declarations rewritten into what the prelude provides, on one line each so
+/// that line numbers stay:
+/// - `extern __shared__ T name[];` (dynamic shared memory, which C++ cannot declare)
+///   becomes a pointer to the launch's buffer (`dynamic_shared`);
+/// - `__shared__ T name[N];` becomes a pointer to the block's copy of the array
+///   (`shared_array`), which is refilled with NaN bytes at every block start.
+///
+/// `__align__(n)` in either is dropped (the buffers are 8-byte aligned). Other forms stay
+/// function statics (`#define __shared__ static`).
+fn with_shared_memory(code: &str) -> String {
+    const MARKER: &str = "__shared__";
     let mut out = String::with_capacity(code.len());
     let mut rest = code;
-    while let Some(at) = rest.find(DECLARATION) {
-        out.push_str(&rest[..at]);
-        let tail = &rest[at + DECLARATION.len()..];
+    let mut site = 0;
+    while let Some(at) = rest.find(MARKER) {
+        let before = &rest[..at];
+        let tail = &rest[at + MARKER.len()..];
+        let dynamic = before.trim_end().ends_with("extern");
         let parsed = tail.find(';').and_then(|end| {
-            let declarator = tail[..end].trim().strip_suffix("[]")?;
+            let declarator = strip_align(tail[..end].trim());
+            let (declarator, count) = match dynamic {
+                true => (declarator.strip_suffix("[]")?.to_string(), None),
+                false => {
+                    let open = declarator.rfind('[')?;
+                    let count = declarator[open + 1..].strip_suffix(']')?.trim().to_string();
+                    (
+                        declarator[..open].to_string(),
+                        Some(count).filter(|c| !c.is_empty()),
+                    )
+                }
+            };
             let (c_type, name) = declarator.trim_end().rsplit_once(char::is_whitespace)?;
-            Some((end, c_type.trim().to_string(), name.to_string()))
+            let name_ok = name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+            (name_ok && (dynamic || count.is_some()))
+                .then(|| (end, c_type.trim().to_string(), name.to_string(), count))
         });
         match parsed {
-            Some((end, c_type, name)) => {
-                let _ = write!(
-                    out,
-                    "{c_type}* {name} = reinterpret_cast<{c_type}*>(::cuda_emulator::dynamic_shared);"
-                );
+            Some((end, c_type, name, count)) => {
+                let kept = match dynamic {
+                    true => before.trim_end().strip_suffix("extern").unwrap_or(before),
+                    false => before,
+                };
+                out.push_str(kept);
+                match count {
+                    None => {
+                        let _ = write!(
+                            out,
+                            "{c_type}* {name} = reinterpret_cast<{c_type}*>(::cuda_emulator::dynamic_shared);"
+                        );
+                    }
+                    Some(count) => {
+                        let _ = write!(
+                            out,
+                            "{c_type}* {name} = ::cuda_emulator::shared_array<{c_type}, {site}>({count});"
+                        );
+                        site += 1;
+                    }
+                }
                 rest = &tail[end + 1..];
             }
             None => {
-                out.push_str(DECLARATION);
+                out.push_str(before);
+                out.push_str(MARKER);
                 rest = tail;
             }
         }
     }
     out.push_str(rest);
     out
+}
+
+/// `__align__(16) unsigned char` → `unsigned char`.
+fn strip_align(declarator: &str) -> String {
+    match declarator.find("__align__(") {
+        Some(at) => match declarator[at..].find(')') {
+            Some(close) => format!("{}{}", &declarator[..at], &declarator[at + close + 1..])
+                .split_whitespace()
+                .collect::<Vec<_>>()
+                .join(" "),
+            None => declarator.to_string(),
+        },
+        None => declarator.to_string(),
+    }
 }
 
 /// The C++ translation unit: the prelude, the source, and per kernel a launcher that
@@ -419,13 +478,13 @@ fn translation_unit(source_name: &str, kernels: &[Kernel]) -> String {
             .collect();
         let _ = write!(
             cpp,
-            "\nextern \"C\" int {LAUNCHER}{name}(const unsigned int* dims, unsigned int shared, void** args,\n    \
+            "\nextern \"C\" __attribute__((visibility(\"default\"))) int {LAUNCHER}{name}(const unsigned int* dims, unsigned int shared, void** args,\n    \
              char* message, unsigned int capacity)\n\
              {{\n    const std::string problem = ::cuda_emulator::launch(uint3{{dims[0], dims[1], dims[2]}},\n        \
              uint3{{dims[3], dims[4], dims[5]}}, shared, [args] {{ {name}({args}); }});\n    \
              if (problem.empty()) {{\n        return 0;\n    }}\n    \
              snprintf(message, capacity, \"%s\", problem.c_str());\n    return 1;\n}}\n\
-             extern \"C\" const ::cuda_emulator::ParamInfo {PARAMS}{name}[] = {{{infos}{{0, 0, 0, 0, 0}}}};\n",
+             extern \"C\" __attribute__((visibility(\"default\"))) const ::cuda_emulator::ParamInfo {PARAMS}{name}[] = {{{infos}{{0, 0, 0, 0, 0}}}};\n",
             name = kernel.name
         );
     }
@@ -466,13 +525,22 @@ mod tests {
     use super::*;
 
     #[test]
-    fn dynamic_shared_declarations_become_pointers() {
-        let code = "void k() {\n    extern __shared__ unsigned char smem_raw[];\n    x();\n}";
-        let rewritten = with_dynamic_shared(code);
+    fn shared_declarations_become_pointers_on_the_same_lines() {
+        let code = "void k() {\n    extern __shared__ __align__(16) unsigned char smem_raw[];\n    \
+                    __shared__ double sums[BN_THREADS];\n    __shared__ A scratch[64];\n}";
+        let rewritten = with_shared_memory(code);
         assert!(
             rewritten.contains(
-                "unsigned char* smem_raw = reinterpret_cast<unsigned char*>(::cuda_emulator::dynamic_shared);"
+                "    unsigned char* smem_raw = reinterpret_cast<unsigned char*>(::cuda_emulator::dynamic_shared);"
             ),
+            "{rewritten}"
+        );
+        assert!(
+            rewritten.contains("double* sums = ::cuda_emulator::shared_array<double, 0>(BN_THREADS);"),
+            "{rewritten}"
+        );
+        assert!(
+            rewritten.contains("A* scratch = ::cuda_emulator::shared_array<A, 1>(64);"),
             "{rewritten}"
         );
         assert_eq!(
@@ -480,7 +548,7 @@ mod tests {
             code.lines().count(),
             "line numbers kept"
         );
-        let odd = "extern __shared__ float s[4];";
-        assert_eq!(with_dynamic_shared(odd), odd);
+        let scalar = "__shared__ float total;";
+        assert_eq!(with_shared_memory(scalar), scalar, "left to the static fallback");
     }
 }

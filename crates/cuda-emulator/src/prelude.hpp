@@ -13,7 +13,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <sys/mman.h>
 #include <ucontext.h>
+#include <unistd.h>
 
 #include <bit>
 #include <functional>
@@ -36,12 +38,39 @@ constexpr unsigned int WARP = 32;
 // Stack of each emulated thread: the kernels keep a few small arrays in registers.
 constexpr size_t STACK_BYTES = 256 * 1024;
 
+// A fiber's stack, with an inaccessible page below it so that an overflow faults instead
+// of corrupting the heap.
+class Stack {
+public:
+    Stack()
+    {
+        const size_t page = (size_t)sysconf(_SC_PAGESIZE);
+        bytes_ = STACK_BYTES + page;
+        void* memory = mmap(nullptr, bytes_, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        if (memory == MAP_FAILED || mprotect(memory, page, PROT_NONE) != 0) {
+            fprintf(stderr, "cuda-emulator: cannot map a %zu-byte fiber stack\n", bytes_);
+            abort();
+        }
+        base_ = static_cast<char*>(memory);
+        top_ = base_ + page;
+    }
+    Stack(const Stack&) = delete;
+    Stack& operator=(const Stack&) = delete;
+    ~Stack() { munmap(base_, bytes_); }
+    char* usable() const { return top_; }
+
+private:
+    char* base_ = nullptr;
+    char* top_ = nullptr;
+    size_t bytes_ = 0;
+};
+
 // One CUDA thread: a fiber (ucontext) that runs until it returns from the kernel or waits
 // at a barrier, then hands back to the block's scheduler.
 struct Fiber {
     enum State { RUNNABLE, AT_SYNCTHREADS, AT_SHUFFLE, DONE };
     ucontext_t context;
-    std::unique_ptr<char[]> stack;
+    std::unique_ptr<Stack> stack;
     uint3 index{0, 0, 0};
     unsigned int linear = 0;
     State state = RUNNABLE;
@@ -57,6 +86,9 @@ inline unsigned char* dynamic_shared = nullptr;
 // What each lane posted to the shuffle in progress, per warp.
 inline std::vector<unsigned long long> shuffle_slots;
 inline std::function<void()>* kernel_body = nullptr;
+// Static `__shared__` arrays (rewritten by module.rs into `shared_array` calls), one per
+// declaration, refilled at every block start like dynamic shared memory.
+inline std::vector<std::vector<unsigned long long>> static_shared;
 // One launch at a time per compiled module: blocks share the kernels' __shared__ arrays,
 // which are function statics here, and the globals above.
 inline std::mutex launch_lock;
@@ -74,7 +106,29 @@ inline void fiber_main()
 {
     (*kernel_body)();
     current->state = Fiber::DONE;
+    // A lane that has returned posts nothing: a shuffle reading it gets NaN bytes.
+    memset(&shuffle_slots[current->linear], SHARED_FILL, sizeof(unsigned long long));
     // uc_link returns to the scheduler.
+}
+
+inline size_t next_shared_slot = 0;
+
+// The block's copy of the static shared array of `count` values declared at `Site` (one
+// per template instantiation, as on the GPU).
+template <typename T, size_t Site>
+T* shared_array(size_t count)
+{
+    static const size_t slot = next_shared_slot++;
+    if (static_shared.size() <= slot) {
+        static_shared.resize(slot + 1);
+    }
+    std::vector<unsigned long long>& arena = static_shared[slot];
+    const size_t words = (count * sizeof(T) + 7) / 8;
+    if (arena.size() < words) {
+        // Only the first block of a launch gets here (all blocks declare the same size).
+        arena.assign(words, ~0ull);
+    }
+    return reinterpret_cast<T*>(arena.data());
 }
 
 // Why a block cannot go on: who waits where.
@@ -101,7 +155,7 @@ inline std::string run_block(std::vector<Fiber>& fibers)
     for (Fiber& f : fibers) {
         f.state = Fiber::RUNNABLE;
         getcontext(&f.context);
-        f.context.uc_stack.ss_sp = f.stack.get();
+        f.context.uc_stack.ss_sp = f.stack->usable();
         f.context.uc_stack.ss_size = STACK_BYTES;
         f.context.uc_link = &scheduler;
         makecontext(&f.context, fiber_main, 0);
@@ -167,10 +221,11 @@ inline std::string launch(uint3 grid, uint3 block, unsigned int shared_bytes, st
     const unsigned int threads = block.x * block.y * block.z;
     std::vector<unsigned long long> shared((shared_bytes + 7) / 8 + 1);
     dynamic_shared = reinterpret_cast<unsigned char*>(shared.data());
-    shuffle_slots.assign(threads, 0);
+    shuffle_slots.assign(threads, ~0ull);
+    static_shared.clear();
     std::vector<Fiber> fibers(threads);
     for (unsigned int t = 0; t < threads; ++t) {
-        fibers[t].stack.reset(new char[STACK_BYTES]);
+        fibers[t].stack = std::make_unique<Stack>();
         fibers[t].linear = t;
         fibers[t].index = uint3{t % block.x, (t / block.x) % block.y, t / (block.x * block.y)};
     }
@@ -180,6 +235,10 @@ inline std::string launch(uint3 grid, uint3 block, unsigned int shared_bytes, st
         block_index = uint3{(unsigned int)(b % grid.x), (unsigned int)((b / grid.x) % grid.y),
             (unsigned int)(b / ((unsigned long long)grid.x * grid.y))};
         memset(dynamic_shared, SHARED_FILL, shared_bytes);
+        for (std::vector<unsigned long long>& arena : static_shared) {
+            memset(arena.data(), SHARED_FILL, arena.size() * sizeof(unsigned long long));
+        }
+        memset(shuffle_slots.data(), SHARED_FILL, shuffle_slots.size() * sizeof(unsigned long long));
         problem = run_block(fibers);
     }
     current = nullptr;
@@ -245,8 +304,9 @@ constexpr ParamInfo describe()
 #define __forceinline__ inline
 #define __restrict__ __restrict
 #define __align__(n) alignas(n)
-// One copy per kernel (function statics), shared by the block's threads: blocks run one
-// after another and launches one at a time.
+// Arrays declared `__shared__ T name[N];` are rewritten by module.rs into per-block arenas;
+// any other `__shared__` declaration is a function static, shared by the block's threads
+// (blocks run one after another, launches one at a time) but not refilled between blocks.
 #define __shared__ static
 #define threadIdx (::cuda_emulator::current->index)
 #define blockIdx (::cuda_emulator::block_index)
@@ -256,8 +316,12 @@ constexpr ParamInfo describe()
 inline void __syncthreads() { ::cuda_emulator::wait_at(::cuda_emulator::Fiber::AT_SYNCTHREADS); }
 
 template <typename T>
-T __shfl_down_sync(unsigned int, T value, unsigned int delta, int width = 32)
+T __shfl_down_sync(unsigned int mask, T value, unsigned int delta, int width = 32)
 {
+    if (mask != 0xffffffffu) {
+        fprintf(stderr, "cuda-emulator: shuffles over part of a warp (mask %#x) are not emulated\n", mask);
+        abort();
+    }
     return ::cuda_emulator::shuffle_down(value, delta, width);
 }
 

@@ -59,6 +59,11 @@ pub fn kernels(source: &str, code: &str) -> Result<Vec<Kernel>, EmulatorError> {
             .find(')')
             .ok_or_else(|| error(format!("{name}: the parameter list does not end")))?;
         let list = after[open + 1..open + close].trim();
+        rest = &after[open + close..];
+        // A prototype and its definition name the same kernel: one launcher.
+        if found.iter().any(|k: &Kernel| k.name == name) {
+            continue;
+        }
         let params = match list {
             "" | "void" => Vec::new(),
             _ => list
@@ -70,7 +75,6 @@ pub fn kernels(source: &str, code: &str) -> Result<Vec<Kernel>, EmulatorError> {
             name: name.to_string(),
             params,
         });
-        rest = &after[open + close..];
     }
     Ok(found)
 }
@@ -122,6 +126,12 @@ mod tests {
         assert_eq!(found[0].params[1].name, "y");
         assert_eq!(found[1].name, "fill");
         assert!(found[1].params.is_empty());
+    }
+
+    #[test]
+    fn a_prototype_and_its_definition_are_one_kernel() {
+        let code = "extern \"C\" __global__ void k(float* x);\nextern \"C\" __global__ void k(float* x) {}";
+        assert_eq!(kernels("p.cu", code).unwrap().len(), 1);
     }
 
     #[test]

@@ -97,6 +97,24 @@ extern "C" __global__ void divergent(float* out)
     out[threadIdx.x] = v;
 }
 
+// What shared memory and a shuffle hold before anything was written to them: thread 0
+// reads its block's array before writing it, and lane 0 reads a lane that has returned.
+extern "C" __global__ void unwritten(float* before, float* from_returned)
+{
+    __shared__ float fresh[THREADS];
+    if (threadIdx.x == 0) {
+        before[blockIdx.x] = fresh[5];
+    }
+    fresh[threadIdx.x] = 1.0f;
+    if (threadIdx.x == 1) {
+        return;
+    }
+    const float v = __shfl_down_sync(0xffffffffu, 2.0f, 1);
+    if (threadIdx.x == 0) {
+        from_returned[blockIdx.x] = v;
+    }
+}
+
 // Reverses each block's values through dynamic shared memory.
 extern "C" __global__ void reverse(const float* x, float* y)
 {
@@ -296,4 +314,41 @@ fn a_deadlock_is_reported_naming_who_waits_where() {
     assert!(error.contains("divergent deadlocked"), "{error}");
     assert!(error.contains("__syncthreads(): [0, 1, 2"), "{error}");
     assert!(error.contains("shuffle: [16, 17"), "{error}");
+}
+
+#[test]
+fn unwritten_shared_memory_and_returned_lanes_read_nan_in_every_block() {
+    let before = DeviceBuffer::<f32>::uninit("before", 3);
+    let from_returned = DeviceBuffer::<f32>::from_slice("from_returned", &[0.0; 3]);
+    module()
+        .launch(
+            "unwritten",
+            3,
+            32,
+            &[Arg::buffer(&before), Arg::buffer(&from_returned)],
+        )
+        .unwrap();
+    // Block 0 wrote ones into the array: blocks 1 and 2 must not see them.
+    assert!(
+        before.values().iter().all(|v| v.is_nan()),
+        "{:?}",
+        before.values()
+    );
+    assert!(
+        from_returned.values().iter().all(|v| v.is_nan()),
+        "{:?}",
+        from_returned.values()
+    );
+}
+
+#[test]
+fn shared_memory_beyond_a_block_is_refused() {
+    let (x, y) = (
+        DeviceBuffer::<f32>::uninit("x", 1),
+        DeviceBuffer::<f32>::uninit("y", 1),
+    );
+    let error = module()
+        .launch_with_shared("reverse", 1, 1, u32::MAX, &[Arg::buffer(&x), Arg::buffer(&y)])
+        .unwrap_err();
+    assert!(error.to_string().contains("dynamic shared memory"), "{error}");
 }

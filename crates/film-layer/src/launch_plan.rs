@@ -362,8 +362,14 @@ mod tests {
         let module = film_kernels();
         let what = format!("{} {geo:?} {variant:?} relu {relu} residual {residual}", K::NAME);
         let (numel, params_len) = (geo.numel(), geo.param_len());
-        let x = values::<K>(1, numel, -2.0, 2.0);
-        let params = values::<K>(2, params_len, -1.5, 1.5);
+        let mut x = values::<K>(1, numel, -2.0, 2.0);
+        let mut params = values::<K>(2, params_len, -1.5, 1.5);
+        // Exact zeros of γx + β, where the ReLU's gradient must still pass: β = 0 for
+        // channel 0 of every example and x = 0 at every seventh value.
+        for n in 0..geo.batch {
+            params[2 * geo.channels * n + geo.channels] = 0.0;
+        }
+        x.iter_mut().step_by(7).for_each(|v| *v = 0.0);
         let r = values::<K>(3, numel, -1.0, 1.0);
         let dy = values::<K>(4, numel, -1.0, 1.0);
         let store = |name: &str, v: &[f64]| {
@@ -459,7 +465,11 @@ mod tests {
                 ];
                 let f = &plan.finish;
                 module.launch(&f.kernel, f.grid, f.block, &args).unwrap();
+                assert_eq!(partial.guard_report(), None, "{what}");
             }
+        }
+        for input in [&xs, &ps, &rs, &dys] {
+            assert_eq!(input.guard_report(), None, "{what}");
         }
         let out = load(&out);
         assert_close(&format!("dx ({what})"), K::TOLERANCE, &out[..numel], &dx_ref);
@@ -513,7 +523,8 @@ mod tests {
             geo(2, 16, 9, ChannelsLast),
             geo(3, 12, 10, ChannelsLast),
             geo(2, 7, 6, ChannelsLast),
-            // More channels than a block's 32 columns of packs.
+            // More channels than a block's 32 columns of packs (for the scalar and the
+            // packed f64 kernels).
             geo(2, 72, 40, ChannelsLast),
             // Positions enough for several chunks (see the test of the plans).
             geo(1, 128, 100, ChannelsLast),
