@@ -334,12 +334,11 @@ pub fn supports(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> bool {
     f32_cuda(x) && f32_cuda(w) && b.is_none_or(f32_cuda)
 }
 
-/// Makes (or finds) cuDNN's plan for this convolution: descriptors, algorithms and
-/// workspace sizes. An error here means cuDNN cannot run the shape at all, which
-/// [`crate::conv2d`] answers by falling back to candle's convolution for it.
-pub fn prepare(x: &Tensor, w: &Tensor, params: ConvParams) -> Result<()> {
-    let geometry = ConvGeometry::new(x.shape(), w.shape(), params).map_err(candle_core::Error::wrap)?;
-    plan(x.device().as_cuda_device()?, geometry).map(drop)
+/// Makes (or finds) cuDNN's plan for a convolution of `geometry` on `device`: descriptors,
+/// algorithms and workspace sizes. An error here means cuDNN cannot run the shape at all,
+/// which [`crate::conv2d`] answers by falling back to candle's convolution for it.
+pub fn prepare(device: &candle_core::Device, geometry: ConvGeometry) -> Result<()> {
+    plan(device.as_cuda_device()?, geometry).map(drop)
 }
 
 thread_local! {
@@ -347,10 +346,7 @@ thread_local! {
 }
 
 /// Says on standard error, once per shape and thread, that cuDNN could not plan it.
-pub(crate) fn warn_fallback(x: &Tensor, w: &Tensor, params: ConvParams, error: &candle_core::Error) {
-    let Ok(geometry) = ConvGeometry::new(x.shape(), w.shape(), params) else {
-        return;
-    };
+pub(crate) fn warn_fallback(geometry: ConvGeometry, error: &candle_core::Error) {
     if WARNED.with(|warned| warned.borrow_mut().insert(geometry)) {
         eprintln!(
             "warning: film-conv: cuDNN cannot plan the convolution {geometry:?} ({error}); \

@@ -53,9 +53,10 @@ pub fn conv2d(x: &Tensor, w: &Tensor, b: Option<&Tensor>, params: ConvParams) ->
         // A shape cuDNN cannot plan (its heuristics find no algorithm, a descriptor it
         // refuses) still trains, through candle, with a warning; errors while running one
         // it planned are returned.
-        match cudnn::prepare(x, w, params) {
+        let geometry = ConvGeometry::new(x.shape(), w.shape(), params).map_err(candle_core::Error::wrap)?;
+        match cudnn::prepare(x.device(), geometry) {
             Ok(()) => return cudnn::conv2d(x, w, b, params),
-            Err(error) => cudnn::warn_fallback(x, w, params, &error),
+            Err(error) => cudnn::warn_fallback(geometry, &error),
         }
     }
     reference::conv2d(x, w, b, params)
