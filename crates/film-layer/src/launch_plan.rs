@@ -1,11 +1,13 @@
 //! How each kernel of `cuda/film.cu` is launched for a given feature map: the kernel's
-//! name, its grid, its blocks and its shared memory. The CUDA launchers (`cuda/mod.rs`)
-//! turn these into cudarc launches; the tests below run the same launches on the CPU
-//! through cuda-emulator, in every build, against a plain reference.
+//! name, its grid, its blocks, its shared memory and its arguments. The CUDA launchers
+//! (`cuda/mod.rs`) put device addresses in these calls and launch them; the tests below run
+//! the same calls on the CPU through cuda-emulator, in every build, against a plain
+//! reference.
 //!
 //! Packed accesses move 16 bytes when every operand is 16-byte aligned and the rows split
 //! evenly into packs; 32-bit indexing is used when the tensor is small enough.
 
+use crate::kernel_call::{KernelArg, KernelCall};
 use crate::layout::{ChannelLayout, Geometry};
 
 /// Bytes moved per packed access; the packed kernels need every operand's address to be a
@@ -32,14 +34,25 @@ pub(crate) enum KernelError {
     },
 }
 
-/// One kernel launch.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) struct Launch {
-    pub kernel: String,
-    pub grid: (u32, u32, u32),
-    pub block: (u32, u32, u32),
-    pub shared_bytes: u32,
+/// The buffers film.cu's kernels read and write.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(crate) enum FilmBuffer {
+    X,
+    /// The packed (N, 2C) rows (γ | β).
+    Params,
+    Residual,
+    Y,
+    Dy,
+    Dx,
+    /// The (N, 2C) rows (dγ | dβ).
+    DParams,
+    /// The channels-last backward's partial sums: one (N, 2C) block per position chunk, in
+    /// the accumulator type.
+    Partial,
 }
+
+/// One launch of a film.cu kernel.
+pub(crate) type Launch = KernelCall<FilmBuffer>;
 
 /// The variant of the kernels a feature map takes: values per packed access (1: the
 /// scalar kernels) and 64-bit indices or not.
@@ -80,11 +93,18 @@ impl Variant {
             "i32"
         }
     }
+
+    /// A size argument in the kernels' index type `I`.
+    fn index_arg(self, v: usize) -> KernelArg<FilmBuffer> {
+        match self.wide_index {
+            true => KernelArg::U64(v as u64),
+            false => KernelArg::U32(v as u32),
+        }
+    }
 }
 
 /// Whether 32-bit indices suffice: every index the kernels form, plus one grid stride of
-/// overshoot in the loops, stays below `u32::MAX`. The launchers pick the index type of
-/// the kernels' size arguments by it.
+/// overshoot in the loops, stays below `u32::MAX`.
 pub(crate) fn fits_u32(geo: &Geometry) -> bool {
     let headroom = 1usize << 28;
     geo.numel().max(geo.param_len()) < u32::MAX as usize - headroom
@@ -110,14 +130,18 @@ fn layout_suffix(geo: &Geometry) -> &'static str {
     }
 }
 
-/// The forward `film_fwd_*`: a grid-stride loop, FORWARD_UNROLL packs per thread and turn,
-/// as many blocks as the packs need up to BLOCKS_PER_SM per multiprocessor.
+/// The forward `film_fwd_*`, y = relu?(γ ⊙ x + β) + residual?: a grid-stride loop,
+/// FORWARD_UNROLL packs per thread and turn, as many blocks as the packs need up to
+/// BLOCKS_PER_SM per multiprocessor.
 pub(crate) fn forward(
     geo: &Geometry,
     dtype: &str,
     variant: Variant,
     sm_count: u32,
+    relu: bool,
+    residual: bool,
 ) -> candle_core::Result<Launch> {
+    use FilmBuffer::*;
     let packs = geo.numel() / variant.pack;
     let blocks = packs
         .div_ceil(THREADS as usize * FORWARD_UNROLL)
@@ -132,6 +156,18 @@ pub(crate) fn forward(
         grid: (grid_dim("film-fused", "blocks", blocks.max(1))?, 1, 1),
         block: (THREADS, 1, 1),
         shared_bytes: 0,
+        args: vec![
+            KernelArg::Buffer(X),
+            KernelArg::Buffer(Params),
+            // Without a residual the kernel never reads its residual pointer; x stands in.
+            KernelArg::Buffer(if residual { Residual } else { X }),
+            KernelArg::Buffer(Y),
+            variant.index_arg(geo.numel()),
+            variant.index_arg(geo.channels),
+            variant.index_arg(geo.spatial),
+            KernelArg::I32(relu as i32),
+            KernelArg::I32(residual as i32),
+        ],
     })
 }
 
@@ -141,7 +177,9 @@ pub(crate) fn backward_channels_first(
     geo: &Geometry,
     dtype: &str,
     variant: Variant,
+    relu: bool,
 ) -> candle_core::Result<Launch> {
+    use FilmBuffer::*;
     let row_packs = (geo.spatial / variant.pack).max(1);
     let threads = (row_packs.div_ceil(32) * 32).min(THREADS as usize) as u32;
     Ok(Launch {
@@ -149,18 +187,26 @@ pub(crate) fn backward_channels_first(
         grid: (grid_dim("film-fused-backward", "rows", geo.rows())?, 1, 1),
         block: (threads, 1, 1),
         shared_bytes: 0,
+        args: vec![
+            KernelArg::Buffer(X),
+            KernelArg::Buffer(Dy),
+            KernelArg::Buffer(Params),
+            KernelArg::Buffer(Dx),
+            KernelArg::Buffer(DParams),
+            variant.index_arg(geo.channels),
+            variant.index_arg(geo.spatial),
+            KernelArg::I32(relu as i32),
+        ],
     })
 }
 
 /// The channels-last backward: `film_bwd_cl_*` writes one partial (dγ | dβ) row per
-/// position chunk into a buffer of `chunks` (N, 2C) blocks, then `film_bwd_cl_finish_*`
-/// adds the chunks.
+/// position chunk into `Partial`, `chunks` (N, 2C) blocks, then `film_bwd_cl_finish_*`
+/// adds the chunks into `DParams`.
 pub(crate) struct ChannelsLastBackward {
     pub partial: Launch,
     pub finish: Launch,
     pub chunks: usize,
-    /// Positions per chunk.
-    pub chunk: usize,
 }
 
 /// Blocks of (channel packs, positions) threads; the positions split into chunks so that
@@ -172,8 +218,10 @@ pub(crate) fn backward_channels_last(
     variant: Variant,
     accumulator_size: usize,
     sm_count: u32,
+    relu: bool,
 ) -> candle_core::Result<ChannelsLastBackward> {
     const OP: &str = "film-fused-backward";
+    use FilmBuffer::*;
     let pack = variant.pack;
     let cvecs = geo.channels / pack;
     let bx = cvecs.clamp(1, 32);
@@ -190,6 +238,18 @@ pub(crate) fn backward_channels_last(
         grid: (grid_dim(OP, "example tiles", blocks_xy)?, 1, chunks as u32),
         block: (bx as u32, by as u32, 1),
         shared_bytes: (2 * by * bx * pack * accumulator_size) as u32,
+        args: vec![
+            KernelArg::Buffer(X),
+            KernelArg::Buffer(Dy),
+            KernelArg::Buffer(Params),
+            KernelArg::Buffer(Dx),
+            KernelArg::Buffer(Partial),
+            variant.index_arg(geo.batch),
+            variant.index_arg(geo.channels),
+            variant.index_arg(geo.spatial),
+            variant.index_arg(chunk),
+            KernelArg::I32(relu as i32),
+        ],
     };
     let blocks = geo
         .param_len()
@@ -200,12 +260,17 @@ pub(crate) fn backward_channels_last(
         grid: (grid_dim(OP, "blocks", blocks.max(1))?, 1, 1),
         block: (THREADS, 1, 1),
         shared_bytes: 0,
+        args: vec![
+            KernelArg::Buffer(Partial),
+            KernelArg::Buffer(DParams),
+            KernelArg::U64(geo.param_len() as u64),
+            KernelArg::U32(chunks as u32),
+        ],
     };
     Ok(ChannelsLastBackward {
         partial,
         finish,
         chunks,
-        chunk,
     })
 }
 
@@ -342,17 +407,27 @@ mod tests {
         }
     }
 
-    fn index_arg(variant: Variant, v: usize) -> Arg<'static> {
-        match variant.wide_index {
-            true => (v as u64).into(),
-            false => (v as u32).into(),
-        }
+    /// Runs `call` on the emulator, each buffer it names given by `buffer`.
+    fn run<'a>(call: &Launch, buffer: impl Fn(FilmBuffer) -> Arg<'a>) {
+        let args: Vec<Arg> = call
+            .args
+            .iter()
+            .map(|arg| match *arg {
+                KernelArg::Buffer(b) => buffer(b),
+                KernelArg::U32(v) => v.into(),
+                KernelArg::U64(v) => v.into(),
+                KernelArg::I32(v) => v.into(),
+                KernelArg::F32(v) => v.into(),
+            })
+            .collect();
+        film_kernels()
+            .launch_with_shared(&call.kernel, call.grid, call.block, call.shared_bytes, &args)
+            .unwrap_or_else(|e| panic!("{e}"));
     }
 
     /// Forward and backward of one case against the reference, with `variant` (what
     /// `Variant::choose` picks, or a forced scalar or wide-index variant).
     fn check<K: Kind>(geo: Geometry, variant: Variant, relu: bool, residual: bool) {
-        let module = film_kernels();
         let what = format!("{} {geo:?} {variant:?} relu {relu} residual {residual}", K::NAME);
         let (numel, params_len) = (geo.numel(), geo.param_len());
         let mut x = values::<K>(1, numel, -2.0, 2.0);
@@ -393,83 +468,56 @@ mod tests {
             store("residual", &r),
             store("dy", &dy),
         );
-        let y = DeviceBuffer::<K::Stored>::uninit("y", numel);
-        let launch = forward(&geo, K::NAME, variant, SM_COUNT).unwrap();
-        let args = [
-            Arg::buffer(&xs),
-            Arg::buffer(&ps),
-            Arg::buffer(if residual { &rs } else { &xs }),
-            Arg::buffer(&y),
-            index_arg(variant, numel),
-            index_arg(variant, geo.channels),
-            index_arg(variant, geo.spatial),
-            (relu as i32).into(),
-            (residual as i32).into(),
-        ];
-        module
-            .launch(&launch.kernel, launch.grid, launch.block, &args)
-            .unwrap();
-        assert_close(&format!("y ({what})"), K::TOLERANCE, &load(&y), &y_ref);
-
-        // dx then d(params) in one buffer, as the op returns them.
-        let out = DeviceBuffer::<K::Stored>::uninit("dx | dparams", numel + params_len);
-        match geo.layout {
-            ChannelLayout::ChannelsFirst => {
-                let launch = backward_channels_first(&geo, K::NAME, variant).unwrap();
-                let args = [
-                    Arg::buffer(&xs),
-                    Arg::buffer(&dys),
-                    Arg::buffer(&ps),
-                    Arg::at(&out, 0),
-                    Arg::at(&out, numel),
-                    index_arg(variant, geo.channels),
-                    index_arg(variant, geo.spatial),
-                    (relu as i32).into(),
-                ];
-                module
-                    .launch(&launch.kernel, launch.grid, launch.block, &args)
-                    .unwrap();
-            }
+        let launch = forward(&geo, K::NAME, variant, SM_COUNT, relu, residual).unwrap();
+        assert!(
+            residual || !launch.buffers().any(|&b| b == FilmBuffer::Residual),
+            "a forward without residual must not pass one ({what})"
+        );
+        let (backward, partial_len) = match geo.layout {
+            ChannelLayout::ChannelsFirst => (
+                vec![backward_channels_first(&geo, K::NAME, variant, relu).unwrap()],
+                0,
+            ),
             ChannelLayout::ChannelsLast => {
                 let acc_size = std::mem::size_of::<K::Acc>();
-                let plan = backward_channels_last(&geo, K::NAME, variant, acc_size, SM_COUNT).unwrap();
-                let partial = DeviceBuffer::<K::Acc>::uninit("partial", plan.chunks * params_len);
-                let args = [
-                    Arg::buffer(&xs),
-                    Arg::buffer(&dys),
-                    Arg::buffer(&ps),
-                    Arg::at(&out, 0),
-                    Arg::buffer(&partial),
-                    index_arg(variant, geo.batch),
-                    index_arg(variant, geo.channels),
-                    index_arg(variant, geo.spatial),
-                    index_arg(variant, plan.chunk),
-                    (relu as i32).into(),
-                ];
-                let p = &plan.partial;
-                module
-                    .launch_with_shared(&p.kernel, p.grid, p.block, p.shared_bytes, &args)
-                    .unwrap();
-                let args = [
-                    Arg::buffer(&partial),
-                    Arg::at(&out, numel),
-                    (params_len as u64).into(),
-                    (plan.chunks as u32).into(),
-                ];
-                let f = &plan.finish;
-                module.launch(&f.kernel, f.grid, f.block, &args).unwrap();
-                assert_eq!(partial.guard_report(), None, "{what}");
+                let plan = backward_channels_last(&geo, K::NAME, variant, acc_size, SM_COUNT, relu).unwrap();
+                (vec![plan.partial, plan.finish], plan.chunks * params_len)
             }
+        };
+        let (y, dx, dparams) = (
+            DeviceBuffer::<K::Stored>::uninit("y", numel),
+            DeviceBuffer::<K::Stored>::uninit("dx", numel),
+            DeviceBuffer::<K::Stored>::uninit("dparams", params_len),
+        );
+        // Empty for the channels-first backward, which must not touch it.
+        let partial = DeviceBuffer::<K::Acc>::uninit("partial", partial_len);
+        let buffer = |b: FilmBuffer| -> Arg<'_> {
+            use FilmBuffer::*;
+            match b {
+                X => Arg::buffer(&xs),
+                Params => Arg::buffer(&ps),
+                Residual => Arg::buffer(&rs),
+                Y => Arg::buffer(&y),
+                Dy => Arg::buffer(&dys),
+                Dx => Arg::buffer(&dx),
+                DParams => Arg::buffer(&dparams),
+                Partial => Arg::buffer(&partial),
+            }
+        };
+        run(&launch, buffer);
+        assert_close(&format!("y ({what})"), K::TOLERANCE, &load(&y), &y_ref);
+        for launch in &backward {
+            run(launch, buffer);
         }
-        for input in [&xs, &ps, &rs, &dys] {
-            assert_eq!(input.guard_report(), None, "{what}");
+        assert_eq!(partial.guard_report(), None, "{what}");
+        for buffer in [&xs, &ps, &rs, &dys, &y, &dx, &dparams] {
+            assert_eq!(buffer.guard_report(), None, "{what}");
         }
-        let out = load(&out);
-        assert_close(&format!("dx ({what})"), K::TOLERANCE, &out[..numel], &dx_ref);
+        assert_close(&format!("dx ({what})"), K::TOLERANCE, &load(&dx), &dx_ref);
         assert_close(
             &format!("d(gamma | beta) ({what})"),
             K::TOLERANCE,
-            &out[numel..],
+            &load(&dparams),
             &dparams_ref,
         );
     }
@@ -521,6 +569,8 @@ mod tests {
             geo(2, 72, 40, ChannelsLast),
             // Positions enough for several chunks (see the test of the plans).
             geo(1, 128, 100, ChannelsLast),
+            // More (γ | β) sums than the finish kernel's capped grid has threads: it loops.
+            geo(9, 128, 3, ChannelsLast),
         ]
     }
 
@@ -549,9 +599,31 @@ mod tests {
             "f32",
             Variant::choose(&geo(3, 64, ChannelsFirst), 4, true),
             132,
+            false,
+            false,
         )
         .unwrap();
         assert_eq!(launch.kernel, "film_fwd_f32_cf_v_i32");
+        let finish_loops = geo(128, 3, ChannelsLast);
+        let finish_loops = Geometry {
+            batch: 9,
+            ..finish_loops
+        };
+        let plan = backward_channels_last(
+            &finish_loops,
+            "f32",
+            Variant::choose(&finish_loops, 4, true),
+            4,
+            SM_COUNT,
+            false,
+        )
+        .unwrap();
+        let finish_threads = plan.finish.grid.0 * plan.finish.block.0;
+        assert!(
+            (finish_threads as usize) < finish_loops.param_len(),
+            "{finish_threads} threads for {} sums",
+            finish_loops.param_len()
+        );
         // The channels-last backward of the last shape tested splits its positions into
         // chunks, so that the finish kernel has partial sums to add.
         let many_positions = geo(128, 100, ChannelsLast);
@@ -561,7 +633,7 @@ mod tests {
         };
         for element in [4, 8, 2] {
             let variant = Variant::choose(&many_positions, element, true);
-            let plan = backward_channels_last(&many_positions, "f32", variant, 4, SM_COUNT).unwrap();
+            let plan = backward_channels_last(&many_positions, "f32", variant, 4, SM_COUNT, false).unwrap();
             assert!(
                 plan.chunks > 1,
                 "{element}-byte elements: {} chunk(s)",
@@ -600,7 +672,7 @@ mod tests {
             layout: ChannelLayout::ChannelsFirst,
         };
         let variant = Variant::choose(&geo, 4, true);
-        let launch = forward(&geo, "f32", variant, SM_COUNT).unwrap();
+        let launch = forward(&geo, "f32", variant, SM_COUNT, true, true).unwrap();
         assert!(
             (launch.grid.0 as usize) * (THREADS as usize) * FORWARD_UNROLL * variant.pack < geo.numel(),
             "the grid must not cover the map in one turn: {launch:?}"

@@ -63,6 +63,7 @@ mod cuda;
 mod error;
 mod film;
 mod gamma;
+pub mod kernel_call;
 #[cfg(any(feature = "cuda", test))]
 mod launch_plan;
 mod layout;

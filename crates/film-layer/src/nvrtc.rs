@@ -5,8 +5,8 @@
 //! (the question encoder's GRU, BatchNorm, the trainer's Adam): a CUDA build then needs no
 //! CUDA compiler beyond candle's, and the kernels are built for the GPU they run on. Beside
 //! the loader are the two things every launcher of such kernels needs: an operand's values
-//! as a contiguous view ([`contiguous`], [`contiguous_mut`]) and a grid-stride launch
-//! configuration sized to the device ([`Kernels::grid_stride`]).
+//! as a contiguous view ([`contiguous`], [`contiguous_mut`]), and the launch of a
+//! [`KernelCall`] with each of its buffers at a device address ([`Kernels::launch`]).
 //!
 //! A source is compiled to a cubin for the device's exact architecture rather than to
 //! PTX: a cubin from any CUDA 13.x NVRTC loads on every CUDA 13 driver, whereas PTX
@@ -19,11 +19,13 @@ use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
 use candle_core::cuda_backend::cudarc::driver::sys::CUdevice_attribute;
 use candle_core::cuda_backend::cudarc::driver::{
-    CudaFunction, CudaModule, CudaView, CudaViewMut, DeviceRepr, LaunchConfig,
+    CudaFunction, CudaModule, CudaStream, CudaView, CudaViewMut, DeviceRepr, LaunchConfig, PushKernelArg,
 };
 use candle_core::cuda_backend::cudarc::nvrtc::{result, sys, Ptx};
 use candle_core::cuda_backend::{CudaDType, CudaDevice, CudaStorage, DeviceId, WrapErr};
 use candle_core::Layout;
+
+use crate::kernel_call::{KernelArg, KernelCall};
 
 /// One CUDA C source file, embedded in the binary (`include_str!`). Its `name` identifies
 /// it in the caches and in error messages, so it must be unique in the process.
@@ -56,18 +58,56 @@ impl Kernels {
         self.module.load_function(name).w()
     }
 
-    /// A launch for a grid-stride loop over `len` items: blocks of `threads`, as many as
-    /// the items need up to `blocks_per_sm` per multiprocessor (more would only loop less),
-    /// and at least one.
-    pub fn grid_stride(&self, len: usize, threads: u32, blocks_per_sm: u32) -> LaunchConfig {
-        let blocks = len
-            .div_ceil(threads.max(1) as usize)
-            .clamp(1, (self.sm_count * blocks_per_sm).max(1) as usize);
-        LaunchConfig {
-            grid_dim: (blocks as u32, 1, 1),
-            block_dim: (threads, 1, 1),
-            shared_mem_bytes: 0,
+    /// Launches `call` on `stream`, each of its buffers at the device address `address`
+    /// gives for it (see [`DevicePtr::device_ptr`] and [`DevicePtrMut::device_ptr_mut`],
+    /// whose guards order the launch after earlier work on those buffers).
+    ///
+    /// # Safety
+    /// `call` must match its kernel's parameters (a pointer for each buffer, each scalar of
+    /// the parameter's type; the CPU tests of each launcher check this with cuda-emulator),
+    /// and every address must stay valid, and hold what the kernel reads and has room for
+    /// what it writes, until the stream has run the kernel.
+    ///
+    /// [`DevicePtr::device_ptr`]: candle_core::cuda_backend::cudarc::driver::DevicePtr::device_ptr
+    /// [`DevicePtrMut::device_ptr_mut`]: candle_core::cuda_backend::cudarc::driver::DevicePtrMut::device_ptr_mut
+    pub unsafe fn launch<B>(
+        &self,
+        stream: &CudaStream,
+        call: &KernelCall<B>,
+        mut address: impl FnMut(&B) -> candle_core::Result<u64>,
+    ) -> candle_core::Result<()> {
+        let func = self.function(&call.kernel)?;
+        // Resolved first, so that the builder can hold a reference to each value.
+        let args = call
+            .args
+            .iter()
+            .map(|arg| match *arg {
+                KernelArg::Buffer(ref b) => address(b).map(KernelArg::Buffer),
+                KernelArg::U32(v) => Ok(KernelArg::U32(v)),
+                KernelArg::U64(v) => Ok(KernelArg::U64(v)),
+                KernelArg::I32(v) => Ok(KernelArg::I32(v)),
+                KernelArg::F32(v) => Ok(KernelArg::F32(v)),
+            })
+            .collect::<candle_core::Result<Vec<KernelArg<u64>>>>()?;
+        let mut launch = stream.launch_builder(&func);
+        for arg in &args {
+            match arg {
+                // A pointer parameter takes the address as its 8 bytes.
+                KernelArg::Buffer(address) => launch.arg(address),
+                KernelArg::U32(v) => launch.arg(v),
+                KernelArg::U64(v) => launch.arg(v),
+                KernelArg::I32(v) => launch.arg(v),
+                KernelArg::F32(v) => launch.arg(v),
+            };
         }
+        let config = LaunchConfig {
+            grid_dim: call.grid,
+            block_dim: call.block,
+            shared_mem_bytes: call.shared_bytes,
+        };
+        // SAFETY: as the caller guarantees.
+        unsafe { launch.launch(config) }.w()?;
+        Ok(())
     }
 }
 

@@ -10,8 +10,13 @@
 //! would leave unwritten full of NaN, so that reading a value before writing it shows.
 
 use candle_core::Result;
+use film_layer::kernel_call::{KernelArg, KernelCall};
 
 use crate::recurrence::{Dims, KEPT};
+
+/// Threads per block of gru.cu's kernels, and the resident blocks per multiprocessor their
+/// grid-stride loops aim for.
+const GATE_GRID: (u32, u32) = (256, 8);
 
 /// The buffers of one call: the op's operands, then what the forward and the backward
 /// allocate.
@@ -153,6 +158,60 @@ pub(crate) struct BackwardStep {
     pub grad_hh: At,
     /// (N, H) gradient carried between steps, updated in place.
     pub next: At,
+}
+
+impl ForwardStep {
+    /// The launch of `gru_step_fwd_f32` for this step, on a device with `sm_count`
+    /// multiprocessors. The sizes must fit 32 bits (the CUDA path checks it first).
+    pub fn kernel_call(self, d: Dims, first: bool, sm_count: u32) -> KernelCall<At> {
+        let args = [
+            self.x,
+            self.hh,
+            self.bias_ih,
+            self.bias_hh,
+            self.previous,
+            self.state,
+            self.kept,
+        ];
+        gate_call("gru_step_fwd_f32", &args, d, first, sm_count)
+    }
+}
+
+impl BackwardStep {
+    /// The launch of `gru_step_bwd_f32` for this step; as [`ForwardStep::kernel_call`].
+    pub fn kernel_call(self, d: Dims, first: bool, sm_count: u32) -> KernelCall<At> {
+        let args = [
+            self.kept,
+            self.grad_state,
+            self.previous,
+            self.grad_x,
+            self.grad_hh,
+            self.next,
+        ];
+        gate_call("gru_step_bwd_f32", &args, d, first, sm_count)
+    }
+}
+
+/// A gate kernel's launch: its buffers, then batch, hidden size and the first-step flag;
+/// one thread per (example, unit) in a grid-stride loop.
+fn gate_call(kernel: &str, buffers: &[At], d: Dims, first: bool, sm_count: u32) -> KernelCall<At> {
+    let mut args: Vec<KernelArg<At>> = buffers.iter().map(|&at| KernelArg::Buffer(at)).collect();
+    args.extend([
+        KernelArg::U32(d.batch as u32),
+        KernelArg::U32(d.hidden as u32),
+        KernelArg::I32(first as i32),
+    ]);
+    KernelCall::grid_stride(kernel, d.batch * d.hidden, GATE_GRID, sm_count, args)
+}
+
+/// The launch of `gru_fill_f32` writing `len` ones from `at`.
+pub(crate) fn fill_ones_call(at: At, len: usize, sm_count: u32) -> KernelCall<At> {
+    let args = vec![
+        KernelArg::Buffer(at),
+        KernelArg::U32(len as u32),
+        KernelArg::F32(1.0),
+    ];
+    KernelCall::grid_stride("gru_fill_f32", len, GATE_GRID, sm_count, args)
 }
 
 /// What the schedule needs from a device.
@@ -349,10 +408,8 @@ mod tests {
         })
     }
 
-    /// A launch shaped like `cuda/mod.rs`'s (blocks of 256 threads in a grid-stride loop),
-    /// but with few blocks so that each thread loops over several values.
-    const GRID: u32 = 2;
-    const BLOCK: u32 = 32;
+    /// A small device, so that the gate kernels' capped grids loop over the larger shapes.
+    const SM_COUNT: u32 = 1;
 
     impl Emulator {
         fn slice(&self, at: At, len: usize) -> Vec<f32> {
@@ -364,32 +421,32 @@ mod tests {
             buffer[at.offset..at.offset + values.len()].copy_from_slice(values);
         }
 
-        /// Runs `kernel` of gru.cu on the emulated device: its addresses `addrs`, then the
-        /// sizes and `tail` (as `Gpu::step` and `Gpu::fill_ones` pass them). Every buffer
-        /// addressed is copied in whole and copied back, after its guards are checked.
-        fn launch(
-            &mut self,
-            module: &Module,
-            kernel: &str,
-            addrs: &[At],
-            tail: &[Arg<'static>],
-        ) -> Result<()> {
+        /// Runs `call` (of gru.cu's kernels) on the emulated device. Every buffer it
+        /// addresses is copied in whole and copied back.
+        fn launch(&mut self, module: &Module, call: KernelCall<At>) -> Result<()> {
             let mut device: HashMap<Buffer, DeviceBuffer> = HashMap::new();
-            for at in addrs {
+            for at in call.buffers() {
                 device.entry(at.buffer).or_insert_with(|| {
                     DeviceBuffer::from_slice(&format!("{:?}", at.buffer), &self.buffers[&at.buffer])
                 });
             }
-            let mut args: Vec<Arg> = addrs
+            let args: Vec<Arg> = call
+                .args
                 .iter()
-                .map(|at| Arg::at(&device[&at.buffer], at.offset))
+                .map(|arg| match *arg {
+                    KernelArg::Buffer(at) => Arg::at(&device[&at.buffer], at.offset),
+                    KernelArg::U32(v) => v.into(),
+                    KernelArg::U64(v) => v.into(),
+                    KernelArg::I32(v) => v.into(),
+                    KernelArg::F32(v) => v.into(),
+                })
                 .collect();
-            args.extend(tail.iter().copied());
             module
-                .launch(kernel, GRID, BLOCK, &args)
+                .launch_with_shared(&call.kernel, call.grid, call.block, call.shared_bytes, &args)
                 .map_err(candle_core::Error::wrap)?;
             drop(args);
             for (buffer, values) in device {
+                assert_eq!(values.guard_report(), None, "{}", call.kernel);
                 self.buffers.insert(buffer, values.values());
             }
             Ok(())
@@ -437,9 +494,7 @@ mod tests {
         fn forward_step(&mut self, s: ForwardStep, first: bool) -> Result<()> {
             let Dims { batch, hidden: h, .. } = self.d;
             if let Some(module) = self.gate_kernels {
-                let addrs = [s.x, s.hh, s.bias_ih, s.bias_hh, s.previous, s.state, s.kept];
-                let tail = [(batch as u32).into(), (h as u32).into(), (first as i32).into()];
-                return self.launch(module, "gru_step_fwd_f32", &addrs, &tail);
+                return self.launch(module, s.kernel_call(self.d, first, SM_COUNT));
             }
             let zeros = vec![0f32; 3 * h];
             for i in 0..batch {
@@ -463,9 +518,7 @@ mod tests {
         fn backward_step(&mut self, s: BackwardStep, first: bool) -> Result<()> {
             let Dims { batch, hidden: h, .. } = self.d;
             if let Some(module) = self.gate_kernels {
-                let addrs = [s.kept, s.grad_state, s.previous, s.grad_x, s.grad_hh, s.next];
-                let tail = [(batch as u32).into(), (h as u32).into(), (first as i32).into()];
-                return self.launch(module, "gru_step_bwd_f32", &addrs, &tail);
+                return self.launch(module, s.kernel_call(self.d, first, SM_COUNT));
             }
             for i in 0..batch {
                 let kept = self.slice(s.kept.plus(i * KEPT * h), KEPT * h);
@@ -486,12 +539,7 @@ mod tests {
 
         fn fill_ones(&mut self, at: At, len: usize) -> Result<()> {
             if let Some(module) = self.gate_kernels {
-                return self.launch(
-                    module,
-                    "gru_fill_f32",
-                    &[at],
-                    &[(len as u32).into(), 1.0f32.into()],
-                );
+                return self.launch(module, fill_ones_call(at, len, SM_COUNT));
             }
             self.write(at, &vec![1.0; len]);
             Ok(())
@@ -538,9 +586,14 @@ mod tests {
 
     /// At sizes where each dimension differs from the others.
     fn check_schedule(gate_kernels: Option<&'static Module>) {
-        for (batch, steps, input, hidden, want_inputs) in
-            [(3, 5, 7, 9, true), (2, 1, 4, 6, true), (4, 3, 5, 8, false)]
-        {
+        for (batch, steps, input, hidden, want_inputs) in [
+            (3, 5, 7, 9, true),
+            (2, 1, 4, 6, true),
+            (4, 3, 5, 8, false),
+            // More (example, unit) pairs than the capped grid has threads: the gate kernels
+            // loop.
+            (3, 2, 3, 700, true),
+        ] {
             let d = Dims {
                 batch,
                 steps,

@@ -85,24 +85,10 @@ impl Adam {
                     Some(v) => v.clone(),
                     None => param.detach().zeros_like()?,
                 };
-                let moment = |decay: f64, squared: bool| MomentUpdate {
-                    decay: decay as f32,
-                    rest: (1.0 - decay) as f32,
-                    weight_decay: c.weight_decay as f32,
-                    squared,
-                };
-                m.inplace_op3(&grad, param, &moment(c.beta1, false))?;
-                v.inplace_op3(&grad, param, &moment(c.beta2, true))?;
-                param.inplace_op3(
-                    &m,
-                    &v,
-                    &ParameterUpdate {
-                        learning_rate: c.learning_rate as f32,
-                        bias1: bias1 as f32,
-                        bias2: bias2 as f32,
-                        eps: c.eps as f32,
-                    },
-                )?;
+                let passes = InPlacePasses::of_step(&c, self.step);
+                m.inplace_op3(&grad, param, &passes.first_moment)?;
+                v.inplace_op3(&grad, param, &passes.second_moment)?;
+                param.inplace_op3(&m, &v, &passes.parameter)?;
                 self.first_moment.insert(name.clone(), m);
                 self.second_moment.insert(name.clone(), v);
                 continue;
@@ -208,16 +194,46 @@ fn values_mut<'a>(storage: &'a mut CpuStorage, layout: &Layout) -> Result<&'a mu
     }
 }
 
+/// The three in-place passes of one step, in the order they run.
+pub(crate) struct InPlacePasses {
+    pub first_moment: MomentUpdate,
+    pub second_moment: MomentUpdate,
+    pub parameter: ParameterUpdate,
+}
+
+impl InPlacePasses {
+    /// For step `step` (the first is 1), with the scalars in f32 as the kernels take them.
+    pub fn of_step(c: &AdamConfig, step: u64) -> InPlacePasses {
+        let moment = |decay: f64, squared: bool| MomentUpdate {
+            decay: decay as f32,
+            rest: (1.0 - decay) as f32,
+            weight_decay: c.weight_decay as f32,
+            squared,
+        };
+        let bias = |beta: f64| (1.0 - beta.powi(step as i32)) as f32;
+        InPlacePasses {
+            first_moment: moment(c.beta1, false),
+            second_moment: moment(c.beta2, true),
+            parameter: ParameterUpdate {
+                learning_rate: c.learning_rate as f32,
+                bias1: bias(c.beta1),
+                bias2: bias(c.beta2),
+                eps: c.eps as f32,
+            },
+        }
+    }
+}
+
 /// `moment = decay · moment + (1 - decay) · t` in place, t = g + λ·p (or its square for
 /// the second moment): one pass instead of the five allocating candle ops it replaces.
 /// Composed, Adam's update was a quarter of a `paper-features` training step (59 M
 /// parameters).
-struct MomentUpdate {
-    decay: f32,
+pub(crate) struct MomentUpdate {
+    pub decay: f32,
     /// 1 - decay, computed in f64: `1.0 - 0.999f32` is 4.7e-5 off in relative terms.
-    rest: f32,
-    weight_decay: f32,
-    squared: bool,
+    pub rest: f32,
+    pub weight_decay: f32,
+    pub squared: bool,
 }
 
 impl InplaceOp3 for MomentUpdate {
@@ -269,23 +285,20 @@ impl InplaceOp3 for MomentUpdate {
         param_layout: &Layout,
     ) -> Result<()> {
         crate::adam_cuda::moment(
+            self,
             (moment, moment_layout),
             (grad, grad_layout),
             (param, param_layout),
-            self.decay,
-            self.rest,
-            self.weight_decay,
-            self.squared,
         )
     }
 }
 
 /// `p -= lr · (m / bias1) / (√(v / bias2) + ε)` in place.
-struct ParameterUpdate {
-    learning_rate: f32,
-    bias1: f32,
-    bias2: f32,
-    eps: f32,
+pub(crate) struct ParameterUpdate {
+    pub learning_rate: f32,
+    pub bias1: f32,
+    pub bias2: f32,
+    pub eps: f32,
 }
 
 impl InplaceOp3 for ParameterUpdate {
@@ -334,12 +347,7 @@ impl InplaceOp3 for ParameterUpdate {
         v: &candle_core::CudaStorage,
         v_layout: &Layout,
     ) -> Result<()> {
-        crate::adam_cuda::parameter(
-            (param, param_layout),
-            (m, m_layout),
-            (v, v_layout),
-            (self.learning_rate, self.bias1, self.bias2, self.eps),
-        )
+        crate::adam_cuda::parameter(self, (param, param_layout), (m, m_layout), (v, v_layout))
     }
 }
 

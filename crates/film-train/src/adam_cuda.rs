@@ -1,116 +1,114 @@
 //! Adam's in-place passes ([`crate::adam`]) on NVIDIA GPUs: the kernels of `adam.cu`,
-//! compiled at run time through film-layer's NVRTC loader (feature `cuda`).
+//! compiled at run time through film-layer's NVRTC loader (feature `cuda`), launched as
+//! `adam_launches.rs` plans them.
 //!
 //! Composed from candle ops, one variable's update was a dozen element-wise kernels, each
 //! allocating its output; here it is three passes, each reading every operand once.
 
-use candle_core::cuda_backend::cudarc::driver::{LaunchConfig, PushKernelArg};
-use candle_core::cuda_backend::{CudaStorage, WrapErr};
+use candle_core::cuda_backend::cudarc::driver::{DevicePtr, DevicePtrMut};
+use candle_core::cuda_backend::{CudaDevice, CudaStorage};
 use candle_core::{Layout, Result};
+use film_layer::kernel_call::KernelCall;
 use film_layer::nvrtc::{self, CudaSource};
+
+use crate::adam::{MomentUpdate, ParameterUpdate};
+use crate::adam_launches::AdamBuffer;
 
 static SOURCE: CudaSource = CudaSource {
     name: "adam.cu",
     code: include_str!("adam.cu"),
 };
 
-/// Threads per block.
-const THREADS: u32 = 256;
-/// Resident blocks per multiprocessor the grid-stride loops aim for.
-const BLOCKS_PER_SM: u32 = 8;
-
 /// The operation's name in errors.
 const OP: &str = "adam";
 
-/// The kernels and a grid-stride launch over `len` values, or `None` when there is nothing
-/// to do.
-fn config(
-    storage: &CudaStorage,
+/// Launches the call `plan` makes for `len` values, with the buffers at the addresses in
+/// `given`; nothing when `len` is 0.
+///
+/// # Safety
+/// Every buffer the call names must be in `given`, at an address holding `len` values,
+/// until the stream has run it.
+unsafe fn launch(
+    device: &CudaDevice,
     len: usize,
-) -> Result<Option<(std::sync::Arc<nvrtc::Kernels>, LaunchConfig)>> {
+    plan: impl FnOnce(u32) -> KernelCall<AdamBuffer>,
+    given: &[(AdamBuffer, u64)],
+) -> Result<()> {
     if len == 0 {
-        return Ok(None);
+        return Ok(());
     }
-    let kernels = nvrtc::kernels(&storage.device, &SOURCE)?;
-    let config = kernels.grid_stride(len, THREADS, BLOCKS_PER_SM);
-    Ok(Some((kernels, config)))
+    let kernels = nvrtc::kernels(device, &SOURCE)?;
+    let call = plan(kernels.sm_count);
+    let stream = device.cuda_stream();
+    let address = |buffer: &AdamBuffer| match given.iter().find(|(b, _)| b == buffer) {
+        Some(&(_, address)) => Ok(address),
+        None => {
+            candle_core::bail!("{OP}: the launch plan asks for {buffer:?}, which this call does not have")
+        }
+    };
+    // SAFETY: as the caller guarantees; the call is adam.cu's own (adam_launches.rs, checked
+    // against the kernels on the CPU).
+    unsafe { kernels.launch(&stream, &call, address) }
 }
 
-/// The moment update of [`crate::adam`]'s `MomentUpdate`, on CUDA.
-#[allow(clippy::too_many_arguments)]
+/// `pass` ([`MomentUpdate`]) on CUDA.
 pub(crate) fn moment(
+    pass: &MomentUpdate,
     moment: (&mut CudaStorage, &Layout),
     grad: (&CudaStorage, &Layout),
     param: (&CudaStorage, &Layout),
-    decay: f32,
-    rest: f32,
-    weight_decay: f32,
-    squared: bool,
 ) -> Result<()> {
     let (grad, param) = (
         nvrtc::contiguous::<f32>(grad.0, grad.1, OP)?,
         nvrtc::contiguous::<f32>(param.0, param.1, OP)?,
     );
-    let Some((kernels, config)) = config(moment.0, grad.len())? else {
-        return Ok(());
-    };
-    let stream = moment.0.device.cuda_stream();
+    let device = moment.0.device.clone();
     let mut moment = nvrtc::contiguous_mut::<f32>(moment.0, moment.1, OP)?;
-    if grad.len() != moment.len() || param.len() != moment.len() {
+    let len = moment.len();
+    if grad.len() != len || param.len() != len {
         candle_core::bail!("Adam: moment, gradient and parameter sizes differ");
     }
-    let func = kernels.function("adam_moment_f32")?;
-    let (len, squared) = (moment.len() as u64, squared as i32);
-    let mut launch = stream.launch_builder(&func);
-    launch
-        .arg(&mut moment)
-        .arg(&grad)
-        .arg(&param)
-        .arg(&len)
-        .arg(&decay)
-        .arg(&rest)
-        .arg(&weight_decay)
-        .arg(&squared);
-    // SAFETY: the arguments match `adam_moment_f32`, and all three vectors hold `len` values.
-    unsafe { launch.launch(config) }.w()?;
-    Ok(())
+    let stream = device.cuda_stream();
+    let (grad_ptr, _g) = grad.device_ptr(&stream);
+    let (param_ptr, _p) = param.device_ptr(&stream);
+    let (moment_ptr, _m) = moment.device_ptr_mut(&stream);
+    let given = [
+        (AdamBuffer::Moment, moment_ptr),
+        (AdamBuffer::Grad, grad_ptr),
+        (AdamBuffer::Param, param_ptr),
+    ];
+    // SAFETY: all three vectors hold `len` values.
+    unsafe { launch(&device, len, |sm| pass.kernel_call(len, sm), &given) }
 }
 
-/// The parameter update of [`crate::adam`]'s `ParameterUpdate`, on CUDA.
+/// `pass` ([`ParameterUpdate`]) on CUDA.
 pub(crate) fn parameter(
+    pass: &ParameterUpdate,
     param: (&mut CudaStorage, &Layout),
     m: (&CudaStorage, &Layout),
     v: (&CudaStorage, &Layout),
-    (learning_rate, bias1, bias2, eps): (f32, f32, f32, f32),
 ) -> Result<()> {
     let (m, v) = (
         nvrtc::contiguous::<f32>(m.0, m.1, OP)?,
         nvrtc::contiguous::<f32>(v.0, v.1, OP)?,
     );
-    let Some((kernels, config)) = config(param.0, m.len())? else {
-        return Ok(());
-    };
-    let stream = param.0.device.cuda_stream();
+    let device = param.0.device.clone();
     let mut param = nvrtc::contiguous_mut::<f32>(param.0, param.1, OP)?;
-    if m.len() != param.len() || v.len() != param.len() {
+    let len = param.len();
+    if m.len() != len || v.len() != len {
         candle_core::bail!("Adam: parameter and moment sizes differ");
     }
-    let func = kernels.function("adam_parameter_f32")?;
-    let len = param.len() as u64;
-    let mut launch = stream.launch_builder(&func);
-    launch
-        .arg(&mut param)
-        .arg(&m)
-        .arg(&v)
-        .arg(&len)
-        .arg(&learning_rate)
-        .arg(&bias1)
-        .arg(&bias2)
-        .arg(&eps);
-    // SAFETY: the arguments match `adam_parameter_f32`, and all three vectors hold `len`
-    // values.
-    unsafe { launch.launch(config) }.w()?;
-    Ok(())
+    let stream = device.cuda_stream();
+    let (m_ptr, _m) = m.device_ptr(&stream);
+    let (v_ptr, _v) = v.device_ptr(&stream);
+    let (param_ptr, _p) = param.device_ptr_mut(&stream);
+    let given = [
+        (AdamBuffer::Param, param_ptr),
+        (AdamBuffer::FirstMoment, m_ptr),
+        (AdamBuffer::SecondMoment, v_ptr),
+    ];
+    // SAFETY: all three vectors hold `len` values.
+    unsafe { launch(&device, len, |sm| pass.kernel_call(len, sm), &given) }
 }
 
 #[cfg(test)]

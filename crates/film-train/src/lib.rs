@@ -4,6 +4,8 @@
 pub mod adam;
 #[cfg(feature = "cuda")]
 mod adam_cuda;
+#[cfg(any(feature = "cuda", test))]
+mod adam_launches;
 pub mod analyze;
 pub mod cli;
 pub mod data;

@@ -6,6 +6,8 @@
 //! paper's Table 2 is an option of [`VisionConfig`], not a copy of the block.
 
 mod batch_norm;
+#[cfg(any(feature = "cuda", test))]
+mod batch_norm_launches;
 mod config;
 mod conv_norm;
 #[cfg(feature = "cuda")]

@@ -1,17 +1,16 @@
 //! Fused FiLM forward and backward on NVIDIA GPUs: launchers for the kernels of `film.cu`.
 //!
-//! The kernels make the same single pass over memory as the CPU ones. Which kernel runs
-//! with which grid is `launch_plan.rs`'s choice (tested on the CPU through cuda-emulator);
-//! here the operands are pushed and the kernels launched.
+//! The kernels make the same single pass over memory as the CPU ones. Which kernels run,
+//! with which grid and which arguments, is `launch_plan.rs`'s choice (run on the CPU
+//! through cuda-emulator in its tests); here the operands' device addresses are put in
+//! those calls and the kernels launched.
 
 use candle_core::backend::BackendStorage;
-use candle_core::cuda_backend::cudarc::driver::{
-    CudaView, DevicePtr, DeviceRepr, LaunchConfig, PushKernelArg,
-};
-use candle_core::cuda_backend::{CudaDType, CudaStorage, WrapErr};
+use candle_core::cuda_backend::cudarc::driver::{CudaView, DevicePtr, DevicePtrMut, DeviceRepr};
+use candle_core::cuda_backend::{CudaDType, CudaStorage};
 use candle_core::{DType, Layout, Result};
 
-use crate::launch_plan::{self, Launch, Variant, PACK_BYTES};
+use crate::launch_plan::{self, FilmBuffer, Variant, PACK_BYTES};
 use crate::layout::{ChannelLayout, Geometry};
 use crate::nvrtc::{self, CudaSource, Kernels};
 
@@ -52,36 +51,11 @@ impl Element for half::bf16 {
     const SUFFIX: &'static str = "bf16";
 }
 
-/// Integer type of the kernels' indices.
-trait Index: DeviceRepr + Copy {
-    fn of(v: usize) -> Self;
-}
-
-impl Index for u32 {
-    fn of(v: usize) -> Self {
-        v as u32
-    }
-}
-
-impl Index for u64 {
-    fn of(v: usize) -> Self {
-        v as u64
-    }
-}
-
 fn aligned<T>(storage: &CudaStorage, views: &[&CudaView<'_, T>]) -> bool {
     let stream = storage.device.cuda_stream();
     views
         .iter()
         .all(|v| (v.device_ptr(&stream).0 as usize).is_multiple_of(PACK_BYTES))
-}
-
-fn config(launch: &Launch) -> LaunchConfig {
-    LaunchConfig {
-        grid_dim: launch.grid,
-        block_dim: launch.block,
-        shared_mem_bytes: launch.shared_bytes,
-    }
 }
 
 /// Dispatches on the storage dtype to `$f::<T>`.
@@ -99,6 +73,16 @@ macro_rules! by_dtype {
 
 type Operand<'a> = (&'a CudaStorage, &'a Layout);
 
+/// The device address of `buffer` among those a launch was given.
+fn address(op: &'static str, given: &[(FilmBuffer, u64)], buffer: &FilmBuffer) -> Result<u64> {
+    match given.iter().find(|(b, _)| b == buffer) {
+        Some(&(_, address)) => Ok(address),
+        None => {
+            candle_core::bail!("{op}: the launch plan asks for {buffer:?}, which this call does not have")
+        }
+    }
+}
+
 /// y = relu?(γ ⊙ x + β) + residual?, with `params` the packed (N, 2C) matrix (γ | β).
 pub(crate) fn forward(
     geo: Geometry,
@@ -111,20 +95,6 @@ pub(crate) fn forward(
 }
 
 fn forward_typed<T: Element>(
-    geo: Geometry,
-    relu: bool,
-    x: Operand<'_>,
-    params: Operand<'_>,
-    residual: Option<Operand<'_>>,
-) -> Result<CudaStorage> {
-    if launch_plan::fits_u32(&geo) {
-        forward_indexed::<T, u32>(geo, relu, x, params, residual)
-    } else {
-        forward_indexed::<T, u64>(geo, relu, x, params, residual)
-    }
-}
-
-fn forward_indexed<T: Element, I: Index>(
     geo: Geometry,
     relu: bool,
     x: Operand<'_>,
@@ -146,28 +116,21 @@ fn forward_indexed<T: Element, I: Index>(
         let mut operands = vec![&xs, &ps];
         operands.extend(rs.as_ref());
         let variant = Variant::choose(&geo, std::mem::size_of::<T>(), aligned(x.0, &operands));
-        debug_assert_eq!(variant.wide_index, std::mem::size_of::<I>() == 8);
-        let plan = launch_plan::forward(&geo, T::SUFFIX, variant, kernels.sm_count)?;
-        let func = kernels.function(&plan.kernel)?;
-        // Without a residual the kernel never reads its residual pointer; x stands in.
-        let residual_arg = rs.as_ref().unwrap_or(&xs);
-        let (numel_i, channels_i, spatial_i) = (I::of(numel), I::of(geo.channels), I::of(geo.spatial));
-        let (relu_i, has_residual_i) = (relu as i32, rs.is_some() as i32);
+        let call = launch_plan::forward(&geo, T::SUFFIX, variant, kernels.sm_count, relu, rs.is_some())?;
         let stream = device.cuda_stream();
-        let mut launch = stream.launch_builder(&func);
-        launch
-            .arg(&xs)
-            .arg(&ps)
-            .arg(residual_arg)
-            .arg(&mut y)
-            .arg(&numel_i)
-            .arg(&channels_i)
-            .arg(&spatial_i)
-            .arg(&relu_i)
-            .arg(&has_residual_i);
-        // SAFETY: the argument list matches the kernel's signature in film.cu; every
-        // operand holds `numel` (x, residual) or `param_len` (params) values.
-        unsafe { launch.launch(config(&plan)) }.w()?;
+        let (x_ptr, _x) = xs.device_ptr(&stream);
+        let (params_ptr, _p) = ps.device_ptr(&stream);
+        let residual_ptr = rs.as_ref().map(|r| r.device_ptr(&stream));
+        let (y_ptr, _y) = y.device_ptr_mut(&stream);
+        let mut given = vec![
+            (FilmBuffer::X, x_ptr),
+            (FilmBuffer::Params, params_ptr),
+            (FilmBuffer::Y, y_ptr),
+        ];
+        given.extend(residual_ptr.as_ref().map(|(ptr, _)| (FilmBuffer::Residual, *ptr)));
+        // SAFETY: the call is film.cu's own (launch_plan.rs, checked against the kernels on
+        // the CPU); x, y and the residual hold `numel` values, params `param_len`.
+        unsafe { kernels.launch(&stream, &call, |b| address(OP, &given, b)) }?;
     }
     Ok(CudaStorage::wrap_cuda_slice(y, device.clone()))
 }
@@ -194,20 +157,6 @@ fn backward_typed<T: Element>(
     dy: Operand<'_>,
     params: Operand<'_>,
 ) -> Result<CudaStorage> {
-    if launch_plan::fits_u32(&geo) {
-        backward_indexed::<T, u32>(geo, relu, x, dy, params)
-    } else {
-        backward_indexed::<T, u64>(geo, relu, x, dy, params)
-    }
-}
-
-fn backward_indexed<T: Element, I: Index>(
-    geo: Geometry,
-    relu: bool,
-    x: Operand<'_>,
-    dy: Operand<'_>,
-    params: Operand<'_>,
-) -> Result<CudaStorage> {
     const OP: &str = "film-fused-backward";
     let device = &x.0.device;
     let xs = nvrtc::contiguous::<T>(x.0, x.1, OP)?;
@@ -220,27 +169,16 @@ fn backward_indexed<T: Element, I: Index>(
     if geo.param_len() > 0 {
         let kernels = kernels(device)?;
         let variant = Variant::choose(&geo, std::mem::size_of::<T>(), aligned(x.0, &[&xs, &dys, &ps]));
-        debug_assert_eq!(variant.wide_index, std::mem::size_of::<I>() == 8);
-        let (mut dx, mut dparams) = out.split_at_mut(numel);
-        let stream = device.cuda_stream();
-        let (channels_i, spatial_i, relu_i) = (I::of(geo.channels), I::of(geo.spatial), relu as i32);
-        match geo.layout {
-            ChannelLayout::ChannelsFirst => {
-                let plan = launch_plan::backward_channels_first(&geo, T::SUFFIX, variant)?;
-                let func = kernels.function(&plan.kernel)?;
-                let mut launch = stream.launch_builder(&func);
-                launch
-                    .arg(&xs)
-                    .arg(&dys)
-                    .arg(&ps)
-                    .arg(&mut dx)
-                    .arg(&mut dparams)
-                    .arg(&channels_i)
-                    .arg(&spatial_i)
-                    .arg(&relu_i);
-                // SAFETY: arguments match `film_bwd_cf_*`; the grid covers every row.
-                unsafe { launch.launch(config(&plan)) }.w()?;
-            }
+        let (calls, partial_len) = match geo.layout {
+            ChannelLayout::ChannelsFirst => (
+                vec![launch_plan::backward_channels_first(
+                    &geo,
+                    T::SUFFIX,
+                    variant,
+                    relu,
+                )?],
+                0,
+            ),
             ChannelLayout::ChannelsLast => {
                 let plan = launch_plan::backward_channels_last(
                     &geo,
@@ -248,41 +186,39 @@ fn backward_indexed<T: Element, I: Index>(
                     variant,
                     std::mem::size_of::<T::Acc>(),
                     kernels.sm_count,
+                    relu,
                 )?;
-                let func = kernels.function(&plan.partial.kernel)?;
-                let (chunks, chunk) = (plan.chunks, plan.chunk);
-                // SAFETY: every (chunk, example, channel) sum is written by the block
-                // that owns it before the finish kernel reads it.
-                let mut partial = unsafe { device.alloc::<T::Acc>(chunks * geo.param_len()) }?;
-                let (batch_i, chunk_i) = (I::of(geo.batch), I::of(chunk));
-                let mut launch = stream.launch_builder(&func);
-                launch
-                    .arg(&xs)
-                    .arg(&dys)
-                    .arg(&ps)
-                    .arg(&mut dx)
-                    .arg(&mut partial)
-                    .arg(&batch_i)
-                    .arg(&channels_i)
-                    .arg(&spatial_i)
-                    .arg(&chunk_i)
-                    .arg(&relu_i);
-                // SAFETY: arguments match `film_bwd_cl_*`; `partial` holds one (N, 2C)
-                // block per chunk; the shared memory fits both sums of every thread.
-                unsafe { launch.launch(config(&plan.partial)) }.w()?;
-
-                let finish = kernels.function(&plan.finish.kernel)?;
-                let total = geo.param_len();
-                let (total_u, chunks_u) = (total as u64, chunks as u32);
-                let mut launch = stream.launch_builder(&finish);
-                launch
-                    .arg(&partial)
-                    .arg(&mut dparams)
-                    .arg(&total_u)
-                    .arg(&chunks_u);
-                // SAFETY: arguments match `film_bwd_cl_finish_*`.
-                unsafe { launch.launch(config(&plan.finish)) }.w()?;
+                (vec![plan.partial, plan.finish], plan.chunks * geo.param_len())
             }
+        };
+        // SAFETY: every (chunk, example, channel) sum is written by the block that owns it
+        // before the finish kernel reads it. Only the channels-last backward has one.
+        let mut partial = match partial_len {
+            0 => None,
+            len => Some(unsafe { device.alloc::<T::Acc>(len) }?),
+        };
+        let stream = device.cuda_stream();
+        let (mut dx, mut dparams) = out.split_at_mut(numel);
+        let (x_ptr, _x) = xs.device_ptr(&stream);
+        let (dy_ptr, _dy) = dys.device_ptr(&stream);
+        let (params_ptr, _p) = ps.device_ptr(&stream);
+        let (dx_ptr, _dx) = dx.device_ptr_mut(&stream);
+        let (dparams_ptr, _dp) = dparams.device_ptr_mut(&stream);
+        let partial_ptr = partial.as_mut().map(|p| p.device_ptr_mut(&stream));
+        let mut given = vec![
+            (FilmBuffer::X, x_ptr),
+            (FilmBuffer::Dy, dy_ptr),
+            (FilmBuffer::Params, params_ptr),
+            (FilmBuffer::Dx, dx_ptr),
+            (FilmBuffer::DParams, dparams_ptr),
+        ];
+        given.extend(partial_ptr.as_ref().map(|(ptr, _)| (FilmBuffer::Partial, *ptr)));
+        for call in &calls {
+            // SAFETY: the calls are film.cu's own (launch_plan.rs, checked against the
+            // kernels on the CPU), in order on one stream; x, dy and dx hold `numel`
+            // values, params and d(params) `param_len`, the partial sums one (N, 2C) block
+            // per chunk.
+            unsafe { kernels.launch(&stream, call, |b| address(OP, &given, b)) }?;
         }
     }
     Ok(CudaStorage::wrap_cuda_slice(out, device.clone()))

@@ -20,12 +20,11 @@
 use std::sync::Arc;
 
 use candle_core::cuda_backend::cudarc::cublas::{result as blas, sys as blas_sys, CudaBlas};
-use candle_core::cuda_backend::cudarc::driver::{
-    CudaFunction, CudaSlice, CudaStream, CudaView, DevicePtr, DevicePtrMut, LaunchConfig, PushKernelArg,
-};
+use candle_core::cuda_backend::cudarc::driver::{CudaSlice, CudaStream, CudaView, DevicePtr, DevicePtrMut};
 use candle_core::cuda_backend::{CudaDevice, CudaStorage, WrapErr};
 use candle_core::{Layout, Result};
-use film_layer::nvrtc::{self, CudaSource};
+use film_layer::kernel_call::KernelCall;
+use film_layer::nvrtc::{self, CudaSource, Kernels};
 
 use crate::recurrence::{Dims, KEPT};
 use crate::schedule::{self, At, BackwardStep, Buffer, ColumnMajorGemm, ForwardStep, Machine};
@@ -34,11 +33,6 @@ static SOURCE: CudaSource = CudaSource {
     name: "gru.cu",
     code: include_str!("gru.cu"),
 };
-
-/// Threads per block of the gate kernels.
-const THREADS: u32 = 256;
-/// Resident blocks per multiprocessor the grid-stride gate kernels aim for.
-const BLOCKS_PER_SM: u32 = 8;
 
 /// A contiguous f32 operand and its layout.
 pub(crate) type Operand<'a> = (&'a CudaStorage, &'a Layout);
@@ -56,18 +50,14 @@ fn values<'a>((storage, layout): Operand<'a>) -> Result<CudaView<'a, f32>> {
     nvrtc::contiguous::<f32>(storage, layout, "gru-layer")
 }
 
-/// The schedule's [`Machine`] on one CUDA device: the buffers' device addresses, the gate
+/// The schedule's [`Machine`] on one CUDA device: the buffers' device addresses, gru.cu's
 /// kernels and the cuBLAS handle.
 struct Gpu {
+    d: Dims,
     addresses: Vec<(Buffer, u64)>,
     blas: Arc<CudaBlas>,
     stream: Arc<CudaStream>,
-    forward: CudaFunction,
-    backward: CudaFunction,
-    fill: CudaFunction,
-    config: LaunchConfig,
-    batch: u32,
-    hidden: u32,
+    kernels: Arc<Kernels>,
 }
 
 impl Gpu {
@@ -82,23 +72,17 @@ impl Gpu {
                 d.input
             );
         }
-        let units = d.batch * d.hidden;
         // The kernels index one step's rows in 32 bits, the fill T·N values.
-        let largest = units.max(d.batch * d.steps);
+        let largest = (d.batch * d.hidden).max(d.batch * d.steps);
         if largest > u32::MAX as usize / 2 {
             candle_core::bail!("GRU on CUDA: {largest} values per step exceed 32-bit indexing");
         }
-        let kernels = nvrtc::kernels(device, &SOURCE)?;
         Ok(Gpu {
+            d,
             addresses: Vec::new(),
             blas: device.cublas_handle(),
             stream: device.cuda_stream(),
-            forward: kernels.function("gru_step_fwd_f32")?,
-            backward: kernels.function("gru_step_bwd_f32")?,
-            fill: kernels.function("gru_fill_f32")?,
-            config: kernels.grid_stride(largest, THREADS, BLOCKS_PER_SM),
-            batch: d.batch as u32,
-            hidden: d.hidden as u32,
+            kernels: nvrtc::kernels(device, &SOURCE)?,
         })
     }
 
@@ -113,23 +97,14 @@ impl Gpu {
         }
     }
 
-    /// One step of `func`: its addresses, then the sizes and the first-step flag.
+    /// Launches `call`, one of gru.cu's kernels as schedule.rs plans it.
     ///
     /// # Safety
-    /// The addresses must match the kernel's parameters in gru.cu and hold one step's rows.
-    unsafe fn step(&self, func: &CudaFunction, addrs: &[At], first: bool) -> Result<()> {
-        let addrs = addrs
-            .iter()
-            .map(|&at| self.address(at))
-            .collect::<Result<Vec<u64>>>()?;
-        let first = first as i32;
-        let mut launch = self.stream.launch_builder(func);
-        for addr in &addrs {
-            launch.arg(addr);
-        }
-        launch.arg(&self.batch).arg(&self.hidden).arg(&first);
-        launch.launch(self.config).w()?;
-        Ok(())
+    /// The addresses the call uses must hold the rows the kernel reads and writes.
+    unsafe fn launch(&self, call: KernelCall<At>) -> Result<()> {
+        // SAFETY: as the caller guarantees; the call's arguments are gru.cu's own (checked
+        // against the kernels on the CPU by schedule.rs's tests).
+        unsafe { self.kernels.launch(&self.stream, &call, |at| self.address(*at)) }
     }
 }
 
@@ -176,23 +151,15 @@ impl Machine for Gpu {
     }
 
     fn forward_step(&mut self, s: ForwardStep, first: bool) -> Result<()> {
-        let func = self.forward.clone();
-        let addrs = [s.x, s.hh, s.bias_ih, s.bias_hh, s.previous, s.state, s.kept];
-        unsafe { self.step(&func, &addrs, first) }
+        unsafe { self.launch(s.kernel_call(self.d, first, self.kernels.sm_count)) }
     }
 
     fn backward_step(&mut self, s: BackwardStep, first: bool) -> Result<()> {
-        let func = self.backward.clone();
-        let addrs = [s.kept, s.grad_state, s.previous, s.grad_x, s.grad_hh, s.next];
-        unsafe { self.step(&func, &addrs, first) }
+        unsafe { self.launch(s.kernel_call(self.d, first, self.kernels.sm_count)) }
     }
 
     fn fill_ones(&mut self, at: At, len: usize) -> Result<()> {
-        let (addr, len, one) = (self.address(at)?, len as u32, 1.0f32);
-        let mut launch = self.stream.launch_builder(&self.fill);
-        launch.arg(&addr).arg(&len).arg(&one);
-        unsafe { launch.launch(self.config) }.w()?;
-        Ok(())
+        unsafe { self.launch(schedule::fill_ones_call(at, len, self.kernels.sm_count)) }
     }
 }
 

@@ -7,79 +7,79 @@
 //! backward; here it is two passes for the statistics, one to normalise, and two for the
 //! backward (the per-channel sums, then the input gradient).
 
-use std::sync::Arc;
-
-use candle_core::cuda_backend::cudarc::driver::{CudaView, LaunchConfig, PushKernelArg};
-use candle_core::cuda_backend::{CudaStorage, WrapErr};
+use candle_core::cuda_backend::cudarc::driver::{CudaView, DevicePtr, DevicePtrMut};
+use candle_core::cuda_backend::CudaStorage;
 use candle_core::{Layout, Result};
-use film_layer::nvrtc::{self, CudaSource, Kernels};
+use film_layer::kernel_call::KernelCall;
+use film_layer::nvrtc::{self, CudaSource};
+
+use crate::batch_norm_launches::{self as launches, BnBuffer, Dims};
 
 static SOURCE: CudaSource = CudaSource {
     name: "batch_norm.cu",
     code: include_str!("batch_norm.cu"),
 };
 
-/// Threads of the per-channel blocks: `BN_THREADS` in batch_norm.cu.
-const CHANNEL_THREADS: u32 = 512;
-/// Threads per block of the element-wise kernels.
-const THREADS: u32 = 256;
-/// Resident blocks per multiprocessor the grid-stride kernels aim for.
-const BLOCKS_PER_SM: u32 = 8;
-
 /// A contiguous f32 operand and its layout.
 pub(crate) type Operand<'a> = (&'a CudaStorage, &'a Layout);
-
-/// Batch, channels and values per (example, channel) row of a contiguous (N, C, S) tensor.
-pub(crate) type Dims = (usize, usize, usize);
 
 fn values<'a>((storage, layout): Operand<'a>) -> Result<CudaView<'a, f32>> {
     nvrtc::contiguous::<f32>(storage, layout, "fused-batch-norm")
 }
 
-fn u32_of(what: &'static str, value: usize) -> Result<u32> {
-    u32::try_from(value).map_err(|_| {
-        candle_core::Error::Msg(format!("fused BatchNorm on CUDA: {what} {value} exceeds 32 bits"))
-    })
-}
-
-fn kernels(storage: &CudaStorage) -> Result<Arc<Kernels>> {
-    nvrtc::kernels(&storage.device, &SOURCE)
-}
-
-/// One block per channel.
-fn per_channel(channels: u32) -> LaunchConfig {
-    LaunchConfig {
-        grid_dim: (channels.max(1), 1, 1),
-        block_dim: (CHANNEL_THREADS, 1, 1),
-        shared_mem_bytes: 0,
+/// Launches `calls` in order on `storage`'s device, with the buffers at the addresses in
+/// `given`.
+///
+/// # Safety
+/// Every buffer the calls name must be in `given`, at an address that holds (or has room
+/// for) what batch_norm_launches.rs documents for it, until the stream has run the calls.
+unsafe fn launch(
+    storage: &CudaStorage,
+    calls: &[KernelCall<BnBuffer>],
+    given: &[(BnBuffer, u64)],
+) -> Result<()> {
+    let kernels = nvrtc::kernels(&storage.device, &SOURCE)?;
+    let stream = storage.device.cuda_stream();
+    let address = |buffer: &BnBuffer| match given.iter().find(|(b, _)| b == buffer) {
+        Some(&(_, address)) => Ok(address),
+        None => candle_core::bail!(
+            "fused BatchNorm: the launch plan asks for {buffer:?}, which this call does not have"
+        ),
+    };
+    for call in calls {
+        // SAFETY: as the caller guarantees; the calls are batch_norm.cu's own
+        // (batch_norm_launches.rs, checked against the kernels on the CPU).
+        unsafe { kernels.launch(&stream, call, address) }?;
     }
+    Ok(())
+}
+
+/// The number of multiprocessors the grid-stride launches are sized to.
+fn sm_count(storage: &CudaStorage) -> Result<u32> {
+    Ok(nvrtc::kernels(&storage.device, &SOURCE)?.sm_count)
 }
 
 /// Per channel of `x` (N, C, S): (C, 3) rows of [mean, 1/√(variance + eps), variance], the
 /// variance biased, as the CPU's `channel_statistics` computes them.
-pub(crate) fn statistics(x: Operand<'_>, (batch, channels, spatial): Dims, eps: f32) -> Result<CudaStorage> {
+pub(crate) fn statistics(x: Operand<'_>, dims: Dims, eps: f32) -> Result<CudaStorage> {
     let device = &x.0.device;
     let xs = values(x)?;
+    let call = launches::statistics(dims, eps)?;
     // SAFETY: thread 0 of each channel's block writes its three values.
-    let mut out = unsafe { device.alloc::<f32>(3 * channels.max(1)) }?;
-    let kernels = kernels(x.0)?;
-    let func = kernels.function("bn_statistics_f32")?;
-    let (batch, channels, spatial) = (
-        u32_of("batch", batch)?,
-        u32_of("channels", channels)?,
-        u32_of("row length", spatial)?,
-    );
-    let stream = device.cuda_stream();
-    let mut launch = stream.launch_builder(&func);
-    launch
-        .arg(&xs)
-        .arg(&mut out)
-        .arg(&batch)
-        .arg(&channels)
-        .arg(&spatial)
-        .arg(&eps);
-    // SAFETY: the arguments match `bn_statistics_f32`; x holds N·C·S values.
-    unsafe { launch.launch(per_channel(channels)) }.w()?;
+    let mut out = unsafe { device.alloc::<f32>(3 * dims.1.max(1)) }?;
+    {
+        let stream = device.cuda_stream();
+        let (x_ptr, _x) = xs.device_ptr(&stream);
+        let (out_ptr, _o) = out.device_ptr_mut(&stream);
+        // SAFETY: x holds N·C·S values, out three per channel.
+        unsafe {
+            launch(
+                x.0,
+                &[call],
+                &[(BnBuffer::X, x_ptr), (BnBuffer::Statistics, out_ptr)],
+            )
+        }?;
+    }
     Ok(CudaStorage::wrap_cuda_slice(out, device.clone()))
 }
 
@@ -89,37 +89,32 @@ pub(crate) fn forward(
     x: Operand<'_>,
     affine: Operand<'_>,
     stats: Operand<'_>,
-    (_, channels, spatial): Dims,
+    dims: Dims,
     relu: bool,
 ) -> Result<CudaStorage> {
     let device = &x.0.device;
     let (xs, affine, stats) = (values(x)?, values(affine)?, values(stats)?);
-    let total = xs.len();
+    if xs.len() != dims.0 * dims.1 * dims.2 {
+        candle_core::bail!("fused BatchNorm: {} values for dimensions {dims:?}", xs.len());
+    }
+    let call = launches::forward(dims, relu, sm_count(x.0)?)?;
     // SAFETY: the kernel writes every value.
-    let mut y = unsafe { device.alloc::<f32>(total.max(1)) }?;
-    let kernels = kernels(x.0)?;
-    let func = kernels.function("bn_forward_f32")?;
-    let config = kernels.grid_stride(total, THREADS, BLOCKS_PER_SM);
-    let (total, channels, spatial, relu) = (
-        total as u64,
-        u32_of("channels", channels)?,
-        u32_of("row length", spatial.max(1))?,
-        relu as i32,
-    );
-    let stream = device.cuda_stream();
-    let mut launch = stream.launch_builder(&func);
-    launch
-        .arg(&xs)
-        .arg(&affine)
-        .arg(&stats)
-        .arg(&mut y)
-        .arg(&total)
-        .arg(&channels)
-        .arg(&spatial)
-        .arg(&relu);
-    // SAFETY: the arguments match `bn_forward_f32`; x and y hold `total` values, affine and
-    // stats two per channel.
-    unsafe { launch.launch(config) }.w()?;
+    let mut y = unsafe { device.alloc::<f32>(xs.len().max(1)) }?;
+    {
+        let stream = device.cuda_stream();
+        let (x_ptr, _x) = xs.device_ptr(&stream);
+        let (affine_ptr, _a) = affine.device_ptr(&stream);
+        let (stats_ptr, _s) = stats.device_ptr(&stream);
+        let (y_ptr, _y) = y.device_ptr_mut(&stream);
+        let given = [
+            (BnBuffer::X, x_ptr),
+            (BnBuffer::Affine, affine_ptr),
+            (BnBuffer::MeanInvStd, stats_ptr),
+            (BnBuffer::Y, y_ptr),
+        ];
+        // SAFETY: x and y hold N·C·S values, affine and stats two per channel.
+        unsafe { launch(x.0, &[call], &given) }?;
+    }
     Ok(CudaStorage::wrap_cuda_slice(y, device.clone()))
 }
 
@@ -130,7 +125,7 @@ pub(crate) fn backward(
     dy: Operand<'_>,
     affine: Operand<'_>,
     stats: Operand<'_>,
-    (batch, channels, spatial): Dims,
+    dims: Dims,
     relu: bool,
     batch_statistics: bool,
 ) -> Result<(CudaStorage, CudaStorage)> {
@@ -138,58 +133,38 @@ pub(crate) fn backward(
     let (xs, dys) = (values(x)?, values(dy)?);
     let (affine, stats) = (values(affine)?, values(stats)?);
     let total = xs.len();
+    if total != dims.0 * dims.1 * dims.2 || dys.len() != total {
+        candle_core::bail!("fused BatchNorm: {total} values for dimensions {dims:?}");
+    }
+    let calls = launches::backward(dims, relu, batch_statistics, sm_count(x.0)?)?;
     // SAFETY: the sums kernel writes both values of every channel, the input kernel every
     // input gradient.
     let (mut grad_affine, mut dx) = unsafe {
         (
-            device.alloc::<f32>(2 * channels.max(1))?,
+            device.alloc::<f32>(2 * dims.1.max(1))?,
             device.alloc::<f32>(total.max(1))?,
         )
     };
-    let kernels = kernels(x.0)?;
-    let stream = device.cuda_stream();
-    let (batch_u, channels_u, spatial_u, relu_i) = (
-        u32_of("batch", batch)?,
-        u32_of("channels", channels)?,
-        u32_of("row length", spatial.max(1))?,
-        relu as i32,
-    );
-    let sums = kernels.function("bn_backward_sums_f32")?;
-    let mut launch = stream.launch_builder(&sums);
-    launch
-        .arg(&xs)
-        .arg(&dys)
-        .arg(&affine)
-        .arg(&stats)
-        .arg(&mut grad_affine)
-        .arg(&batch_u)
-        .arg(&channels_u)
-        .arg(&spatial_u)
-        .arg(&relu_i);
-    // SAFETY: the arguments match `bn_backward_sums_f32`.
-    unsafe { launch.launch(per_channel(channels_u)) }.w()?;
-
-    let input = kernels.function("bn_backward_input_f32")?;
-    let config = kernels.grid_stride(total, THREADS, BLOCKS_PER_SM);
-    let (total_u, count, batch_statistics_i) =
-        (total as u64, (batch * spatial) as f32, batch_statistics as i32);
-    let mut launch = stream.launch_builder(&input);
-    launch
-        .arg(&xs)
-        .arg(&dys)
-        .arg(&affine)
-        .arg(&stats)
-        .arg(&grad_affine)
-        .arg(&mut dx)
-        .arg(&total_u)
-        .arg(&channels_u)
-        .arg(&spatial_u)
-        .arg(&count)
-        .arg(&relu_i)
-        .arg(&batch_statistics_i);
-    // SAFETY: the arguments match `bn_backward_input_f32`; it runs after the sums on the
-    // same stream.
-    unsafe { launch.launch(config) }.w()?;
+    {
+        let stream = device.cuda_stream();
+        let (x_ptr, _x) = xs.device_ptr(&stream);
+        let (dy_ptr, _dy) = dys.device_ptr(&stream);
+        let (affine_ptr, _a) = affine.device_ptr(&stream);
+        let (stats_ptr, _s) = stats.device_ptr(&stream);
+        let (grad_affine_ptr, _ga) = grad_affine.device_ptr_mut(&stream);
+        let (dx_ptr, _dx) = dx.device_ptr_mut(&stream);
+        let given = [
+            (BnBuffer::X, x_ptr),
+            (BnBuffer::Dy, dy_ptr),
+            (BnBuffer::Affine, affine_ptr),
+            (BnBuffer::MeanInvStd, stats_ptr),
+            (BnBuffer::GradAffine, grad_affine_ptr),
+            (BnBuffer::Dx, dx_ptr),
+        ];
+        // SAFETY: x, dy and dx hold N·C·S values, affine, stats and grad_affine two per
+        // channel; the sums run before the input gradient, on the same stream.
+        unsafe { launch(x.0, &calls, &given) }?;
+    }
     let wrap = |slice| CudaStorage::wrap_cuda_slice(slice, device.clone());
     Ok((wrap(dx), wrap(grad_affine)))
 }
