@@ -60,6 +60,25 @@ impl<B> KernelCall<B> {
         }
     }
 
+    /// The arguments in order as values of `T`, each buffer as `buffer` makes it and each
+    /// scalar converted by `T`'s `From` (for a launcher that takes its own argument type,
+    /// such as cuda-emulator's `Arg`).
+    pub fn args_as<T>(&self, mut buffer: impl FnMut(&B) -> T) -> Vec<T>
+    where
+        T: From<u32> + From<u64> + From<i32> + From<f32>,
+    {
+        self.args
+            .iter()
+            .map(|arg| match arg {
+                KernelArg::Buffer(b) => buffer(b),
+                KernelArg::U32(v) => T::from(*v),
+                KernelArg::U64(v) => T::from(*v),
+                KernelArg::I32(v) => T::from(*v),
+                KernelArg::F32(v) => T::from(*v),
+            })
+            .collect()
+    }
+
     /// The buffers the launch passes, in order.
     pub fn buffers(&self) -> impl Iterator<Item = &B> {
         self.args.iter().filter_map(|arg| match arg {

@@ -409,17 +409,7 @@ mod tests {
 
     /// Runs `call` on the emulator, each buffer it names given by `buffer`.
     fn run<'a>(call: &Launch, buffer: impl Fn(FilmBuffer) -> Arg<'a>) {
-        let args: Vec<Arg> = call
-            .args
-            .iter()
-            .map(|arg| match *arg {
-                KernelArg::Buffer(b) => buffer(b),
-                KernelArg::U32(v) => v.into(),
-                KernelArg::U64(v) => v.into(),
-                KernelArg::I32(v) => v.into(),
-                KernelArg::F32(v) => v.into(),
-            })
-            .collect();
+        let args = call.args_as(|&b| buffer(b));
         film_kernels()
             .launch_with_shared(&call.kernel, call.grid, call.block, call.shared_bytes, &args)
             .unwrap_or_else(|e| panic!("{e}"));

@@ -59,8 +59,9 @@ impl Kernels {
     }
 
     /// Launches `call` on `stream`, each of its buffers at the device address `address`
-    /// gives for it (see [`DevicePtr::device_ptr`] and [`DevicePtrMut::device_ptr_mut`],
-    /// whose guards order the launch after earlier work on those buffers).
+    /// gives for it ([`address_in`] looks it up in a list). Take the addresses with
+    /// [`DevicePtr::device_ptr`] and [`DevicePtrMut::device_ptr_mut`] and keep their guards
+    /// until this returns: they order the launch after earlier work on those buffers.
     ///
     /// # Safety
     /// `call` must match its kernel's parameters (a pointer for each buffer, each scalar of
@@ -108,6 +109,18 @@ impl Kernels {
         // SAFETY: as the caller guarantees.
         unsafe { launch.launch(config) }.w()?;
         Ok(())
+    }
+}
+
+/// The device address of `buffer` in `given` (the buffers a launcher has, by the name its
+/// [`KernelCall`]s use): for [`Kernels::launch`].
+pub fn address_in<B: PartialEq + std::fmt::Debug>(
+    given: &[(B, u64)],
+    buffer: &B,
+) -> candle_core::Result<u64> {
+    match given.iter().find(|(b, _)| b == buffer) {
+        Some(&(_, address)) => Ok(address),
+        None => candle_core::bail!("a kernel launch names {buffer:?}, which its launcher does not have"),
     }
 }
 

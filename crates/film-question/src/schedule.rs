@@ -430,17 +430,7 @@ mod tests {
                     DeviceBuffer::from_slice(&format!("{:?}", at.buffer), &self.buffers[&at.buffer])
                 });
             }
-            let args: Vec<Arg> = call
-                .args
-                .iter()
-                .map(|arg| match *arg {
-                    KernelArg::Buffer(at) => Arg::at(&device[&at.buffer], at.offset),
-                    KernelArg::U32(v) => v.into(),
-                    KernelArg::U64(v) => v.into(),
-                    KernelArg::I32(v) => v.into(),
-                    KernelArg::F32(v) => v.into(),
-                })
-                .collect();
+            let args = call.args_as(|at| Arg::at(&device[&at.buffer], at.offset));
             module
                 .launch_with_shared(&call.kernel, call.grid, call.block, call.shared_bytes, &args)
                 .map_err(candle_core::Error::wrap)?;

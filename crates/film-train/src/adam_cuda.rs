@@ -40,15 +40,9 @@ unsafe fn launch(
     let kernels = nvrtc::kernels(device, &SOURCE)?;
     let call = plan(kernels.sm_count);
     let stream = device.cuda_stream();
-    let address = |buffer: &AdamBuffer| match given.iter().find(|(b, _)| b == buffer) {
-        Some(&(_, address)) => Ok(address),
-        None => {
-            candle_core::bail!("{OP}: the launch plan asks for {buffer:?}, which this call does not have")
-        }
-    };
     // SAFETY: as the caller guarantees; the call is adam.cu's own (adam_launches.rs, checked
     // against the kernels on the CPU).
-    unsafe { kernels.launch(&stream, &call, address) }
+    unsafe { kernels.launch(&stream, &call, |b| nvrtc::address_in(given, b)) }
 }
 
 /// `pass` ([`MomentUpdate`]) on CUDA.

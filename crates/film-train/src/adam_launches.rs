@@ -92,17 +92,7 @@ mod tests {
         call: &KernelCall<AdamBuffer>,
         buffer: impl Fn(AdamBuffer) -> &'a DeviceBuffer,
     ) {
-        let args: Vec<Arg> = call
-            .args
-            .iter()
-            .map(|arg| match *arg {
-                KernelArg::Buffer(b) => Arg::buffer(buffer(b)),
-                KernelArg::U32(v) => v.into(),
-                KernelArg::U64(v) => v.into(),
-                KernelArg::I32(v) => v.into(),
-                KernelArg::F32(v) => v.into(),
-            })
-            .collect();
+        let args = call.args_as(|&b| Arg::buffer(buffer(b)));
         module
             .launch_with_shared(&call.kernel, call.grid, call.block, call.shared_bytes, &args)
             .unwrap_or_else(|e| panic!("{e}"));

@@ -220,17 +220,7 @@ mod tests {
 
     /// Runs `call` on the emulator with the buffers of `device`.
     fn run(call: &KernelCall<BnBuffer>, device: &HashMap<BnBuffer, DeviceBuffer>) {
-        let args: Vec<Arg> = call
-            .args
-            .iter()
-            .map(|arg| match *arg {
-                KernelArg::Buffer(b) => Arg::buffer(&device[&b]),
-                KernelArg::U32(v) => v.into(),
-                KernelArg::U64(v) => v.into(),
-                KernelArg::I32(v) => v.into(),
-                KernelArg::F32(v) => v.into(),
-            })
-            .collect();
+        let args = call.args_as(|b| Arg::buffer(&device[b]));
         kernels()
             .launch_with_shared(&call.kernel, call.grid, call.block, call.shared_bytes, &args)
             .unwrap_or_else(|e| panic!("{e}"));

@@ -73,16 +73,6 @@ macro_rules! by_dtype {
 
 type Operand<'a> = (&'a CudaStorage, &'a Layout);
 
-/// The device address of `buffer` among those a launch was given.
-fn address(op: &'static str, given: &[(FilmBuffer, u64)], buffer: &FilmBuffer) -> Result<u64> {
-    match given.iter().find(|(b, _)| b == buffer) {
-        Some(&(_, address)) => Ok(address),
-        None => {
-            candle_core::bail!("{op}: the launch plan asks for {buffer:?}, which this call does not have")
-        }
-    }
-}
-
 /// y = relu?(γ ⊙ x + β) + residual?, with `params` the packed (N, 2C) matrix (γ | β).
 pub(crate) fn forward(
     geo: Geometry,
@@ -130,7 +120,7 @@ fn forward_typed<T: Element>(
         given.extend(residual_ptr.as_ref().map(|(ptr, _)| (FilmBuffer::Residual, *ptr)));
         // SAFETY: the call is film.cu's own (launch_plan.rs, checked against the kernels on
         // the CPU); x, y and the residual hold `numel` values, params `param_len`.
-        unsafe { kernels.launch(&stream, &call, |b| address(OP, &given, b)) }?;
+        unsafe { kernels.launch(&stream, &call, |b| nvrtc::address_in(&given, b)) }?;
     }
     Ok(CudaStorage::wrap_cuda_slice(y, device.clone()))
 }
@@ -218,7 +208,7 @@ fn backward_typed<T: Element>(
             // kernels on the CPU), in order on one stream; x, dy and dx hold `numel`
             // values, params and d(params) `param_len`, the partial sums one (N, 2C) block
             // per chunk.
-            unsafe { kernels.launch(&stream, call, |b| address(OP, &given, b)) }?;
+            unsafe { kernels.launch(&stream, call, |b| nvrtc::address_in(&given, b)) }?;
         }
     }
     Ok(CudaStorage::wrap_cuda_slice(out, device.clone()))

@@ -40,16 +40,10 @@ unsafe fn launch(
 ) -> Result<()> {
     let kernels = nvrtc::kernels(&storage.device, &SOURCE)?;
     let stream = storage.device.cuda_stream();
-    let address = |buffer: &BnBuffer| match given.iter().find(|(b, _)| b == buffer) {
-        Some(&(_, address)) => Ok(address),
-        None => candle_core::bail!(
-            "fused BatchNorm: the launch plan asks for {buffer:?}, which this call does not have"
-        ),
-    };
     for call in calls {
         // SAFETY: as the caller guarantees; the calls are batch_norm.cu's own
         // (batch_norm_launches.rs, checked against the kernels on the CPU).
-        unsafe { kernels.launch(&stream, call, address) }?;
+        unsafe { kernels.launch(&stream, call, |b| nvrtc::address_in(given, b)) }?;
     }
     Ok(())
 }
