@@ -559,7 +559,8 @@ mod tests {
             geo(2, 72, 40, ChannelsLast),
             // Positions enough for several chunks (see the test of the plans).
             geo(1, 128, 100, ChannelsLast),
-            // More (γ | β) sums than the finish kernel's capped grid has threads: it loops.
+            // More (γ | β) sums than the finish kernel's capped grid has threads: it loops
+            // (see the test of the plans).
             geo(9, 128, 3, ChannelsLast),
         ]
     }
@@ -594,10 +595,13 @@ mod tests {
         )
         .unwrap();
         assert_eq!(launch.kernel, "film_fwd_f32_cf_v_i32");
-        let finish_loops = geo(128, 3, ChannelsLast);
+        // The last shape tested has more (γ | β) sums than the finish kernel's grid has
+        // threads, so that its grid-stride loop turns.
         let finish_loops = Geometry {
             batch: 9,
-            ..finish_loops
+            channels: 128,
+            spatial: 3,
+            layout: ChannelsLast,
         };
         let plan = backward_channels_last(
             &finish_loops,
@@ -614,7 +618,7 @@ mod tests {
             "{finish_threads} threads for {} sums",
             finish_loops.param_len()
         );
-        // The channels-last backward of the last shape tested splits its positions into
+        // The channels-last backward of the last shape but one splits its positions into
         // chunks, so that the finish kernel has partial sums to add.
         let many_positions = geo(128, 100, ChannelsLast);
         let many_positions = Geometry {
