@@ -48,6 +48,9 @@ pub struct NvrtcError {
 /// A source's kernels loaded on one device, with what launchers need to size grids.
 pub struct Kernels {
     module: Arc<CudaModule>,
+    /// Functions already looked up, by name: a GRU pass or an Adam step launches the same
+    /// few kernels hundreds of times.
+    functions: Mutex<HashMap<String, CudaFunction>>,
     /// Streaming multiprocessors on the device.
     pub sm_count: u32,
 }
@@ -55,7 +58,13 @@ pub struct Kernels {
 impl Kernels {
     /// The kernel called `name` (an `extern "C"` function of the source).
     pub fn function(&self, name: &str) -> candle_core::Result<CudaFunction> {
-        self.module.load_function(name).w()
+        let mut functions = self.functions.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(function) = functions.get(name) {
+            return Ok(function.clone());
+        }
+        let function = self.module.load_function(name).w()?;
+        functions.insert(name.to_owned(), function.clone());
+        Ok(function)
     }
 
     /// Launches `call` on `stream`, each of its buffers at the device address `address`
@@ -183,6 +192,7 @@ pub fn kernels(device: &CudaDevice, source: &'static CudaSource) -> candle_core:
         .w()?;
     let kernels = Arc::new(Kernels {
         module,
+        functions: Mutex::default(),
         sm_count: sm_count.max(1) as u32,
     });
     loaded.insert((source.name, device.id()), kernels.clone());
