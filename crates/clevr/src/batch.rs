@@ -3,7 +3,11 @@
 //!
 //! Order: epoch `e` with seed `s` is a shuffle of all question positions by
 //! `StdRng::seed_from_u64(s ^ e·φ)` (rand 0.9's StdRng, ChaCha12), so the same seed
-//! gives the same batches on every run and machine with this rand version.
+//! gives the same batches on every run and machine with this rand version. With
+//! [`BatchConfig::questions_per_image`] above 1, the shuffle keeps that many questions
+//! of one image together, so that a model can run its image stem once for all of them.
+//! A batch holds each of its distinct images once, and `image_rows` says which image
+//! each question reads.
 //! Questions are padded with `<NULL>` (0) to the longest question of the batch;
 //! `lengths` holds each question's true length (with `<START>` and `<END>`).
 
@@ -14,7 +18,7 @@ use crate::image::Normalization;
 use crate::vocab::NULL_ID;
 use candle_core::{Device, Tensor};
 use rand::seq::SliceRandom;
-use rand::SeedableRng;
+use rand::{Rng, SeedableRng};
 use rayon::prelude::*;
 use std::sync::mpsc::{sync_channel, Receiver};
 use std::sync::Arc;
@@ -22,6 +26,8 @@ use std::thread::JoinHandle;
 
 /// Mixes the epoch into the seed (the golden-ratio constant spreads small integers).
 const EPOCH_MIX: u64 = 0x9E37_79B9_7F4A_7C15;
+/// Keeps a curriculum epoch's draws apart from the plain shuffle of the same epoch.
+const CURRICULUM_MIX: u64 = 0x2545_F491_4F6C_DD1D;
 
 #[derive(Debug, thiserror::Error)]
 pub enum BatchError {
@@ -60,6 +66,10 @@ pub struct BatchConfig {
     pub drop_last: bool,
     /// Batches built ahead of the consumer.
     pub prefetch: usize,
+    /// Questions about one image kept together in a shuffled epoch (1: a plain shuffle of
+    /// all questions). A batch of `batch_size` questions then holds about
+    /// `batch_size / questions_per_image` distinct images.
+    pub questions_per_image: usize,
 }
 
 impl Default for BatchConfig {
@@ -71,6 +81,7 @@ impl Default for BatchConfig {
             shuffle: true,
             drop_last: false,
             prefetch: 2,
+            questions_per_image: 1,
         }
     }
 }
@@ -82,9 +93,12 @@ pub struct Batch {
     pub questions: Tensor,
     /// True question lengths, `(N,)` u32.
     pub lengths: Tensor,
-    /// Normalised images, `(N, 3, H, W)` f32, or with [`ImageInputs::Features`] the
-    /// images' feature maps, `(N, C, H, W)` f32.
+    /// The batch's distinct images, normalised, `(M, 3, H, W)` f32 with `M <= N`, or with
+    /// [`ImageInputs::Features`] their feature maps, `(M, C, H, W)` f32; in the order the
+    /// questions first use them.
     pub images: Tensor,
+    /// The row of `images` that each question is about, `(N,)` u32.
+    pub image_rows: Tensor,
     /// Answer ids `(N,)` u32; `None` when any question of the batch has no answer
     /// (test split), so an unanswered question can never reach a loss as an id.
     pub answers: Option<Tensor>,
@@ -92,6 +106,34 @@ pub struct Batch {
     pub types: Tensor,
     /// Positions of the questions in the [`QuestionSet`].
     pub positions: Vec<usize>,
+}
+
+impl Batch {
+    /// One image per question, `(N, …)`: `images` repeated as `image_rows` says, for code
+    /// that wants the image of each question in the question's row.
+    pub fn question_images(&self) -> candle_core::Result<Tensor> {
+        self.images.index_select(&self.image_rows, 0)
+    }
+}
+
+/// Easy questions first: the first `steps` training steps draw their batches from the
+/// easiest questions, a pool growing linearly from `start_fraction` of them to all.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Curriculum {
+    pub steps: u64,
+    pub start_fraction: f64,
+}
+
+impl Curriculum {
+    /// How many of `groups` (sorted easiest first) step `step` draws from: never fewer
+    /// than `at_least`, so that a batch is not one group repeated.
+    pub fn pool(&self, step: u64, groups: usize, at_least: usize) -> usize {
+        let progress = (step as f64 / self.steps.max(1) as f64).min(1.0);
+        let fraction = self.start_fraction + (1.0 - self.start_fraction) * progress;
+        ((fraction * groups as f64).ceil() as usize)
+            .max(at_least)
+            .clamp(1, groups.max(1))
+    }
 }
 
 /// Where a batch's image tensor comes from.
@@ -181,17 +223,109 @@ impl Batcher {
         })
     }
 
+    /// The questions this batcher cuts into batches.
+    pub fn questions(&self) -> &QuestionSet {
+        &self.questions
+    }
+
     /// Question positions of `epoch`, cut into batches.
     pub fn plan(&self, epoch: u64) -> Vec<Vec<usize>> {
         let mut order: Vec<usize> = (0..self.questions.len()).collect();
         if self.config.shuffle {
             let mut rng = rand::rngs::StdRng::seed_from_u64(self.config.seed ^ epoch.wrapping_mul(EPOCH_MIX));
-            order.shuffle(&mut rng);
+            if self.config.questions_per_image > 1 {
+                order = self.grouped_shuffle(&mut rng);
+            } else {
+                order.shuffle(&mut rng);
+            }
         }
         order
             .chunks(self.config.batch_size)
             .filter(|c| !self.config.drop_last || c.len() == self.config.batch_size)
             .map(<[usize]>::to_vec)
+            .collect()
+    }
+
+    /// All question positions, shuffled in groups of up to `questions_per_image` questions
+    /// about one image: each image's questions are shuffled and cut into groups, then the
+    /// groups of all images are shuffled.
+    fn grouped_shuffle(&self, rng: &mut rand::rngs::StdRng) -> Vec<usize> {
+        let mut groups: Vec<Vec<usize>> = Vec::new();
+        for mut questions in self.questions_by_image() {
+            questions.shuffle(rng);
+            groups.extend(
+                questions
+                    .chunks(self.config.questions_per_image)
+                    .map(<[usize]>::to_vec),
+            );
+        }
+        groups.shuffle(rng);
+        groups.concat()
+    }
+
+    /// The question positions of each image, indexed by [`Batcher::image_key`].
+    fn questions_by_image(&self) -> Vec<Vec<usize>> {
+        let mut by_image: Vec<Vec<usize>> = Vec::new();
+        for i in 0..self.questions.len() {
+            let key = self.image_key(i);
+            if by_image.len() <= key {
+                by_image.resize_with(key + 1, Vec::new);
+            }
+            by_image[key].push(i);
+        }
+        by_image
+    }
+
+    /// Which image question `i` reads: its cache slot, or its feature row.
+    fn image_key(&self, i: usize) -> usize {
+        match &self.inputs {
+            ImageInputs::Pixels { .. } => self.questions.image_slot[i] as usize,
+            ImageInputs::Features(_) => self.questions.image_index[i] as usize,
+        }
+    }
+
+    /// The batches of `epoch` while a curriculum runs: every batch is drawn (with
+    /// replacement) from the easiest questions by `difficulty` (one value per question,
+    /// lower is easier), a pool that grows from `curriculum.start_fraction` of them at
+    /// step 0 to all of them at step `curriculum.steps`. The epoch's batches are steps
+    /// `first_step`, `first_step + 1`, …, and there are as many as in a plain epoch.
+    /// Groups of [`BatchConfig::questions_per_image`] questions about one image (sorted by
+    /// difficulty within the image) are drawn together, as in a grouped epoch.
+    pub fn curriculum_plan(
+        &self,
+        epoch: u64,
+        first_step: u64,
+        difficulty: &[f32],
+        curriculum: &Curriculum,
+    ) -> Vec<Vec<usize>> {
+        let set = &*self.questions;
+        assert_eq!(difficulty.len(), set.len(), "one difficulty per question");
+        let mut rng = rand::rngs::StdRng::seed_from_u64(
+            self.config.seed ^ epoch.wrapping_mul(EPOCH_MIX) ^ CURRICULUM_MIX,
+        );
+        let per_image = self.config.questions_per_image.max(1);
+        let mut groups: Vec<(f32, Vec<usize>)> = Vec::new();
+        for mut questions in self.questions_by_image() {
+            // Shuffled first, so that questions of equal difficulty are grouped at random.
+            questions.shuffle(&mut rng);
+            questions.sort_by(|&a, &b| difficulty[a].total_cmp(&difficulty[b]));
+            for chunk in questions.chunks(per_image) {
+                let mean = chunk.iter().map(|&i| difficulty[i]).sum::<f32>() / chunk.len() as f32;
+                groups.push((mean, chunk.to_vec()));
+            }
+        }
+        groups.sort_by(|a, b| a.0.total_cmp(&b.0));
+        let batches = set.len().div_ceil(self.config.batch_size);
+        let groups_per_batch = self.config.batch_size.div_ceil(per_image);
+        (0..batches as u64)
+            .map(|b| {
+                let pool = curriculum.pool(first_step + b, groups.len(), groups_per_batch);
+                let mut batch: Vec<usize> = (0..groups_per_batch)
+                    .flat_map(|_| groups[rng.random_range(0..pool)].1.iter().copied())
+                    .collect();
+                batch.truncate(self.config.batch_size);
+                batch
+            })
             .collect()
     }
 
@@ -211,29 +345,43 @@ impl Batcher {
             ids[row * longest..row * longest + tokens.len()].copy_from_slice(tokens);
             lengths.push(tokens.len() as u32);
         }
+        // Each distinct image once, in order of first use.
+        let mut distinct: Vec<usize> = Vec::new();
+        let mut rows: Vec<u32> = Vec::with_capacity(n);
+        for &i in positions {
+            let key = self.image_key(i);
+            let row = match distinct.iter().position(|&k| k == key) {
+                Some(row) => row,
+                None => {
+                    distinct.push(key);
+                    distinct.len() - 1
+                }
+            };
+            rows.push(row as u32);
+        }
+        let m = distinct.len();
         let cpu = &Device::Cpu;
         let images = match &self.inputs {
             ImageInputs::Pixels { cache, normalization } => {
                 let image_len = cache.image_bytes();
                 let plane = cache.width() * cache.height();
-                let mut pixels = vec![0f32; n * image_len];
+                let mut pixels = vec![0f32; m * image_len];
                 pixels
                     .par_chunks_mut(image_len)
-                    .zip(positions.par_iter())
-                    .for_each(|(out, &i)| {
-                        let chw = cache.image(set.image_slot[i] as usize);
-                        normalization.apply_chw(chw, plane, out);
+                    .zip(distinct.par_iter())
+                    .for_each(|(out, &slot)| {
+                        normalization.apply_chw(cache.image(slot), plane, out);
                     });
-                Tensor::from_vec(pixels, (n, 3, cache.height(), cache.width()), cpu)?
+                Tensor::from_vec(pixels, (m, 3, cache.height(), cache.width()), cpu)?
             }
             ImageInputs::Features(features) => {
                 let map_len = features.map_len();
-                let mut maps = vec![0f32; n * map_len];
+                let mut maps = vec![0f32; m * map_len];
                 maps.par_chunks_mut(map_len)
-                    .zip(positions.par_iter())
-                    .for_each(|(out, &i)| features.read_into(set.image_index[i] as usize, out));
+                    .zip(distinct.par_iter())
+                    .for_each(|(out, &row)| features.read_into(row, out));
                 let (c, h, w) = features.map_shape();
-                Tensor::from_vec(maps, (n, c, h, w), cpu)?
+                Tensor::from_vec(maps, (m, c, h, w), cpu)?
             }
         };
         let answers: Vec<u32> = positions.iter().map(|&i| set.answers[i]).collect();
@@ -242,6 +390,7 @@ impl Batcher {
             questions: Tensor::from_vec(ids, (n, longest), cpu)?,
             lengths: Tensor::from_vec(lengths, n, cpu)?,
             images,
+            image_rows: Tensor::from_vec(rows, n, cpu)?,
             answers: if answers.contains(&NO_ANSWER) {
                 None
             } else {
@@ -255,7 +404,12 @@ impl Batcher {
     /// The batches of `epoch`, built on a background thread up to
     /// `prefetch` batches ahead of the consumer.
     pub fn epoch(&self, epoch: u64) -> Prefetch {
-        let plan = self.plan(epoch);
+        self.batches(self.plan(epoch))
+    }
+
+    /// The batches of `plan` (question positions per batch), built on a background thread
+    /// up to `prefetch` batches ahead of the consumer.
+    pub fn batches(&self, plan: Vec<Vec<usize>>) -> Prefetch {
         let (sender, receiver) = sync_channel(self.config.prefetch.max(1));
         let batcher = self.clone();
         let worker = std::thread::Builder::new()
@@ -389,6 +543,72 @@ mod tests {
     }
 
     #[test]
+    fn grouped_epochs_keep_questions_of_an_image_together() {
+        let (_root, set, cache) = fixture();
+        let config = BatchConfig {
+            batch_size: 4,
+            seed: 9,
+            questions_per_image: 2,
+            ..BatchConfig::default()
+        };
+        let b = Batcher::new(set.clone(), cache, Normalization::UNIT, config).unwrap();
+        for epoch in 0..6 {
+            let order: Vec<usize> = b.plan(epoch).concat();
+            let mut sorted = order.clone();
+            sorted.sort();
+            assert_eq!(sorted, (0..7).collect::<Vec<_>>(), "every question once");
+            // Image 0 has questions 0, 3, 6; images 1 and 2 two each: 5 groups, of which
+            // only image 0's leftover has one question. Every other group is a pair.
+            let mut k = 0;
+            let mut singles = 0;
+            while k < order.len() {
+                let image = set.image_slot[order[k]];
+                if k + 1 < order.len() && set.image_slot[order[k + 1]] == image {
+                    k += 2;
+                } else {
+                    assert_eq!(image, 0, "epoch {epoch}: {order:?}");
+                    singles += 1;
+                    k += 1;
+                }
+            }
+            assert_eq!(singles, 1, "epoch {epoch}: {order:?}");
+        }
+        assert_ne!(
+            b.plan(0),
+            b.plan(1),
+            "another epoch groups and shuffles differently"
+        );
+        let batch = b.epoch(0).next().unwrap().unwrap();
+        let distinct = batch.images.dim(0).unwrap();
+        assert!(
+            distinct < batch.positions.len(),
+            "{distinct} images for {:?}",
+            batch.positions
+        );
+    }
+
+    #[test]
+    fn a_curriculum_draws_from_the_easiest_questions_first() {
+        let (_root, b) = batcher(5, 2, false);
+        // Question i has difficulty i: 0 is the easiest.
+        let difficulty: Vec<f32> = (0..7).map(|i| i as f32).collect();
+        let curriculum = Curriculum {
+            steps: 100,
+            start_fraction: 0.2,
+        };
+        let early = b.curriculum_plan(0, 0, &difficulty, &curriculum);
+        assert_eq!(early.len(), 4, "as many batches as a plain epoch");
+        // At step 0 the pool is a fifth of 7 questions, rounded up: the 2 easiest.
+        assert!(early.concat().iter().all(|&i| i < 2), "{early:?}");
+        assert_eq!(early, b.curriculum_plan(0, 0, &difficulty, &curriculum));
+        assert_eq!(curriculum.pool(50, 7, 2), 5, "0.2 + 0.8 / 2 of 7, rounded up");
+        let late: Vec<usize> = (0..20)
+            .flat_map(|e| b.curriculum_plan(e, 100, &difficulty, &curriculum).concat())
+            .collect();
+        assert!(late.contains(&6), "the whole set once the curriculum is over");
+    }
+
+    #[test]
     fn batch_contents_match_the_question_set_and_cache() {
         let (_root, b) = batcher(7, 4, false);
         let positions = [6, 1, 3];
@@ -404,6 +624,9 @@ mod tests {
         }
         assert_eq!(batch.answers.unwrap().to_vec1::<u32>().unwrap(), [6, 1, 3]);
         assert_eq!(batch.types.to_vec1::<u8>().unwrap(), [1, 1, 3]);
+        // Questions 6 and 3 are both about image 0: it is decoded once.
+        assert_eq!(batch.images.dims(), [2, 3, 2, 4]);
+        assert_eq!(batch.image_rows.to_vec1::<u32>().unwrap(), [0, 1, 0]);
         let images = batch.images.flatten_all().unwrap().to_vec1::<f32>().unwrap();
         // Question 6 uses image 0 (red 0), question 1 image 1 (red 100/255).
         assert_eq!(images[0], 0.0);
@@ -432,10 +655,22 @@ mod tests {
         let (root, set, _) = fixture();
         let features = feature_file(root.path(), 3);
         let b = Batcher::with_features(set.clone(), features, BatchConfig::default()).unwrap();
-        let positions = [5, 0, 4];
+        let positions = [5, 0, 4, 3];
         let batch = b.batch(&positions).unwrap();
-        assert_eq!(batch.images.dims(), [3, 2, 3, 2]);
-        let maps = batch.images.flatten_from(1).unwrap().to_vec2::<f32>().unwrap();
+        assert_eq!(
+            batch.images.dims(),
+            [3, 2, 3, 2],
+            "questions 0 and 3 share image 0"
+        );
+        assert_eq!(batch.image_rows.to_vec1::<u32>().unwrap(), [0, 1, 2, 1]);
+        let maps = batch
+            .question_images()
+            .unwrap()
+            .flatten_from(1)
+            .unwrap()
+            .to_vec2::<f32>()
+            .unwrap();
+        assert_eq!(maps.len(), positions.len());
         for (map, &q) in maps.iter().zip(&positions) {
             let v = set.image_index[q] as f32 + 0.5;
             assert_eq!(map[..6], [v; 6], "question {q}");

@@ -7,7 +7,7 @@
 
 use crate::json::JsonError;
 use crate::layout::SplitFiles;
-use crate::question::ProgramNode;
+use crate::question::{ProgramNode, Question};
 use crate::question_type::QuestionType;
 use crate::stream::for_each_record;
 use crate::vocab::{question_tokens, AnswerIndex, QuestionVocab, TokenizerConfig, VocabError, Vocabulary};
@@ -31,6 +31,14 @@ pub enum DatasetError {
     Vocab(#[from] VocabError),
     #[error("more than 2^32 question tokens in one split")]
     TooManyTokens,
+    #[error(
+        "question {position} is about image {image:?}, which is not among the {known} images of the set whose image cache it would read"
+    )]
+    UnknownImage {
+        position: usize,
+        image: String,
+        known: usize,
+    },
 }
 
 /// What to keep while loading.
@@ -104,6 +112,8 @@ pub struct QuestionSet {
     pub families: Vec<u16>,
     /// [`QuestionType::index`], or [`NO_TYPE`].
     pub types: Vec<u8>,
+    /// Nodes in each question's program, 0 without one: a measure of how hard it is.
+    pub program_lengths: Vec<u16>,
     pub programs: Option<Vec<Vec<ProgramNode>>>,
 }
 
@@ -138,6 +148,7 @@ impl QuestionSet {
             + bytes(&self.answers)
             + bytes(&self.families)
             + bytes(&self.types)
+            + bytes(&self.program_lengths)
             + bytes(&self.images)
             + self.images.iter().map(String::capacity).sum::<usize>()
             + self.programs.as_ref().map_or(0, |p| {
@@ -171,6 +182,59 @@ impl QuestionSet {
         }
     }
 
+    /// Encodes questions held in memory (generated ones, for instance) as
+    /// [`QuestionSet::load`] encodes a file's, programs left out. Their images take the
+    /// slots of `images`, the image list of the set whose image cache the new set will
+    /// read, so a question about any other image is an error. Questions with an answer
+    /// outside the index are skipped and reported.
+    pub fn from_questions(
+        questions: Vec<Question>,
+        vocab: &Vocabulary,
+        images: &[String],
+    ) -> Result<(QuestionSet, LoadReport), DatasetError> {
+        let mut set = QuestionSet {
+            offsets: vec![0],
+            images: images.to_vec(),
+            ..QuestionSet::default()
+        };
+        let mut slots: HashMap<String, u32> = images
+            .iter()
+            .enumerate()
+            .map(|(i, name)| (name.clone(), i as u32))
+            .collect();
+        let mut report = LoadReport::default();
+        let mut pending = Vec::with_capacity(questions.len());
+        for (position, q) in questions.into_iter().enumerate() {
+            report.read += 1;
+            if !slots.contains_key(&q.image_filename) {
+                return Err(DatasetError::UnknownImage {
+                    position,
+                    image: q.image_filename,
+                    known: images.len(),
+                });
+            }
+            let Some(answer) = answer_id(q.answer.as_deref(), vocab, position, &mut report) else {
+                continue;
+            };
+            let program = q.program.as_ref().map(|nodes| LastFunction {
+                last: nodes.last().map(|node| node.function.clone()),
+                nodes: nodes.len(),
+            });
+            let record = Record {
+                image_index: q.image_index,
+                image_filename: q.image_filename,
+                question: q.question,
+                answer: q.answer,
+                question_family_index: q.question_family_index,
+                program,
+            };
+            pending.push((record, answer));
+        }
+        set.append(&mut pending, &vocab.questions, &mut slots)?;
+        report.kept = set.len();
+        Ok((set, report))
+    }
+
     fn load_records<P: ProgramField>(
         files: &SplitFiles,
         vocab: &Vocabulary,
@@ -191,18 +255,8 @@ impl QuestionSet {
             crate::layout::image_split(&record.image_filename).map_err(|e| e.to_string())?;
             u32::try_from(record.image_index)
                 .map_err(|_| format!("image_index {} does not fit 32 bits", record.image_index))?;
-            let answer = match &record.answer {
-                None => NO_ANSWER,
-                Some(a) => match vocab.answers.id(a) {
-                    Some(id) => id,
-                    None => {
-                        report.skipped.push(Skip {
-                            position,
-                            reason: SkipReason::UnknownAnswer { answer: a.clone() },
-                        });
-                        return Ok(());
-                    }
-                },
+            let Some(answer) = answer_id(record.answer.as_deref(), vocab, position, &mut report) else {
+                return Ok(());
             };
             pending.push((record, answer));
             if pending.len() == ENCODE_CHUNK {
@@ -259,12 +313,38 @@ impl QuestionSet {
             );
             let qtype = record.program.as_ref().and_then(P::question_type);
             self.types.push(qtype.map_or(NO_TYPE, |t| t.index() as u8));
+            let nodes = record.program.as_ref().map_or(0, P::node_count);
+            self.program_lengths
+                .push(u16::try_from(nodes).unwrap_or(u16::MAX));
             if let Some(programs) = &mut self.programs {
                 programs.push(record.program.map(P::into_nodes).unwrap_or_default());
             }
         }
         Ok(())
     }
+}
+
+/// The answer id of the question at `position`: [`NO_ANSWER`] without an answer, `None`
+/// (recorded in `report` as skipped) for an answer outside the index.
+fn answer_id(
+    answer: Option<&str>,
+    vocab: &Vocabulary,
+    position: usize,
+    report: &mut LoadReport,
+) -> Option<u32> {
+    let Some(a) = answer else {
+        return Some(NO_ANSWER);
+    };
+    let id = vocab.answers.id(a);
+    if id.is_none() {
+        report.skipped.push(Skip {
+            position,
+            reason: SkipReason::UnknownAnswer {
+                answer: a.to_string(),
+            },
+        });
+    }
+    id
 }
 
 /// Questions encoded together on the thread pool: large enough to keep all
@@ -293,6 +373,7 @@ fn none<P>() -> Option<P> {
 /// What is kept of a record's program.
 trait ProgramField: DeserializeOwned + Send + Sync {
     fn question_type(&self) -> Option<QuestionType>;
+    fn node_count(&self) -> usize;
     fn into_nodes(self) -> Vec<ProgramNode>;
 }
 
@@ -300,17 +381,27 @@ impl ProgramField for Vec<ProgramNode> {
     fn question_type(&self) -> Option<QuestionType> {
         QuestionType::of_program(self)
     }
+    fn node_count(&self) -> usize {
+        self.len()
+    }
     fn into_nodes(self) -> Vec<ProgramNode> {
         self
     }
 }
 
-/// Only the last node's function name, which decides the question type.
-struct LastFunction(Option<String>);
+/// Only the last node's function name, which decides the question type, and the number
+/// of nodes.
+struct LastFunction {
+    last: Option<String>,
+    nodes: usize,
+}
 
 impl ProgramField for LastFunction {
     fn question_type(&self) -> Option<QuestionType> {
-        QuestionType::of_function(self.0.as_deref()?)
+        QuestionType::of_function(self.last.as_deref()?)
+    }
+    fn node_count(&self) -> usize {
+        self.nodes
     }
     fn into_nodes(self) -> Vec<ProgramNode> {
         Vec::new()
@@ -332,10 +423,12 @@ impl<'de> Deserialize<'de> for LastFunction {
             }
             fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<LastFunction, A::Error> {
                 let mut last = None;
+                let mut nodes = 0;
                 while let Some(node) = seq.next_element::<FunctionOnly>()? {
                     last = Some(node.function);
+                    nodes += 1;
                 }
-                Ok(LastFunction(last))
+                Ok(LastFunction { last, nodes })
             }
         }
         d.deserialize_seq(Nodes)

@@ -65,7 +65,9 @@ fn train_vocabulary_loads_val_and_batches_it() {
     let batcher = Batcher::new(Arc::new(set), Arc::new(images), image.normalization, config).unwrap();
     let batches: Vec<_> = batcher.epoch(0).collect::<Result<_, _>>().unwrap();
     assert_eq!(batches.len(), 4);
-    assert_eq!(batches[0].images.dims(), [8, 3, 12, 16]);
+    // Two val images: each batch holds them once, whatever its number of questions.
+    assert_eq!(batches[0].images.dims(), [2, 3, 12, 16]);
+    assert_eq!(batches[0].question_images().unwrap().dims(), [8, 3, 12, 16]);
     assert_eq!(batches[3].questions.dims()[0], 2);
     assert!(batches.iter().all(|b| b.answers.is_some()));
 }
@@ -214,4 +216,44 @@ fn verify_lists_questions_whose_scene_is_missing() {
     assert_eq!(report.mismatches.len(), 1);
     assert_eq!(report.mismatches[0].problem, Problem::NoScene);
     assert_eq!(report.mismatches[0].image_index, 5);
+}
+
+#[test]
+fn questions_in_memory_encode_as_the_file_does_and_keep_the_image_slots() {
+    let vocab = build_vocabulary(&split("train"), TokenizerConfig::default()).unwrap();
+    let train = split("train");
+    let (from_file, _) = QuestionSet::load(&train, &vocab, LoadOptions::default()).unwrap();
+    let text = std::fs::read_to_string(&train.questions).unwrap();
+    let file: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let mut questions: Vec<clevr::Question> = serde_json::from_value(file["questions"].clone()).unwrap();
+    // Reversed, so that the slots must come from the given image list, not first use.
+    questions.reverse();
+    let (set, report) = QuestionSet::from_questions(questions.clone(), &vocab, &from_file.images).unwrap();
+    assert_eq!(report.kept, from_file.len());
+    assert_eq!(set.images, from_file.images);
+    let n = set.len();
+    for i in 0..n {
+        let j = n - 1 - i;
+        assert_eq!(
+            set.question_tokens(i),
+            from_file.question_tokens(j),
+            "question {i}"
+        );
+        assert_eq!(set.image_slot[i], from_file.image_slot[j]);
+        assert_eq!(set.answers[i], from_file.answers[j]);
+        assert_eq!(set.types[i], from_file.types[j]);
+    }
+
+    let mut stranger = questions[0].clone();
+    stranger.image_filename = "CLEVR_train_000999.png".into();
+    questions.push(stranger);
+    let err = QuestionSet::from_questions(questions, &vocab, &from_file.images)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains(
+            "question 39 is about image \"CLEVR_train_000999.png\", which is not among the 3 images"
+        ),
+        "{err}"
+    );
 }

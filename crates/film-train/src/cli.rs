@@ -119,6 +119,19 @@ enum Command {
     /// The paper's analysis of a trained run: γ/β statistics, ablations, where the model
     /// looks, parameter embeddings; writes OUT/report.md and its pictures.
     Analyze(crate::analyze::AnalyzeArgs),
+    /// Several runs' validation accuracy against questions seen and against minutes, as
+    /// one picture and a Markdown table (the ablation plots of docs/results.md).
+    Compare {
+        /// Runs as LABEL=RUN_DIR (or RUN_DIR, labelled by its folder name).
+        #[arg(required = true)]
+        runs: Vec<crate::compare::LabelledRun>,
+        /// The picture to write.
+        #[arg(long, value_name = "OUT.png")]
+        out: PathBuf,
+        /// Questions seen at which the table reads each run, comma-separated.
+        #[arg(long, value_delimiter = ',', default_values_t = [64_000u64, 128_000, 256_000, 512_000, 1_024_000])]
+        at: Vec<u64>,
+    },
 }
 
 #[derive(Args)]
@@ -168,6 +181,24 @@ struct TrainArgs {
     batch: Option<usize>,
     #[arg(long)]
     lr: Option<f64>,
+    /// Ask N new questions about each training scene every epoch instead of reading the
+    /// questions file's (needs scenes/CLEVR_train_scenes.json); 0 trains on the file.
+    #[arg(long, value_name = "N")]
+    fresh_questions: Option<usize>,
+    /// Keep K questions about one image together in a batch, so the image stem runs once
+    /// for them; 1 is the paper's plain shuffle.
+    #[arg(long, value_name = "K")]
+    questions_per_image: Option<usize>,
+    /// Easy questions first: the first S steps draw their batches from the easiest
+    /// questions (fewest objects, shortest programs), a pool growing from a fifth of them
+    /// to all; 0 turns it off. Needs programs and scenes/CLEVR_train_scenes.json.
+    #[arg(long, value_name = "S")]
+    curriculum_steps: Option<u64>,
+    /// Supervise the stem from the scene graphs: a head on its output predicts each
+    /// cell's object and attributes, its loss weighted by W and added to the answer's
+    /// (training only); 0 turns it off. Needs scenes/CLEVR_train_scenes.json.
+    #[arg(long, value_name = "W")]
+    perception_weight: Option<f64>,
     #[arg(long, default_value_t = 0)]
     seed: u64,
     #[arg(long, default_value = "cpu")]
@@ -358,6 +389,16 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             ask(&run, &image, &question, explain.as_deref(), &dev)?;
             Ok(ExitCode::SUCCESS)
         }
+        Some(Command::Compare { runs, out, at }) => {
+            let curves = runs
+                .iter()
+                .map(crate::compare::read_curve)
+                .collect::<Result<Vec<_>>>()?;
+            crate::compare::draw(&curves, &out)?;
+            print!("{}", crate::compare::table(&curves, &at));
+            println!("wrote {}", out.display());
+            Ok(ExitCode::SUCCESS)
+        }
         Some(Command::Analyze(args)) => {
             let report = crate::analyze::analyze(&args, &device(&args.device)?)?;
             println!("wrote {}", report.display());
@@ -417,6 +458,25 @@ fn train_request(args: &TrainArgs) -> Result<TrainRequest> {
     }
     if let Some(lr) = args.lr {
         training.learning_rate = lr;
+    }
+    if let Some(per_image) = args.fresh_questions {
+        training.fresh_questions = (per_image > 0).then_some(per_image);
+    }
+    if let Some(k) = args.questions_per_image {
+        if k == 0 {
+            bail!("--questions-per-image: at least 1");
+        }
+        training.questions_per_image = k;
+    }
+    if let Some(weight) = args.perception_weight {
+        if !(weight >= 0.0 && weight.is_finite()) {
+            bail!("--perception-weight {weight}: expected a finite weight of 0 or more");
+        }
+        training.perception_weight = weight;
+        model.perception_head = weight > 0.0;
+    }
+    if let Some(steps) = args.curriculum_steps {
+        training.curriculum_steps = (steps > 0).then_some(steps);
     }
     let block = &mut model.vision.block;
     if let Some(position) = args.film_position {

@@ -17,6 +17,7 @@ use crate::presets::ModelConfig;
 
 /// A split ready to batch: its questions encoded with the run's vocabulary, and its images
 /// in the preprocessing cache or their pre-extracted features.
+#[derive(Clone)]
 pub struct Split {
     pub name: String,
     pub questions: Arc<QuestionSet>,
@@ -126,12 +127,24 @@ pub fn load_split(root: &Path, split: &str, vocab: &Vocabulary, source: &ImageSo
 impl Split {
     /// Batches of this split: shuffled with `seed` for training, in file order otherwise.
     pub fn batcher(&self, batch_size: usize, seed: u64, shuffle: bool) -> Result<Batcher> {
+        self.grouped_batcher(batch_size, seed, shuffle, 1)
+    }
+
+    /// As [`Split::batcher`], keeping `questions_per_image` questions of one image together.
+    pub fn grouped_batcher(
+        &self,
+        batch_size: usize,
+        seed: u64,
+        shuffle: bool,
+        questions_per_image: usize,
+    ) -> Result<Batcher> {
         let config = BatchConfig {
             batch_size,
             seed,
             shuffle,
             drop_last: false,
             prefetch: 2,
+            questions_per_image,
         };
         Ok(match &self.inputs {
             ImageInputs::Pixels { cache, normalization } => {

@@ -95,7 +95,7 @@ pub fn evaluate(
             .map(|l| l as usize)
             .collect();
         let logits = model.forward_t(
-            &batch.images.to_device(device)?,
+            &batch.question_images()?.to_device(device)?,
             &batch.questions.to_device(device)?,
             &lengths,
             false,

@@ -16,6 +16,10 @@ pub struct ModelConfig {
     /// its answer is a function of the question alone (`--question-only`).
     #[serde(default)]
     pub question_only: bool,
+    /// A head on the stem's output that predicts each cell's object and its attributes
+    /// during training (`--perception-weight`; see `perception.rs`).
+    #[serde(default)]
+    pub perception_head: bool,
 }
 
 /// How a preset trains by default.
@@ -29,6 +33,26 @@ pub struct TrainingConfig {
     pub minutes: f64,
     /// Evaluate on the validation split (and checkpoint) every this many steps.
     pub eval_every: usize,
+    /// Ask this many new questions about each training scene every epoch instead of
+    /// training on the questions file (`--fresh-questions`; needs the scene file).
+    #[serde(default)]
+    pub fresh_questions: Option<usize>,
+    /// Keep this many questions about one image together in a batch, so that the stem
+    /// runs once for them (`--questions-per-image`; 1: the paper's plain shuffle).
+    #[serde(default = "one")]
+    pub questions_per_image: usize,
+    /// Draw the first this many steps' batches from the easiest questions, a pool growing
+    /// to all of them (`--curriculum-steps`; needs programs and the scene file).
+    #[serde(default)]
+    pub curriculum_steps: Option<u64>,
+    /// Weight of the perception head's loss, added to the answer's (`--perception-weight`;
+    /// needs the scene file).
+    #[serde(default)]
+    pub perception_weight: f64,
+}
+
+fn one() -> usize {
+    1
 }
 
 /// A named pair of model and training configuration.
@@ -48,6 +72,10 @@ fn paper_training(minutes: f64, eval_every: usize) -> TrainingConfig {
         weight_decay: 1e-5,
         minutes,
         eval_every,
+        fresh_questions: None,
+        questions_per_image: 1,
+        curriculum_steps: None,
+        perception_weight: 0.0,
     }
 }
 
@@ -81,6 +109,7 @@ fn pixels(
             num_answers: 0,
         },
         question_only: false,
+        perception_head: false,
     }
 }
 
@@ -101,6 +130,10 @@ pub fn all() -> Vec<Preset> {
                 weight_decay: 0.0,
                 minutes: 1.0,
                 eval_every: 50,
+                fresh_questions: None,
+                questions_per_image: 1,
+                curriculum_steps: None,
+                perception_weight: 0.0,
             },
         },
         Preset {
@@ -135,6 +168,7 @@ pub fn all() -> Vec<Preset> {
                 question: QuestionEncoderConfig::paper(0),
                 vision: VisionConfig::paper_features(0),
                 question_only: false,
+                perception_head: false,
             },
             training: paper_training(600.0, 2000),
         },

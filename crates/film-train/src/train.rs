@@ -2,18 +2,22 @@
 //! checkpoints, exact resume and a progress bar.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
-use candle_core::{DType, Device};
+use candle_core::{DType, Device, Tensor};
 use candle_nn::VarMap;
+use clevr::dataset::QuestionSet;
 use clevr::vocab::{TokenizerConfig, Vocabulary};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::adam::{Adam, AdamConfig};
 use crate::data::{load_split, split_files, ImageSource, Split};
 use crate::evaluate::{evaluate, loss_and_accuracy, Evaluation};
+use crate::fresh_questions::FreshQuestions;
 use crate::model::FilmModel;
+use crate::perception::SceneTargets;
 use crate::presets::{ModelConfig, Preset};
 use crate::run_dir::{load_model, model_tensors, save_tensors, RunConfig, RunDir, RunState};
 use crate::seeded::seeded_var_builder;
@@ -70,7 +74,8 @@ pub fn build_model(
 pub fn train(request: &TrainRequest, device: &Device) -> Result<TrainOutcome> {
     let run = RunDir::create(&request.out)?;
     let resumed = run.read_state()?;
-    let (config, vocab) = match &resumed {
+    let new_run = resumed.is_none();
+    let (mut config, mut vocab) = match &resumed {
         Some(_) => {
             let mut config = run.read_config()?;
             // A resumed run may be given a new budget: `--epochs` or `--minutes` replace the old one.
@@ -87,12 +92,9 @@ pub fn train(request: &TrainRequest, device: &Device) -> Result<TrainOutcome> {
             let train_files = split_files(&request.data, "train")?;
             let vocab = clevr::dataset::build_vocabulary(&train_files, TokenizerConfig::default())
                 .context("building the vocabulary from the training questions")?;
-            let mut model = request.preset.model.clone();
-            model.question.vocab_size = vocab.questions.len();
-            model.vision.num_answers = vocab.answers.len();
             let config = RunConfig {
                 preset: request.preset.name.clone(),
-                model,
+                model: request.preset.model.clone(),
                 training: request.preset.training.clone(),
                 data: request.data.clone(),
                 seed: request.seed,
@@ -103,8 +105,6 @@ pub fn train(request: &TrainRequest, device: &Device) -> Result<TrainOutcome> {
                     None
                 }),
             };
-            vocab.save(run.path()).context("saving the vocabulary")?;
-            run.write_config(&config)?;
             (config, vocab)
         }
     };
@@ -133,6 +133,30 @@ pub fn train(request: &TrainRequest, device: &Device) -> Result<TrainOutcome> {
         request.features_dir.as_deref(),
     );
     let train_split = load_split(&config.data, "train", &vocab, &source)?;
+    let fresh = match config.training.fresh_questions {
+        Some(per_image) => Some(FreshQuestions::new(
+            &split_files(&config.data, "train")?,
+            &train_split.questions.images,
+            per_image,
+            config.seed,
+        )?),
+        None => None,
+    };
+    if new_run {
+        if let Some(fresh) = &fresh {
+            // Words the generator uses that the questions file never does get ids of their
+            // own (appended, so the file's ids keep their meaning) instead of <UNK>.
+            let questions = fresh.questions(0);
+            vocab
+                .questions
+                .expand(questions.iter().map(|q| q.question.as_str()))
+                .context("adding the generated questions' words to the vocabulary")?;
+        }
+        config.model.question.vocab_size = vocab.questions.len();
+        config.model.vision.num_answers = vocab.answers.len();
+        vocab.save(run.path()).context("saving the vocabulary")?;
+        run.write_config(&config)?;
+    }
     let val_split = load_split(&config.data, "val", &vocab, &source)?;
 
     let (model, varmap) = build_model(&config.model, config.seed, device)?;
@@ -160,17 +184,80 @@ pub fn train(request: &TrainRequest, device: &Device) -> Result<TrainOutcome> {
         None => RunState::default(),
     };
 
-    let batcher = train_split.batcher(training.batch_size, config.seed, true)?;
-    let batches_per_epoch = batcher.plan(0).len();
-    let progress = progress_bar(&config, batches_per_epoch, &state, request.quiet);
+    let epoch_batcher = |questions: Arc<QuestionSet>| {
+        Split {
+            questions,
+            ..train_split.clone()
+        }
+        .grouped_batcher(
+            training.batch_size,
+            config.seed,
+            true,
+            training.questions_per_image,
+        )
+    };
+    let mut next_questions = fresh.as_ref().map(|f| f.prepare(state.epoch, &vocab));
+    let first_batcher = match next_questions.take() {
+        Some(prepared) => epoch_batcher(Arc::new(prepared.wait()?))?,
+        None => epoch_batcher(train_split.questions.clone())?,
+    };
+    let progress = progress_bar(
+        &config,
+        first_batcher.plan(state.epoch).len(),
+        &state,
+        request.quiet,
+    );
+    let mut batcher = Some(first_batcher);
+    let curriculum = training.curriculum_steps.map(crate::curriculum::curriculum);
+    let scene_targets = match (&model.perception, training.perception_weight > 0.0) {
+        (Some(_), true) => {
+            let files = split_files(&config.data, "train")?;
+            let first = train_split
+                .questions
+                .images
+                .first()
+                .context("the training split has no images")?;
+            let size = crate::perception::png_size(&files.image_path(first)?)?;
+            Some(SceneTargets::new(&files, size)?)
+        }
+        (None, true) => bail!("--perception-weight needs a model with a perception head"),
+        _ => None,
+    };
+    let object_counts = match curriculum {
+        Some(_) => Some(crate::curriculum::object_counts(&split_files(
+            &config.data,
+            "train",
+        )?)?),
+        None => None,
+    };
     let session_start = Instant::now();
     let seconds_before = state.train_seconds;
     let out_of_time = |state: &RunState| config.minutes.is_some_and(|m| state.train_seconds >= m * 60.0);
     let out_of_epochs = |state: &RunState| config.epochs.is_some_and(|e| state.epoch >= e as u64);
     let mut window = (0.0f64, 0.0f64, 0usize); // loss sum, accuracy sum, batches
+    let mut perception_window = (0.0f64, 0usize); // attribute accuracy sum, batches
 
     'epochs: while !out_of_time(&state) && !out_of_epochs(&state) {
-        for batch in batcher.epoch(state.epoch).skip(state.batches_done_in_epoch) {
+        let batcher = match (batcher.take(), next_questions.take(), &fresh) {
+            (Some(b), _, _) => b,
+            (None, Some(prepared), _) => epoch_batcher(Arc::new(prepared.wait()?))?,
+            (None, None, Some(fresh)) => epoch_batcher(Arc::new(fresh.question_set(state.epoch, &vocab)?))?,
+            (None, None, None) => epoch_batcher(train_split.questions.clone())?,
+        };
+        // The next epoch's questions are generated while this one trains.
+        next_questions = fresh.as_ref().map(|f| f.prepare(state.epoch + 1, &vocab));
+        // Plans depend on the seed, the epoch and the epoch's first step only, so a
+        // resumed run recomputes the plan it stopped in.
+        let first_step = state.step - state.batches_done_in_epoch as u64;
+        let plan = match (&curriculum, &object_counts) {
+            (Some(c), Some(objects)) if first_step < c.steps => {
+                let difficulty = crate::curriculum::difficulty(batcher.questions(), objects)?;
+                batcher.curriculum_plan(state.epoch, first_step, &difficulty, c)
+            }
+            _ => batcher.plan(state.epoch),
+        };
+        let batches_per_epoch = plan.len();
+        for batch in batcher.batches(plan).skip(state.batches_done_in_epoch) {
             let batch = batch?;
             let answers = batch
                 .answers
@@ -184,13 +271,37 @@ pub fn train(request: &TrainRequest, device: &Device) -> Result<TrainOutcome> {
                 .map(|l| l as usize)
                 .collect();
             let step_start = Instant::now();
-            let logits = model.forward_t(
-                &batch.images.to_device(device)?,
+            // With one question per image the stem sees one image per question, as in the
+            // paper: BatchNorm's statistics then count an image drawn twice twice, and a
+            // run without grouping repeats the earlier default's batches exactly.
+            let images = if training.questions_per_image > 1 {
+                batch.images.clone()
+            } else {
+                batch.question_images()?
+            };
+            let rows = if training.questions_per_image > 1 {
+                batch.image_rows.clone()
+            } else {
+                Tensor::arange(0u32, lengths.len() as u32, &candle_core::Device::Cpu)?
+            };
+            let (logits, stem) = model.forward_shared_t(
+                &images.to_device(device)?,
+                &rows.to_device(device)?,
                 &batch.questions.to_device(device)?,
                 &lengths,
                 true,
             )?;
-            let (loss, accuracy) = loss_and_accuracy(&logits, &answers)?;
+            let (mut loss, accuracy) = loss_and_accuracy(&logits, &answers)?;
+            let mut seen = None;
+            if let (Some(targets), Some(head)) = (&scene_targets, &model.perception) {
+                let (_, _, h, w) = stem.dims4()?;
+                let images = stem_image_indices(&batch, &rows, batcher.questions())?;
+                let targets = targets.batch(&images, (h, w), device)?;
+                let scores = head.forward(&stem)?;
+                let perception_loss = crate::perception::loss(&scores, &targets)?;
+                loss = (loss + (perception_loss * training.perception_weight)?)?;
+                seen = Some(crate::perception::attribute_accuracy(&scores, &targets)?);
+            }
             let loss_value = loss.to_scalar::<f32>()? as f64;
             if !loss_value.is_finite() {
                 bail!(
@@ -205,6 +316,9 @@ pub fn train(request: &TrainRequest, device: &Device) -> Result<TrainOutcome> {
             state.batches_done_in_epoch += 1;
             state.train_seconds = seconds_before + session_start.elapsed().as_secs_f64();
             window = (window.0 + loss_value, window.1 + accuracy, window.2 + 1);
+            if let Some(seen) = seen {
+                perception_window = (perception_window.0 + seen, perception_window.1 + 1);
+            }
             let samples_per_s = lengths.len() as f64 / step_start.elapsed().as_secs_f64();
             progress.set_position(progress_position(&config, &state, batches_per_epoch));
             progress.set_message(format!(
@@ -227,8 +341,11 @@ pub fn train(request: &TrainRequest, device: &Device) -> Result<TrainOutcome> {
                     request.val_limit,
                     device,
                 )?;
-                record(&run, &mut state, &eval, window, &varmap, &progress)?;
+                let perception =
+                    (perception_window.1 > 0).then(|| perception_window.0 / perception_window.1 as f64);
+                record(&run, &mut state, &eval, window, perception, &varmap, &progress)?;
                 window = (0.0, 0.0, 0);
+                perception_window = (0.0, 0);
                 state.finished = stop;
                 run.save_checkpoint(&state, &model_tensors(&varmap), &adam.state()?)?;
             }
@@ -244,12 +361,32 @@ pub fn train(request: &TrainRequest, device: &Device) -> Result<TrainOutcome> {
     })
 }
 
+/// The `image_index` of each image the stem was given, where question i read row
+/// `rows[i]`.
+fn stem_image_indices(
+    batch: &clevr::batch::Batch,
+    rows: &Tensor,
+    questions: &QuestionSet,
+) -> Result<Vec<usize>> {
+    let rows = rows.to_vec1::<u32>()?;
+    let given = rows.iter().max().map_or(0, |&r| r as usize + 1);
+    let mut images = vec![usize::MAX; given];
+    for (&row, &position) in rows.iter().zip(&batch.positions) {
+        images[row as usize] = questions.image_index[position] as usize;
+    }
+    if images.contains(&usize::MAX) {
+        bail!("a batch image is read by no question");
+    }
+    Ok(images)
+}
+
 /// Appends the metrics of an evaluation and keeps the best model.
 fn record(
     run: &RunDir,
     state: &mut RunState,
     eval: &Evaluation,
     window: (f64, f64, usize),
+    perception: Option<f64>,
     varmap: &VarMap,
     progress: &ProgressBar,
 ) -> Result<()> {
@@ -262,6 +399,9 @@ fn record(
     if window.2 > 0 {
         fields.insert("train_loss".into(), (window.0 / window.2 as f64).into());
         fields.insert("train_accuracy".into(), (window.1 / window.2 as f64).into());
+    }
+    if let Some(seen) = perception {
+        fields.insert("train_perception_accuracy".into(), seen.into());
     }
     run.append_metrics(&record)?;
     // A picture is not worth stopping a training run for: say what failed and go on.

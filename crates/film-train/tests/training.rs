@@ -56,6 +56,53 @@ fn tiny_model_overfits_the_fixture() {
 
 #[test]
 fn resumed_run_matches_an_uninterrupted_one() {
+    assert_resume_is_exact(request);
+}
+
+/// Fresh questions each epoch, asked in groups of two per image.
+fn fresh_request(out: &Path, cache: &Path, epochs: usize) -> TrainRequest {
+    let mut r = request(out, cache, epochs);
+    r.preset.training.fresh_questions = Some(6);
+    r.preset.training.questions_per_image = 2;
+    r
+}
+
+#[test]
+fn fresh_questions_change_every_epoch_and_resume_exactly() {
+    assert_resume_is_exact(fresh_request);
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    train(&fresh_request(&run, &dir.path().join("cache"), 2), &Device::Cpu).unwrap();
+    let fresh = film_train::fresh_questions::FreshQuestions::new(
+        &clevr::layout::SplitFiles::clevr(&fixture(), clevr::layout::Release::V1, "train").unwrap(),
+        &(0..3)
+            .map(|i| format!("CLEVR_train_{i:06}.png"))
+            .collect::<Vec<_>>(),
+        6,
+        7,
+    )
+    .unwrap();
+    assert_eq!(fresh.scene_count(), 3);
+    let (a, b) = (fresh.questions(0), fresh.questions(1));
+    assert!(!a.is_empty() && a.len() <= 18, "{} questions", a.len());
+    assert_eq!(
+        a,
+        fresh.questions(0),
+        "an epoch's questions depend on the seed and epoch only"
+    );
+    assert_ne!(a, b, "the next epoch asks other questions");
+    // The fixture's train file has 39 questions, the fresh epochs at most 18 each: the
+    // run's steps are those of the fresh epochs.
+    let vocab = clevr::vocab::Vocabulary::load(&run).unwrap();
+    let batch = presets::by_name("tiny").unwrap().training.batch_size;
+    let expected: usize = (0..2)
+        .map(|e| fresh.question_set(e, &vocab).unwrap().len().div_ceil(batch))
+        .sum();
+    let m = metrics(&run);
+    assert_eq!(m[m.len() - 1]["step"].as_u64().unwrap(), expected as u64);
+}
+
+fn assert_resume_is_exact(request: impl Fn(&Path, &Path, usize) -> TrainRequest) {
     let dir = tempfile::tempdir().unwrap();
     let cache = dir.path().join("cache");
     let straight = dir.path().join("straight");

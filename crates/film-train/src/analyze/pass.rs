@@ -91,7 +91,7 @@ pub fn run_pass(
             .map(|&l| l as usize)
             .collect();
         let questions = batch.questions.narrow(0, 0, keep)?.to_device(device)?;
-        let images = batch.images.narrow(0, 0, keep)?.to_device(device)?;
+        let images = batch.question_images()?.narrow(0, 0, keep)?.to_device(device)?;
         let params = applied_params(model, &shape, &questions, &lengths)?;
         pass.table.push(&params, &types);
         let stem = network.stem_t(&model.vision_input(&images)?, false)?;

@@ -1,0 +1,128 @@
+//! Fresh training questions every epoch: the project's question generator asks new
+//! questions about the training scenes, so that a long run does not memorise a fixed set.
+//!
+//! Epoch `e`'s questions depend only on the run's seed and `e`, so a resumed run sees
+//! the very questions an uninterrupted one would have. The scenes come from the split's
+//! scene file (`scenes/CLEVR_train_scenes.json`), which the embedded dataset and real
+//! CLEVR v1.0 and CoGenT both have; CLEVR-Humans has none, so it cannot use this.
+
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use anyhow::{bail, Context, Result};
+use clevr::dataset::QuestionSet;
+use clevr::layout::SplitFiles;
+use clevr::vocab::Vocabulary;
+use clevr::{Scene, ScenesFile};
+use clevr_synth::questions::{generate_questions, QuestionConfig};
+
+/// Keeps epoch seeds apart from the dataset generator's own seeds.
+const EPOCH_MIX: u64 = 0xD1B5_4A32_D192_ED03;
+
+/// The training scenes and how to ask about them.
+#[derive(Clone)]
+pub struct FreshQuestions {
+    scenes: Arc<Vec<Scene>>,
+    /// The training set's image list: generated questions read the same image cache.
+    images: Arc<Vec<String>>,
+    config: QuestionConfig,
+    seed: u64,
+}
+
+impl FreshQuestions {
+    /// Reads the scenes of `files` whose images the training set `images` holds, to ask
+    /// `per_image` questions about each of them every epoch.
+    pub fn new(files: &SplitFiles, images: &[String], per_image: usize, seed: u64) -> Result<Self> {
+        let Some(scenes_path) = &files.scenes else {
+            bail!(
+                "fresh questions are generated from scene graphs, and split {:?} has no scene file",
+                files.split
+            );
+        };
+        let file = ScenesFile::read(scenes_path).with_context(|| {
+            format!(
+                "fresh questions are generated from the training scenes: reading {}",
+                scenes_path.display()
+            )
+        })?;
+        let known: std::collections::HashSet<&str> = images.iter().map(String::as_str).collect();
+        let scenes: Vec<Scene> = file
+            .scenes
+            .into_iter()
+            .filter(|s| known.contains(s.image_filename.as_str()))
+            .collect();
+        if scenes.is_empty() {
+            bail!(
+                "{}: none of its {} scenes is about an image of the training questions",
+                scenes_path.display(),
+                images.len()
+            );
+        }
+        if per_image == 0 {
+            bail!("fresh questions: at least one question per image");
+        }
+        Ok(FreshQuestions {
+            scenes: Arc::new(scenes),
+            images: Arc::new(images.to_vec()),
+            config: QuestionConfig {
+                per_image,
+                ..QuestionConfig::default()
+            },
+            seed,
+        })
+    }
+
+    /// The scenes questions are asked about.
+    pub fn scene_count(&self) -> usize {
+        self.scenes.len()
+    }
+
+    /// Epoch `epoch`'s questions, as text and programs.
+    pub fn questions(&self, epoch: u64) -> Vec<clevr::Question> {
+        let seed = self.seed ^ (epoch + 1).wrapping_mul(EPOCH_MIX);
+        generate_questions(&self.scenes, "train", &self.config, seed)
+    }
+
+    /// Epoch `epoch`'s questions, encoded with `vocab` against the training image cache.
+    pub fn question_set(&self, epoch: u64, vocab: &Vocabulary) -> Result<QuestionSet> {
+        let (set, report) = QuestionSet::from_questions(self.questions(epoch), vocab, &self.images)
+            .with_context(|| format!("encoding the fresh questions of epoch {epoch}"))?;
+        if !report.skipped.is_empty() {
+            eprintln!("fresh questions of epoch {epoch}: {report}");
+        }
+        if set.is_empty() {
+            bail!("epoch {epoch}: the generator asked no question about the training scenes");
+        }
+        Ok(set)
+    }
+
+    /// Starts building epoch `epoch`'s questions on a thread of its own, so that the
+    /// training loop does not wait for them at the epoch's start.
+    pub fn prepare(&self, epoch: u64, vocab: &Vocabulary) -> Prepared {
+        let this = self.clone();
+        let vocab = vocab.clone();
+        let worker = std::thread::Builder::new()
+            .name("fresh-questions".to_string())
+            .spawn(move || this.question_set(epoch, &vocab))
+            .expect("spawning the question thread");
+        Prepared { epoch, worker }
+    }
+}
+
+/// An epoch's questions in the making.
+pub struct Prepared {
+    pub epoch: u64,
+    worker: JoinHandle<Result<QuestionSet>>,
+}
+
+impl Prepared {
+    pub fn wait(self) -> Result<QuestionSet> {
+        match self.worker.join() {
+            Ok(result) => result,
+            Err(_) => bail!(
+                "the thread generating the questions of epoch {} panicked",
+                self.epoch
+            ),
+        }
+    }
+}
