@@ -8,11 +8,10 @@
 
 use std::collections::HashMap;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use clevr::batch::Curriculum;
 use clevr::dataset::QuestionSet;
-use clevr::layout::SplitFiles;
-use clevr::ScenesFile;
+use clevr::Scene;
 
 /// The share of the easiest questions that the first curriculum step draws from.
 pub const START_FRACTION: f64 = 0.2;
@@ -25,25 +24,9 @@ pub fn curriculum(steps: u64) -> Curriculum {
     }
 }
 
-/// Objects in each scene of `files`, by `image_index`.
-pub fn object_counts(files: &SplitFiles) -> Result<HashMap<usize, usize>> {
-    let Some(path) = &files.scenes else {
-        bail!(
-            "a curriculum ranks questions by their scene's objects, and split {:?} has no scene file",
-            files.split
-        );
-    };
-    let scenes = ScenesFile::read(path).with_context(|| {
-        format!(
-            "the curriculum counts each scene's objects: reading {}",
-            path.display()
-        )
-    })?;
-    Ok(scenes
-        .scenes
-        .iter()
-        .map(|s| (s.image_index, s.objects.len()))
-        .collect())
+/// Objects in each of `scenes`, by `image_index`.
+pub fn object_counts(scenes: &[Scene]) -> HashMap<usize, usize> {
+    scenes.iter().map(|s| (s.image_index, s.objects.len())).collect()
 }
 
 /// Each question's difficulty: its scene's object count and its program's length, each

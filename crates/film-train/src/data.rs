@@ -11,6 +11,7 @@ use clevr::features::FeatureFile;
 use clevr::image::{Filter, ImageConfig, Normalization};
 use clevr::layout::{Release, SplitFiles};
 use clevr::vocab::Vocabulary;
+use clevr::{Scene, ScenesFile};
 use film_vision::Stem;
 
 use crate::presets::ModelConfig;
@@ -71,6 +72,19 @@ pub fn image_config(size: usize) -> ImageConfig {
 pub fn split_files(root: &Path, split: &str) -> Result<SplitFiles> {
     SplitFiles::clevr(root, Release::V1, split)
         .with_context(|| format!("locating split {split:?} under {}", root.display()))
+}
+
+/// The scene graphs of `files`, for the training switches that learn from them (`what`
+/// names the switch in errors): a split without a scene file (CLEVR-Humans) is an error.
+pub fn read_scenes(files: &SplitFiles, what: &str) -> Result<Vec<Scene>> {
+    let Some(path) = &files.scenes else {
+        bail!(
+            "{what} needs scene graphs, and split {:?} has no scene file",
+            files.split
+        );
+    };
+    let file = ScenesFile::read(path).with_context(|| format!("{what}: reading {}", path.display()))?;
+    Ok(file.scenes)
 }
 
 /// Where preprocessed images of the dataset `root` are cached unless told otherwise.

@@ -11,9 +11,8 @@ use std::thread::JoinHandle;
 
 use anyhow::{bail, Context, Result};
 use clevr::dataset::QuestionSet;
-use clevr::layout::SplitFiles;
 use clevr::vocab::Vocabulary;
-use clevr::{Scene, ScenesFile};
+use clevr::Scene;
 use clevr_synth::questions::{generate_questions, QuestionConfig};
 
 /// Keeps epoch seeds apart from the dataset generator's own seeds.
@@ -30,33 +29,17 @@ pub struct FreshQuestions {
 }
 
 impl FreshQuestions {
-    /// Reads the scenes of `files` whose images the training set `images` holds, to ask
-    /// `per_image` questions about each of them every epoch.
-    pub fn new(files: &SplitFiles, images: &[String], per_image: usize, seed: u64) -> Result<Self> {
-        let Some(scenes_path) = &files.scenes else {
-            bail!(
-                "fresh questions are generated from scene graphs, and split {:?} has no scene file",
-                files.split
-            );
-        };
-        let file = ScenesFile::read(scenes_path).with_context(|| {
-            format!(
-                "fresh questions are generated from the training scenes: reading {}",
-                scenes_path.display()
-            )
-        })?;
+    /// Asks `per_image` questions every epoch about those of `scenes` whose images the
+    /// training set `images` holds.
+    pub fn new(scenes: Vec<Scene>, images: &[String], per_image: usize, seed: u64) -> Result<Self> {
         let known: std::collections::HashSet<&str> = images.iter().map(String::as_str).collect();
-        let scenes: Vec<Scene> = file
-            .scenes
+        let total = scenes.len();
+        let scenes: Vec<Scene> = scenes
             .into_iter()
             .filter(|s| known.contains(s.image_filename.as_str()))
             .collect();
         if scenes.is_empty() {
-            bail!(
-                "{}: none of its {} scenes is about an image of the training questions",
-                scenes_path.display(),
-                images.len()
-            );
+            bail!("fresh questions: none of the {total} training scenes is about an image of the training questions");
         }
         if per_image == 0 {
             bail!("fresh questions: at least one question per image");

@@ -13,8 +13,7 @@ use std::collections::HashMap;
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device, Tensor, D};
 use candle_nn::{Linear, Module, VarBuilder};
-use clevr::layout::SplitFiles;
-use clevr::{Color, Material, Scene, ScenesFile, Shape, Size};
+use clevr::{Color, Material, Scene, Shape, Size};
 
 /// Objectness, then the scores of each attribute's values in CLEVR's order.
 const CLASSES: [usize; 4] = [
@@ -74,22 +73,9 @@ pub struct Targets {
 }
 
 impl SceneTargets {
-    /// Reads the scene file of `files`; the images the scenes were rendered at are
-    /// `image_size` (width, height) pixels, which `pixel_coords` count in.
-    pub fn new(files: &SplitFiles, image_size: (u32, u32)) -> Result<Self> {
-        let Some(path) = &files.scenes else {
-            bail!(
-                "perception targets come from scene graphs, and split {:?} has no scene file",
-                files.split
-            );
-        };
-        let file = ScenesFile::read(path)
-            .with_context(|| format!("perception targets: reading {}", path.display()))?;
-        Self::from_scenes(&file.scenes, image_size)
-            .with_context(|| format!("perception targets from {}", path.display()))
-    }
-
-    fn from_scenes(scenes: &[Scene], (width, height): (u32, u32)) -> Result<Self> {
+    /// The objects of `scenes`, rendered at `(width, height)` pixels, which
+    /// `pixel_coords` count in.
+    pub fn from_scenes(scenes: &[Scene], (width, height): (u32, u32)) -> Result<Self> {
         let mut by_image = HashMap::with_capacity(scenes.len());
         for scene in scenes {
             let mut seen = Vec::with_capacity(scene.objects.len());

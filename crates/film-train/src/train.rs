@@ -133,9 +133,23 @@ pub fn train(request: &TrainRequest, device: &Device) -> Result<TrainOutcome> {
         request.features_dir.as_deref(),
     );
     let train_split = load_split(&config.data, "train", &vocab, &source)?;
+    let train_files = split_files(&config.data, "train")?;
+    // The switches that learn from the scene graphs share one read of the scene file.
+    let scene_users: Vec<&str> = [
+        (config.training.fresh_questions.is_some(), "--fresh-questions"),
+        (config.training.curriculum_steps.is_some(), "--curriculum-steps"),
+        (config.training.perception_weight > 0.0, "--perception-weight"),
+    ]
+    .into_iter()
+    .filter_map(|(on, name)| on.then_some(name))
+    .collect();
+    let scenes = match scene_users.is_empty() {
+        true => Vec::new(),
+        false => crate::data::read_scenes(&train_files, &scene_users.join(" and "))?,
+    };
     let fresh = match config.training.fresh_questions {
         Some(per_image) => Some(FreshQuestions::new(
-            &split_files(&config.data, "train")?,
+            scenes.clone(),
             &train_split.questions.images,
             per_image,
             config.seed,
@@ -211,25 +225,18 @@ pub fn train(request: &TrainRequest, device: &Device) -> Result<TrainOutcome> {
     let curriculum = training.curriculum_steps.map(crate::curriculum::curriculum);
     let scene_targets = match (&model.perception, training.perception_weight > 0.0) {
         (Some(_), true) => {
-            let files = split_files(&config.data, "train")?;
             let first = train_split
                 .questions
                 .images
                 .first()
                 .context("the training split has no images")?;
-            let size = crate::perception::png_size(&files.image_path(first)?)?;
-            Some(SceneTargets::new(&files, size)?)
+            let size = crate::perception::png_size(&train_files.image_path(first)?)?;
+            Some(SceneTargets::from_scenes(&scenes, size).context("perception targets")?)
         }
         (None, true) => bail!("--perception-weight needs a model with a perception head"),
         _ => None,
     };
-    let object_counts = match curriculum {
-        Some(_) => Some(crate::curriculum::object_counts(&split_files(
-            &config.data,
-            "train",
-        )?)?),
-        None => None,
-    };
+    let object_counts = curriculum.map(|_| crate::curriculum::object_counts(&scenes));
     let session_start = Instant::now();
     let seconds_before = state.train_seconds;
     let out_of_time = |state: &RunState| config.minutes.is_some_and(|m| state.train_seconds >= m * 60.0);

@@ -73,8 +73,9 @@ fn fresh_questions_change_every_epoch_and_resume_exactly() {
     let dir = tempfile::tempdir().unwrap();
     let run = dir.path().join("run");
     train(&fresh_request(&run, &dir.path().join("cache"), 2), &Device::Cpu).unwrap();
+    let files = clevr::layout::SplitFiles::clevr(&fixture(), clevr::layout::Release::V1, "train").unwrap();
     let fresh = film_train::fresh_questions::FreshQuestions::new(
-        &clevr::layout::SplitFiles::clevr(&fixture(), clevr::layout::Release::V1, "train").unwrap(),
+        film_train::data::read_scenes(&files, "the test").unwrap(),
         &(0..3)
             .map(|i| format!("CLEVR_train_{i:06}.png"))
             .collect::<Vec<_>>(),
