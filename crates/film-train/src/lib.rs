@@ -11,6 +11,7 @@ pub mod cli;
 pub mod compare;
 pub mod curriculum;
 pub mod data;
+pub mod epoch_plan;
 pub mod evaluate;
 pub mod fresh_questions;
 pub mod gpu;

@@ -210,3 +210,81 @@ fn features_of_the_wrong_shape_or_missing_are_reported_with_the_file() {
         "{err}"
     );
 }
+
+/// A copy of the fixture under `dir`, for tests that change its files.
+fn fixture_copy(dir: &Path) -> PathBuf {
+    fn copy(from: &Path, to: &Path) {
+        std::fs::create_dir_all(to).unwrap();
+        for entry in std::fs::read_dir(from).unwrap() {
+            let entry = entry.unwrap();
+            let target = to.join(entry.file_name());
+            if entry.file_type().unwrap().is_dir() {
+                copy(&entry.path(), &target);
+            } else {
+                std::fs::copy(entry.path(), &target).unwrap();
+            }
+        }
+    }
+    let data = dir.join("data");
+    copy(&fixture(), &data);
+    data
+}
+
+/// Keeps the first `keep` questions of the copy's training questions file.
+fn keep_train_questions(data: &Path, keep: usize) {
+    let path = data.join("questions/CLEVR_train_questions.json");
+    let mut file: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    file["questions"].as_array_mut().unwrap().truncate(keep);
+    std::fs::write(&path, file.to_string()).unwrap();
+}
+
+/// Runs `f` on a thread of its own and fails the test if it has not returned after
+/// `seconds`, so that a training loop that never ends is a failure, not a hung test.
+fn within<T: Send + 'static>(seconds: u64, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let (send, receive) = std::sync::mpsc::channel();
+    std::thread::spawn(move || send.send(f()).unwrap());
+    receive
+        .recv_timeout(std::time::Duration::from_secs(seconds))
+        .unwrap_or_else(|_| panic!("still running after {seconds} s: the training loop does not end"))
+}
+
+#[test]
+fn an_epoch_without_batches_is_an_error_not_an_endless_loop() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = fixture_copy(dir.path());
+    let run = dir.path().join("run");
+    let cache = dir.path().join("cache");
+    let mut first = request(&run, &cache, 1);
+    first.data = data.clone();
+    train(&first, &Device::Cpu).unwrap();
+    // As if the run had been killed after two of its three batches of epoch 1.
+    let state_path = run.join("state.json");
+    let mut state: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&state_path).unwrap()).unwrap();
+    state["batches_done_in_epoch"] = 2.into();
+    std::fs::write(&state_path, state.to_string()).unwrap();
+
+    // Under a time budget: the clock only moves while batches train.
+    let resume = |run: &Path, cache: &Path, data: &Path| {
+        let mut r = request(run, cache, 1);
+        r.data = data.to_path_buf();
+        r.epochs = None;
+        r.minutes = Some(0.5);
+        within(120, move || {
+            train(&r, &Device::Cpu).err().map(|e| format!("{e:#}"))
+        })
+    };
+    // The dataset shrank to one batch of 16 questions.
+    keep_train_questions(&data, 10);
+    let err = resume(&run, &cache, &data).expect("a shrunk dataset is an error");
+    assert!(
+        err.contains("stopped after batch 2 of epoch 1, but split \"train\" now makes only 1 batches of 16 from 10 questions"),
+        "{err}"
+    );
+    keep_train_questions(&data, 0);
+    let err = resume(&run, &cache, &data).expect("an empty split is an error");
+    assert!(
+        err.contains("epoch 1 of split \"train\" has no batches: the questions file holds no questions"),
+        "{err}"
+    );
+}
