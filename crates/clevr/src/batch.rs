@@ -53,6 +53,37 @@ pub enum BatchError {
     },
     #[error("batch_size must be at least 1")]
     EmptyBatch,
+    #[error(
+        "the batch thread panicked building batch {batch} of {batches} (questions at positions {}): {message}",
+        list_positions(positions)
+    )]
+    WorkerPanicked {
+        batch: usize,
+        batches: usize,
+        positions: Vec<usize>,
+        message: String,
+    },
+    #[error("the batch thread stopped after {delivered} of {batches} batches without saying why")]
+    WorkerVanished { delivered: usize, batches: usize },
+}
+
+/// The first few question positions of a batch, for an error message.
+fn list_positions(positions: &[usize]) -> String {
+    const SHOWN: usize = 8;
+    let mut list: Vec<String> = positions.iter().take(SHOWN).map(usize::to_string).collect();
+    if positions.len() > SHOWN {
+        list.push(format!("… {} in all", positions.len()));
+    }
+    list.join(", ")
+}
+
+/// The message of a caught panic (`panic!` payloads are `&str` or `String`).
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".to_string())
 }
 
 /// How batches are cut and produced.
@@ -412,12 +443,26 @@ impl Batcher {
     pub fn batches(&self, plan: Vec<Vec<usize>>) -> Prefetch {
         let (sender, receiver) = sync_channel(self.config.prefetch.max(1));
         let batcher = self.clone();
+        let batches = plan.len();
         let worker = std::thread::Builder::new()
             .name("clevr-batches".to_string())
             .spawn(move || {
-                for positions in plan {
+                for (batch, positions) in plan.into_iter().enumerate() {
+                    // A panic becomes the batch's error: the consumer must not mistake a
+                    // dead worker for the end of the epoch.
+                    let built =
+                        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| batcher.batch(&positions)))
+                            .unwrap_or_else(|payload| {
+                                Err(BatchError::WorkerPanicked {
+                                    batch,
+                                    batches,
+                                    message: panic_message(&*payload),
+                                    positions,
+                                })
+                            });
+                    let failed = built.is_err();
                     // A send error means the consumer stopped early: nothing to do.
-                    if sender.send(batcher.batch(&positions)).is_err() {
+                    if sender.send(built).is_err() || failed {
                         break;
                     }
                 }
@@ -426,20 +471,37 @@ impl Batcher {
         Prefetch {
             receiver: Some(receiver),
             worker: Some(worker),
+            batches,
+            delivered: 0,
         }
     }
 }
 
-/// Iterator over prefetched batches of one epoch.
+/// Iterator over prefetched batches of one epoch: every batch of the plan, or an error
+/// in place of the first one that could not be built, after which it ends.
 pub struct Prefetch {
     receiver: Option<Receiver<Result<Batch, BatchError>>>,
     worker: Option<JoinHandle<()>>,
+    batches: usize,
+    delivered: usize,
 }
 
 impl Iterator for Prefetch {
     type Item = Result<Batch, BatchError>;
     fn next(&mut self) -> Option<Self::Item> {
-        self.receiver.as_ref()?.recv().ok()
+        let item = match self.receiver.as_ref()?.recv() {
+            Ok(item) => item,
+            Err(_) if self.delivered < self.batches => Err(BatchError::WorkerVanished {
+                delivered: self.delivered,
+                batches: self.batches,
+            }),
+            Err(_) => return None,
+        };
+        self.delivered += 1;
+        if item.is_err() {
+            self.receiver = None;
+        }
+        Some(item)
     }
 }
 
@@ -721,6 +783,29 @@ mod tests {
             ..BatchConfig::default()
         };
         assert!(Batcher::new(set, cache, Normalization::UNIT, zero).is_err());
+    }
+
+    #[test]
+    fn a_panic_building_a_batch_is_an_error_naming_the_batch() {
+        let (_root, set, cache) = fixture();
+        // Question 4's token range runs past the token array: slicing it panics.
+        let mut bad = (*set).clone();
+        bad.offsets[5] = 10_000;
+        let config = BatchConfig {
+            batch_size: 3,
+            shuffle: false,
+            ..BatchConfig::default()
+        };
+        let b = Batcher::new(Arc::new(bad), cache, Normalization::UNIT, config).unwrap();
+        let epoch: Vec<_> = b.epoch(0).collect();
+        assert_eq!(epoch.len(), 2, "batch 0, then the error in place of batch 1");
+        assert!(epoch[0].is_ok());
+        let err = epoch[1].as_ref().expect_err("batch 1 failed").to_string();
+        assert!(
+            err.contains("panicked building batch 1 of 3 (questions at positions 3, 4, 5)"),
+            "{err}"
+        );
+        assert!(err.contains("out of range"), "the panic's message: {err}");
     }
 
     #[test]
