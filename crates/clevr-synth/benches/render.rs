@@ -32,7 +32,9 @@ fn bench_render(c: &mut Criterion) {
                 .par_iter()
                 .zip(objects.par_iter())
                 .map(|(s, o)| {
-                    let image = renderer.render(&s.camera, o);
+                    let image = renderer
+                        .render(&s.camera, o)
+                        .expect("480 x 320 is within the renderer's limit");
                     let mut png = Vec::with_capacity(200_000);
                     encode_png(&image, &mut png).expect("in-memory PNG");
                     png.len()
@@ -45,7 +47,13 @@ fn bench_render(c: &mut Criterion) {
             scenes
                 .iter()
                 .zip(&objects)
-                .map(|(s, o)| renderer.render(&s.camera, o).rgba.len())
+                .map(|(s, o)| {
+                    renderer
+                        .render(&s.camera, o)
+                        .expect("480 x 320 is within the renderer's limit")
+                        .rgba
+                        .len()
+                })
                 .sum::<usize>()
         })
     });

@@ -30,7 +30,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             .ok_or_else(|| format!("{}: no scene with image_index {index}", args[1]))?;
         let camera = fitted_camera(&model, scene, 480, 320);
         let start = std::time::Instant::now();
-        let image = renderer.render(&camera, &render_objects(scene));
+        let image = renderer.render(&camera, &render_objects(scene))?;
         eprintln!("scene {index}: rendered in {:?}", start.elapsed());
         let path = out.join(format!("synth_{index:06}.png"));
         encode_png(&image, std::io::BufWriter::new(std::fs::File::create(&path)?))?;

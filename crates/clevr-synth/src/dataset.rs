@@ -11,7 +11,7 @@ use crate::attributes::Cogent;
 use crate::camera::CameraModel;
 use crate::png_out::encode_png;
 use crate::questions::{generate_questions, QuestionConfig};
-use crate::render::Renderer;
+use crate::render::{pixel_count, Renderer};
 use crate::sampler::{SamplerConfig, SceneSampler};
 use crate::scene_graph::{fitted_camera, render_objects, to_scene_graph};
 use clevr::scene::{Info, ScenesFile};
@@ -81,8 +81,17 @@ pub enum GenerateError {
     OutputExists { path: PathBuf },
     #[error("CLEVR-CoGenT condition B has no train split (only valB, testB): use --train-images 0 with --cogent B")]
     CogentBTrain,
-    #[error("image size {width}x{height}: both sides must be at least 16 pixels")]
+    #[error(
+        "--size {width}x{height}: both sides must be at least 16 pixels, and the image at most \
+         {} pixels",
+        crate::render::MAX_PIXELS
+    )]
     BadSize { width: u32, height: u32 },
+    #[error("{path}: {source}")]
+    Render {
+        path: PathBuf,
+        source: crate::render::RenderError,
+    },
 }
 
 /// What was written, for the caller's summary.
@@ -102,7 +111,7 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> GenerateError + '_ {
 /// Generates the dataset described by `config`; `progress` advances by one
 /// per image rendered (its length is set here).
 pub fn generate(config: &GenerateConfig, progress: &ProgressBar) -> Result<GenerateSummary, GenerateError> {
-    if config.width < 16 || config.height < 16 {
+    if config.width < 16 || config.height < 16 || pixel_count(config.width, config.height).is_err() {
         return Err(GenerateError::BadSize {
             width: config.width,
             height: config.height,
@@ -267,8 +276,13 @@ fn write_images(
         } else {
             plan.cameras[i].clone()
         };
-        let image = renderer.render(&camera, &render_objects(scene));
         let path = dir.join(&scene.image_filename);
+        let image = renderer
+            .render(&camera, &render_objects(scene))
+            .map_err(|source| GenerateError::Render {
+                path: path.clone(),
+                source,
+            })?;
         let file = fs::File::create(&path).map_err(io_err(&path))?;
         let mut writer = BufWriter::new(file);
         encode_png(&image, &mut writer).map_err(|source| GenerateError::Png {

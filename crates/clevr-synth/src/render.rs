@@ -98,6 +98,25 @@ pub struct Image {
     pub rgba: Vec<u8>,
 }
 
+/// The most pixels [`Renderer::render`] draws: a 8192 x 8192 image, whose buffers (linear
+/// colour, object ids, RGBA) take about 1.4 GB. CLEVR renders 480 x 320.
+pub const MAX_PIXELS: usize = 8192 * 8192;
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum RenderError {
+    #[error("a {width} x {height} image has more than the {MAX_PIXELS} pixels the renderer draws")]
+    TooLarge { width: u32, height: u32 },
+}
+
+/// Pixels of a `width` x `height` image, counted in usize (a u32 product wraps above
+/// 65536 x 65536), within [`MAX_PIXELS`].
+pub fn pixel_count(width: u32, height: u32) -> Result<usize, RenderError> {
+    (width as usize)
+        .checked_mul(height as usize)
+        .filter(|&n| n <= MAX_PIXELS)
+        .ok_or(RenderError::TooLarge { width, height })
+}
+
 /// Key, fill and back light.
 pub const LIGHTS: usize = 3;
 const TILE: u32 = 16;
@@ -138,11 +157,14 @@ impl Renderer {
         Self { look, srgb }
     }
 
-    pub fn render(&self, camera: &Camera, objects: &[RenderObject]) -> Image {
-        let scene = SceneGeometry::new(&self.look, objects, camera);
+    /// The image `camera` sees of `objects`; an error for an image of more than
+    /// [`MAX_PIXELS`] pixels.
+    pub fn render(&self, camera: &Camera, objects: &[RenderObject]) -> Result<Image, RenderError> {
         let (w, h) = (camera.width, camera.height);
-        let mut linear = vec![Vec3::ZERO; (w * h) as usize];
-        let mut ids = vec![NO_OBJECT; (w * h) as usize];
+        let pixels = pixel_count(w, h)?;
+        let scene = SceneGeometry::new(&self.look, objects, camera);
+        let mut linear = vec![Vec3::ZERO; pixels];
+        let mut ids = vec![NO_OBJECT; pixels];
         let all: Vec<u8> = (0..objects.len() as u8).collect();
         let mut tile = TileLists::default();
         for ty in (0..h).step_by(TILE as usize) {
@@ -157,7 +179,7 @@ impl Renderer {
                         let at = ((x - tx) as f32 + 0.5, (y - ty) as f32 + 0.5);
                         let (c, id) =
                             scene.shade_primary(camera.position, dir, &tile, &all, Some((&grid, at)));
-                        let i = (y * w + x) as usize;
+                        let i = y as usize * w as usize + x as usize;
                         linear[i] = c;
                         ids[i] = id;
                     }
@@ -168,7 +190,7 @@ impl Renderer {
         // only place a one-sample-per-pixel image looks jagged. Samples stay
         // inside their pixel, so the tile's lists still hold.
         let edge = |x: u32, y: u32| {
-            let i = (y * w + x) as usize;
+            let i = y as usize * w as usize + x as usize;
             let id = ids[i];
             (x > 0 && ids[i - 1] != id)
                 || (x + 1 < w && ids[i + 1] != id)
@@ -190,7 +212,7 @@ impl Renderer {
                             scene.fill_tile_lists(camera, [tx, ty, x1, y1], &mut tile);
                             lists_ready = true;
                         }
-                        let i = (y * w + x) as usize;
+                        let i = y as usize * w as usize + x as usize;
                         let mut c = linear[i];
                         for (dx, dy) in AA_OFFSETS {
                             let dir = camera.ray_direction(x as f32 + 0.5 + dx, y as f32 + 0.5 + dy);
@@ -201,17 +223,18 @@ impl Renderer {
                 }
             }
         }
-        let mut out = vec![255u8; (w * h * 4) as usize];
+        // Within MAX_PIXELS, four bytes a pixel cannot overflow a usize.
+        let mut out = vec![255u8; pixels * 4];
         for (i, c) in smoothed.iter().enumerate() {
             out[i * 4] = self.encode(c.x);
             out[i * 4 + 1] = self.encode(c.y);
             out[i * 4 + 2] = self.encode(c.z);
         }
-        Image {
+        Ok(Image {
             width: w,
             height: h,
             rgba: out,
-        }
+        })
     }
 
     /// The object seen through pixel coordinates (x, y), if any.
@@ -586,4 +609,32 @@ fn shadow_box(light: &Light, p: &Primitive) -> [f32; 4] {
         b = [b[0].min(g.x), b[1].min(g.y), b[2].max(g.x), b[3].max(g.y)];
     }
     b
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::camera::CameraModel;
+    use crate::math::Vec3;
+
+    #[test]
+    fn an_image_too_large_to_count_in_u32_is_an_error() {
+        let model = CameraModel::clevr();
+        // 70000 x 70000 pixels wraps a u32 product (to 605032704, which would pass a
+        // bound checked after the multiplication).
+        let camera = model.at(Vec3::new(7.0, -7.0, 5.0), 70_000, 70_000);
+        assert_eq!(
+            Renderer::default().render(&camera, &[]).unwrap_err(),
+            RenderError::TooLarge {
+                width: 70_000,
+                height: 70_000
+            }
+        );
+        assert!(pixel_count(8192, 8193).is_err());
+        let small = model.at(Vec3::new(7.0, -7.0, 5.0), 32, 16);
+        assert_eq!(
+            Renderer::default().render(&small, &[]).unwrap().rgba.len(),
+            32 * 16 * 4
+        );
+    }
 }

@@ -173,7 +173,7 @@ impl<'a> SceneSampler<'a> {
         // Counting every second pixel is accurate to a few pixels and four
         // times cheaper than the full-resolution count.
         let counts = self.renderer.visible_pixels(camera, &render, 2);
-        let area = (cfg.width * cfg.height) as f32 / (480.0 * 320.0);
+        let area = cfg.width as f32 * cfg.height as f32 / (480.0 * 320.0);
         let needed = (cfg.min_visible_pixels as f32 * area).ceil() as u32;
         counts.iter().all(|&c| c >= needed)
     }

@@ -112,3 +112,16 @@ fn renders_and_asks_about_an_existing_scenes_file() {
     let files = SplitFiles::clevr(&out, Release::V1, "val").unwrap();
     assert!(verify(&files).unwrap().passed());
 }
+
+#[test]
+fn an_image_size_beyond_the_renderer_limit_is_refused_up_front() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut config = tiny(&tmp.path().join("d"), 1);
+    (config.width, config.height) = (70_000, 70_000);
+    let err = generate(&config, &ProgressBar::hidden()).unwrap_err();
+    assert!(matches!(err, GenerateError::BadSize { .. }), "{err}");
+    assert!(
+        err.to_string().contains("--size 70000x70000: both sides must be at least 16 pixels, and the image at most 67108864 pixels"),
+        "{err}"
+    );
+}

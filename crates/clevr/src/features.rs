@@ -118,6 +118,17 @@ impl FeatureFile {
                 ),
             });
         };
+        // An empty map would make every batch's chunks of zero length, which rayon refuses.
+        if let Some(axis) = [(1, "channels"), (2, "height"), (3, "width")]
+            .into_iter()
+            .find_map(|(i, axis)| (shape[i] == 0).then_some(axis))
+        {
+            return Err(FeatureError::Header {
+                path: path.to_path_buf(),
+                field: "shape",
+                problem: format!("{shape:?} has zero {axis}: each image's feature map must hold values"),
+            });
+        }
         let expected = shape
             .iter()
             .try_fold(dtype.size(), |bytes, &d| bytes.checked_mul(d))
@@ -406,6 +417,21 @@ mod tests {
             e.contains("header field 'shape': [4294967296, 4294967296, 1, 1] is larger"),
             "{e}"
         );
+        for (shape, axis) in [
+            ("(2, 3, 0, 4)", "height"),
+            ("(2, 3, 4, 0)", "width"),
+            ("(2, 0, 4, 4)", "channels"),
+        ] {
+            let e = error_of(
+                &format!("{{'descr': '<f4', 'fortran_order': False, 'shape': {shape}, }}"),
+                0,
+            );
+            assert!(
+                e.contains("train_features.npy: header field 'shape': ")
+                    && e.contains(&format!("has zero {axis}")),
+                "{e}"
+            );
+        }
         let e = error_of("{'descr': '<f4', 'fortran_order': False }", 0);
         assert!(e.contains("header field 'shape': missing"), "{e}");
 

@@ -22,6 +22,12 @@ pub enum ImageError {
         path: PathBuf,
         source: png::DecodingError,
     },
+    #[error(
+        "{}: the PNG header claims {width} x {height} pixels, more than the {MAX_PNG_PIXELS} \
+         pixels (8192 x 8192) this loader decodes: a corrupt or hostile file?",
+        path.display()
+    )]
+    TooLarge { path: PathBuf, width: u32, height: u32 },
     #[error("{}: unsupported PNG layout {color:?} at {depth:?} after expansion", path.display())]
     Unsupported {
         path: PathBuf,
@@ -52,6 +58,10 @@ impl RgbImage {
     }
 }
 
+/// The most pixels [`decode_png`] decodes. The buffer is sized by the header, so without a
+/// bound a file of a hundred bytes could ask for gigabytes; CLEVR's images are 480 x 320.
+pub const MAX_PNG_PIXELS: u64 = 8192 * 8192;
+
 /// Reads a PNG file as 8-bit RGB.
 pub fn decode_png(path: &Path) -> Result<RgbImage, ImageError> {
     let file = std::fs::File::open(path).map_err(|source| ImageError::Open {
@@ -64,6 +74,15 @@ pub fn decode_png(path: &Path) -> Result<RgbImage, ImageError> {
     };
     let mut decoder = png::Decoder::new(BufReader::new(file));
     decoder.set_transformations(png::Transformations::normalize_to_color8());
+    let header = decoder.read_header_info().map_err(decode_error)?;
+    let (width, height) = (header.width, header.height);
+    if u64::from(width) * u64::from(height) > MAX_PNG_PIXELS {
+        return Err(ImageError::TooLarge {
+            path: path.to_path_buf(),
+            width,
+            height,
+        });
+    }
     let mut reader = decoder.read_info().map_err(decode_error)?;
     let (color, depth) = reader.output_color_type();
     let size = reader
@@ -376,6 +395,47 @@ mod tests {
             decode_png(&dir.path().join("none.png")),
             Err(ImageError::Open { .. })
         ));
+    }
+
+    /// CRC-32 (ISO-HDLC, as PNG chunks use), for patching a header in a test.
+    fn crc32(bytes: &[u8]) -> u32 {
+        let mut crc = u32::MAX;
+        for &b in bytes {
+            crc ^= u32::from(b);
+            for _ in 0..8 {
+                crc = if crc & 1 == 1 {
+                    (crc >> 1) ^ 0xEDB8_8320
+                } else {
+                    crc >> 1
+                };
+            }
+        }
+        !crc
+    }
+
+    #[test]
+    fn a_header_claiming_a_huge_image_is_refused_before_decoding() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("huge.png");
+        write_png(&path, &gradient(2, 2)).unwrap();
+        let mut bytes = std::fs::read(&path).unwrap();
+        // IHDR is the first chunk: length and type at 8..16, width and height at 16..24,
+        // its CRC (over type and data) at 29..33.
+        assert_eq!(&bytes[12..16], b"IHDR");
+        bytes[16..20].copy_from_slice(&60_000u32.to_be_bytes());
+        bytes[20..24].copy_from_slice(&60_000u32.to_be_bytes());
+        let crc = crc32(&bytes[12..29]);
+        bytes[29..33].copy_from_slice(&crc.to_be_bytes());
+        std::fs::write(&path, &bytes).unwrap();
+        assert!(bytes.len() < 100, "{} bytes on disk", bytes.len());
+        let err = decode_png(&path).unwrap_err();
+        assert!(matches!(err, ImageError::TooLarge { .. }), "{err}");
+        assert!(
+            err.to_string().contains(
+                "huge.png: the PNG header claims 60000 x 60000 pixels, more than the 67108864 pixels"
+            ),
+            "{err}"
+        );
     }
 
     #[test]

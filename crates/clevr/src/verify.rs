@@ -7,6 +7,7 @@ use crate::json::JsonError;
 use crate::layout::SplitFiles;
 use crate::scene::{Scene, ScenesFile};
 use crate::stream::for_each_question;
+use std::collections::HashMap;
 use std::fmt;
 
 #[derive(Debug, thiserror::Error)]
@@ -107,14 +108,9 @@ pub fn verify(files: &SplitFiles) -> Result<VerifyReport, VerifyError> {
         split: files.split.clone(),
     })?;
     let scenes = ScenesFile::read(scenes_path)?.scenes;
-    let mut by_index: Vec<Option<Scene>> = Vec::new();
-    for scene in scenes {
-        let i = scene.image_index;
-        if by_index.len() <= i {
-            by_index.resize(i + 1, None);
-        }
-        by_index[i] = Some(scene);
-    }
+    // Keyed, not a vector indexed by image_index: a hostile index (10^12) must not size
+    // an allocation.
+    let by_index: HashMap<usize, Scene> = scenes.into_iter().map(|s| (s.image_index, s)).collect();
     let mut report = VerifyReport::default();
     for_each_question(&files.questions, |q| {
         let position = report.questions;
@@ -124,7 +120,7 @@ pub fn verify(files: &SplitFiles) -> Result<VerifyReport, VerifyError> {
             return Ok(());
         };
         report.checked += 1;
-        let problem = match by_index.get(q.image_index).and_then(Option::as_ref) {
+        let problem = match by_index.get(&q.image_index) {
             None => Some(Problem::NoScene),
             Some(scene) => match execute(program, scene) {
                 Ok(answer) if answer.to_string() == *expected => None,
@@ -150,4 +146,39 @@ pub fn verify(files: &SplitFiles) -> Result<VerifyReport, VerifyError> {
         Ok(())
     })?;
     Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::layout::Release;
+
+    #[test]
+    fn a_huge_image_index_in_the_scenes_file_is_a_missing_scene_not_an_allocation() {
+        let root = tempfile::tempdir().unwrap();
+        let fixture = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/clevr-mini");
+        for dir in ["questions", "scenes"] {
+            std::fs::create_dir_all(root.path().join(dir)).unwrap();
+            let name = format!("{dir}/CLEVR_val_{dir}.json");
+            std::fs::copy(fixture.join(&name), root.path().join(&name)).unwrap();
+        }
+        let scenes_path = root.path().join("scenes/CLEVR_val_scenes.json");
+        let mut scenes: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&scenes_path).unwrap()).unwrap();
+        scenes["scenes"][1]["image_index"] = 1_000_000_000_000u64.into();
+        std::fs::write(&scenes_path, scenes.to_string()).unwrap();
+
+        let files = SplitFiles::clevr(root.path(), Release::V1, "val").unwrap();
+        let report = verify(&files).unwrap();
+        assert!(report.checked > 0);
+        assert!(
+            !report.mismatches.is_empty(),
+            "image 1's questions lost their scene"
+        );
+        assert!(report
+            .mismatches
+            .iter()
+            .all(|m| m.image_index == 1 && m.problem == Problem::NoScene));
+        assert_eq!(report.matched + report.mismatches.len(), report.checked);
+    }
 }

@@ -554,6 +554,7 @@ fn override_pixel_stem(
         *current = d;
     }
     if let Some(size) = image_size {
+        crate::limits::check_image_size_flag(size)?;
         model.image_size = size;
     }
     let map = u32::try_from(*current)
@@ -746,6 +747,11 @@ mod tests {
         assert!(err.to_string().contains("leaves no feature map"), "{err}");
         let err = override_pixel_stem(&mut mini, None, Some(0), "mini").unwrap_err();
         assert!(err.to_string().contains("at least one"), "{err}");
+        let err = override_pixel_stem(&mut mini, Some(100_000), None, "mini").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "--image-size 100000: the side must be between 1 and 1024 pixels"
+        );
     }
 
     #[test]

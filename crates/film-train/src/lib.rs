@@ -15,6 +15,7 @@ pub mod epoch_plan;
 pub mod evaluate;
 pub mod fresh_questions;
 pub mod gpu;
+pub mod limits;
 pub mod model;
 pub mod perception;
 pub mod plots;

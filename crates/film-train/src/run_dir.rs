@@ -186,8 +186,13 @@ impl RunDir {
         )
     }
 
+    /// The run's configuration, with the fields that size allocations or divide checked:
+    /// the file may have been edited by hand.
     pub fn read_config(&self) -> Result<RunConfig> {
-        read_json(&self.config_path())
+        let path = self.config_path();
+        let config = read_json(&path)?;
+        crate::limits::check_run_config(&config, &path)?;
+        Ok(config)
     }
 
     /// The state of the last complete checkpoint, if any.
@@ -276,6 +281,40 @@ mod tests {
         );
         assert!(err.contains("missing tensor missing"), "{err}");
         assert!(err.contains("unexpected tensor extra"), "{err}");
+        Ok(())
+    }
+
+    #[test]
+    fn a_hand_edited_config_out_of_range_names_the_file_and_field() -> Result<()> {
+        let dir = tempfile::tempdir()?;
+        let run = RunDir::create(dir.path())?;
+        let preset = crate::presets::by_name("tiny")?;
+        let mut config = RunConfig {
+            preset: preset.name,
+            model: preset.model,
+            training: preset.training,
+            data: PathBuf::from("data"),
+            seed: 0,
+            epochs: Some(1),
+            minutes: None,
+        };
+        run.write_config(&config)?;
+        assert_eq!(run.read_config()?, config);
+        config.training.eval_every = 0;
+        run.write_config(&config)?;
+        let err = run.read_config().unwrap_err().to_string();
+        assert!(
+            err.contains("config.json: field \"training.eval_every\" is 0; it must be at least 1"),
+            "{err}"
+        );
+        config.training.eval_every = 10;
+        config.model.image_size = 0;
+        run.write_config(&config)?;
+        let err = run.read_config().unwrap_err().to_string();
+        assert!(
+            err.contains("config.json: field \"model.image_size\" is 0, outside 1..=1024"),
+            "{err}"
+        );
         Ok(())
     }
 
