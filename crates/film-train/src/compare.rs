@@ -63,8 +63,7 @@ pub fn read_curve(run: &LabelledRun) -> Result<Curve> {
     let dir = RunDir::open(&run.dir)?;
     let batch = dir.read_config()?.training.batch_size as u64;
     let path = dir.metrics_path();
-    let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
-    let points = parse(&text, batch).with_context(|| format!("parsing {}", path.display()))?;
+    let points = evaluations(&crate::metrics_file::read(&path)?, batch, &path)?;
     if points.is_empty() {
         bail!("{}: no evaluation yet", path.display());
     }
@@ -74,15 +73,15 @@ pub fn read_curve(run: &LabelledRun) -> Result<Curve> {
     })
 }
 
-fn parse(text: &str, batch: u64) -> Result<Vec<Evaluation>> {
+/// The evaluations of the metrics records read from `path`, for a run of `batch` questions
+/// per step.
+fn evaluations(records: &[crate::metrics_file::Record], batch: u64, path: &Path) -> Result<Vec<Evaluation>> {
     let mut points = Vec::new();
-    for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
-        let record: serde_json::Value =
-            serde_json::from_str(line).with_context(|| format!("line {}: not JSON", i + 1))?;
+    for (line, record) in records {
         let field = |name: &str| {
             record[name]
                 .as_f64()
-                .with_context(|| format!("line {}: no numeric {name:?}", i + 1))
+                .with_context(|| format!("{}:{line}: no numeric {name:?}", path.display()))
         };
         let step = field("step")? as u64;
         points.push(Evaluation {
@@ -201,6 +200,10 @@ mod tests {
         assert!("=runs/a".parse::<LabelledRun>().is_err());
 
         let text = "{\"step\":500,\"overall\":0.4,\"train_seconds\":90}\n\n{\"step\":1000,\"overall\":0.5,\"train_seconds\":180}\n";
+        let parse = |text: &str, batch| {
+            let path = Path::new("metrics.jsonl");
+            evaluations(&crate::metrics_file::parse(text, path)?, batch, path)
+        };
         let points = parse(text, 64).unwrap();
         assert_eq!(
             points[1],
@@ -212,7 +215,13 @@ mod tests {
             }
         );
         let err = parse("{\"step\":1,\"overall\":0.5}", 64).unwrap_err().to_string();
-        assert!(err.contains("line 1: no numeric \"train_seconds\""), "{err}");
+        assert!(
+            err.contains("metrics.jsonl:1: no numeric \"train_seconds\""),
+            "{err}"
+        );
+        // A last line torn by a crash is skipped.
+        let torn = format!("{text}{{\"step\":1500,\"ove");
+        assert_eq!(parse(&torn, 64).unwrap().len(), 2);
     }
 
     #[test]

@@ -16,6 +16,7 @@ pub mod evaluate;
 pub mod fresh_questions;
 pub mod gpu;
 pub mod limits;
+pub mod metrics_file;
 pub mod model;
 pub mod perception;
 pub mod plots;

@@ -237,15 +237,9 @@ impl RunDir {
         (self.model_path(state.step), self.optimizer_path(state.step))
     }
 
-    /// Appends one JSON line to `metrics.jsonl`.
+    /// Appends one JSON line to `metrics.jsonl`, cutting away a last line torn by a crash.
     pub fn append_metrics(&self, record: &serde_json::Value) -> Result<()> {
-        let path = self.metrics_path();
-        let mut file = fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&path)
-            .with_context(|| format!("opening {}", path.display()))?;
-        writeln!(file, "{record}").with_context(|| format!("appending to {}", path.display()))
+        Ok(crate::metrics_file::append(&self.metrics_path(), record)?)
     }
 }
 

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use plotters::prelude::SeriesLabelPosition;
 
+use crate::metrics_file::Record;
 use crate::plots::{line_charts, LineChart, Series};
 
 pub const FILE_NAME: &str = "training-curve.png";
@@ -29,8 +30,7 @@ pub fn draw(run: &Path) -> Result<PathBuf> {
 
 /// Draws the curve of the metrics file `metrics` to `out`.
 pub fn draw_to(metrics: &Path, out: &Path) -> Result<()> {
-    let text = std::fs::read_to_string(metrics).with_context(|| format!("reading {}", metrics.display()))?;
-    let points = parse(&text).with_context(|| format!("parsing {}", metrics.display()))?;
+    let points = points(&crate::metrics_file::read(metrics)?, metrics)?;
     let series = |name: &str, color: usize, value: fn(&Point) -> Option<f64>| Series {
         name: name.into(),
         color,
@@ -64,18 +64,15 @@ pub fn draw_to(metrics: &Path, out: &Path) -> Result<()> {
     Ok(())
 }
 
-/// One point per line of `metrics.jsonl`: `step`, `train_loss`, `train_accuracy` and
-/// `overall` (the validation accuracy); a field may be absent or null.
-fn parse(text: &str) -> Result<Vec<Point>> {
-    text.lines()
-        .enumerate()
-        .filter(|(_, line)| !line.trim().is_empty())
-        .map(|(i, line)| {
-            let record: serde_json::Value =
-                serde_json::from_str(line).with_context(|| format!("line {}: not JSON", i + 1))?;
+/// One point per record of `metrics.jsonl` (read from `path`): `step`, `train_loss`,
+/// `train_accuracy` and `overall` (the validation accuracy); a field may be absent or null.
+fn points(records: &[Record], path: &Path) -> Result<Vec<Point>> {
+    records
+        .iter()
+        .map(|(line, record)| {
             let step = record["step"]
                 .as_f64()
-                .with_context(|| format!("line {}: no numeric \"step\"", i + 1))?;
+                .with_context(|| format!("{}:{line}: no numeric \"step\"", path.display()))?;
             Ok(Point {
                 step,
                 train_loss: record["train_loss"].as_f64(),
@@ -91,6 +88,11 @@ mod tests {
     use super::*;
     use crate::plots::testing::png_size;
 
+    fn parse(text: &str) -> Result<Vec<Point>> {
+        let path = Path::new("metrics.jsonl");
+        points(&crate::metrics_file::parse(text, path)?, path)
+    }
+
     #[test]
     fn parses_records_with_missing_fields() {
         let text = "{\"step\":10,\"overall\":0.5,\"train_loss\":2.0,\"train_accuracy\":0.25}\n\n\
@@ -99,7 +101,27 @@ mod tests {
         assert_eq!(points.len(), 2);
         assert_eq!(points[0].train_loss, Some(2.0));
         assert_eq!(points[1].val_accuracy, None);
-        assert!(parse("{\"overall\":0.5}").is_err());
+        let err = parse("{\"step\":10}\n{\"overall\":0.5}").unwrap_err().to_string();
+        assert_eq!(err, "metrics.jsonl:2: no numeric \"step\"");
+    }
+
+    #[test]
+    fn a_line_torn_by_a_crash_does_not_stop_the_redraw() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("metrics.jsonl"),
+            "{\"step\":10,\"overall\":0.5}\n{\"step\":20,\"overall\":0.6}\n{\"step\":30,\"ove",
+        )
+        .unwrap();
+        let out = draw(dir.path()).unwrap();
+        assert_eq!(png_size(&out), SIZE);
+        std::fs::write(
+            dir.path().join("metrics.jsonl"),
+            "{\"step\":10,\"overall\":0.5}\n{\"step\":20,\"ove\n{\"step\":30,\"overall\":0.6}\n",
+        )
+        .unwrap();
+        let err = format!("{:#}", draw(dir.path()).unwrap_err());
+        assert!(err.contains("metrics.jsonl:2: not JSON"), "{err}");
     }
 
     #[test]
