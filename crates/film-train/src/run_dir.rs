@@ -70,8 +70,40 @@ fn temp_path(path: &Path) -> PathBuf {
     path.with_file_name(name)
 }
 
-/// Saves named tensors as safetensors, atomically.
+/// Why tensors were not saved.
+#[derive(Debug, thiserror::Error)]
+pub enum SaveError {
+    #[error(
+        "refusing to write {}: tensor {tensor} holds NaN or infinite values (the model \
+         diverged); the files written before it are kept",
+        path.display()
+    )]
+    NonFinite { path: PathBuf, tensor: String },
+}
+
+/// An error naming the first tensor (by name) that holds a NaN or an infinity.
+fn check_finite(tensors: &HashMap<String, Tensor>, path: &Path) -> Result<()> {
+    let mut names: Vec<&String> = tensors.keys().collect();
+    names.sort();
+    for name in names {
+        // x * 0 is 0 for every finite x and NaN for NaN and ±inf, so the sum is finite
+        // exactly when every value is, and cannot overflow; it runs on the tensor's device.
+        let zeros = (&tensors[name] * 0.0)?.to_dtype(candle_core::DType::F32)?;
+        let sum = zeros.sum_all()?.to_scalar::<f32>()?;
+        if !sum.is_finite() {
+            bail!(SaveError::NonFinite {
+                path: path.to_path_buf(),
+                tensor: name.clone(),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Saves named tensors as safetensors, atomically; refuses tensors that are not finite, so
+/// that a diverged model never replaces a good checkpoint.
 pub fn save_tensors(tensors: &HashMap<String, Tensor>, path: &Path) -> Result<()> {
+    check_finite(tensors, path)?;
     let tmp = temp_path(path);
     candle_core::safetensors::save(tensors, &tmp).with_context(|| format!("writing {}", tmp.display()))?;
     fs::File::open(&tmp)
@@ -309,6 +341,45 @@ mod tests {
             err.contains("config.json: field \"model.image_size\" is 0, outside 1..=1024"),
             "{err}"
         );
+        Ok(())
+    }
+
+    #[test]
+    fn weights_that_are_not_finite_are_never_checkpointed() -> Result<()> {
+        let dir = tempfile::tempdir()?;
+        let run = RunDir::create(dir.path())?;
+        let good = HashMap::from([("w".to_string(), Tensor::new(&[1f32, -2.0], &Device::Cpu)?)]);
+        let state = |step| RunState {
+            step,
+            ..Default::default()
+        };
+        run.save_checkpoint(&state(10), &good, &good)?;
+        for bad in [f32::NAN, f32::INFINITY] {
+            let mut model = good.clone();
+            model.insert(
+                "blocks.1.weight".into(),
+                Tensor::new(&[0.5f32, bad], &Device::Cpu)?,
+            );
+            let err = run
+                .save_checkpoint(&state(20), &model, &good)
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains(
+                    "model-00000020.safetensors: tensor blocks.1.weight holds NaN or infinite values"
+                ),
+                "{err}"
+            );
+            let err = save_tensors(&model, &run.best_path()).unwrap_err().to_string();
+            assert!(err.contains("best.safetensors: tensor blocks.1.weight"), "{err}");
+        }
+        assert_eq!(
+            run.read_state()?.map(|s| s.step),
+            Some(10),
+            "state.json still names step 10"
+        );
+        assert!(!dir.path().join("model-00000020.safetensors").exists());
+        assert!(!run.best_path().exists());
         Ok(())
     }
 
