@@ -405,7 +405,7 @@ fn remove_unlisted_shards(dir: &Path, manifest: &Manifest) -> Result<(), CacheEr
 }
 
 fn rename(from: &Path, to: &Path) -> Result<(), CacheError> {
-    std::fs::rename(from, to).map_err(|source| CacheError::Io {
+    crate::atomic::replace(from, to).map_err(|source| CacheError::Io {
         path: to.to_path_buf(),
         what: "cannot move finished file into place",
         source,

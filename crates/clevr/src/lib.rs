@@ -9,12 +9,14 @@
 //! - [`question_type`]: the paper's five question-type columns.
 //! - [`vocab`]: the `tokenizer.json` question vocabulary and the answer index.
 //! - [`image`], [`cache`]: PNG decode, resize, normalise; the safetensors cache.
+//! - [`atomic`]: files replaced whole (temporary file, rename, folder sync).
 //! - [`features`]: pre-extracted image features (`.npy`) for the features stem.
 //! - [`batch`]: seeded, prefetched batches as candle tensors.
 //! - [`executor`], [`verify`]: functional programs on scene graphs; dataset checks.
 //!
 //! Formats, measured figures and error behaviour: `docs/clevr-loader.md`.
 
+pub mod atomic;
 pub mod attributes;
 pub mod batch;
 pub mod cache;

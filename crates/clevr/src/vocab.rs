@@ -263,7 +263,7 @@ impl QuestionVocab {
 
     pub fn save(&self, path: &Path) -> Result<(), VocabError> {
         let text = self.tokenizer.to_string(true)?;
-        std::fs::write(path, text).map_err(|source| VocabError::Write {
+        crate::atomic::write_atomic(path, text.as_bytes()).map_err(|source| VocabError::Write {
             path: path.to_path_buf(),
             what: "the question tokenizer",
             source,
@@ -370,7 +370,7 @@ impl AnswerIndex {
             answers: self.answers.clone(),
         };
         let text = serde_json::to_string_pretty(&file).expect("a list of strings serialises");
-        std::fs::write(path, text).map_err(|source| VocabError::Write {
+        crate::atomic::write_atomic(path, text.as_bytes()).map_err(|source| VocabError::Write {
             path: path.to_path_buf(),
             what: "the answer index",
             source,
@@ -483,6 +483,39 @@ mod tests {
         assert_eq!(loaded.answers.answers(), ["3", "cube", "no", "yes"]);
         assert!(loaded.questions.is_standard());
         assert_eq!(loaded.answers.id("giraffe"), None);
+    }
+
+    #[test]
+    fn saving_replaces_the_files_whole() {
+        use std::io::Read;
+        let dir = tempfile::tempdir().unwrap();
+        let vocab = |answers: &[&str]| Vocabulary {
+            questions: QuestionVocab::build(TRAIN, TokenizerConfig::default()).unwrap(),
+            answers: AnswerIndex::build(answers.iter().copied()),
+        };
+        vocab(&["yes", "no"]).save(dir.path()).unwrap();
+        let before = std::fs::read_to_string(dir.path().join(ANSWERS_FILE)).unwrap();
+        // A reader that opened the files before the save (another process, a crash
+        // mid-write) must see the old files whole, which an in-place rewrite breaks.
+        let mut readers: Vec<std::fs::File> = [TOKENIZER_FILE, ANSWERS_FILE]
+            .iter()
+            .map(|f| std::fs::File::open(dir.path().join(f)).unwrap())
+            .collect();
+        let mut bigger = vocab(&["yes", "no", "cube", "sphere", "cylinder"]);
+        bigger.questions.expand(["What is the giraffe made of?"]).unwrap();
+        bigger.save(dir.path()).unwrap();
+        let mut seen = String::new();
+        readers[1].read_to_string(&mut seen).unwrap();
+        assert_eq!(seen, before, "answers.json was rewritten in place");
+        let mut tokenizer = String::new();
+        readers[0].read_to_string(&mut tokenizer).unwrap();
+        assert!(
+            !tokenizer.contains("giraffe"),
+            "tokenizer.json was rewritten in place"
+        );
+        assert!(std::fs::read_to_string(dir.path().join(TOKENIZER_FILE))
+            .unwrap()
+            .contains("giraffe"));
     }
 
     #[test]

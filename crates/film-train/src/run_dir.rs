@@ -8,7 +8,6 @@
 
 use std::collections::HashMap;
 use std::fs;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
@@ -55,19 +54,7 @@ pub struct RunDir {
 /// Writes `bytes` to `path` through a temporary file in the same folder and a rename, so
 /// the file is either the old one or the complete new one, never partial.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let tmp = temp_path(path);
-    let mut file = fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
-    file.write_all(bytes)
-        .with_context(|| format!("writing {}", tmp.display()))?;
-    file.sync_all()
-        .with_context(|| format!("syncing {}", tmp.display()))?;
-    fs::rename(&tmp, path).with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))
-}
-
-fn temp_path(path: &Path) -> PathBuf {
-    let mut name = path.file_name().unwrap_or_default().to_os_string();
-    name.push(".tmp");
-    path.with_file_name(name)
+    clevr::atomic::write_atomic(path, bytes).with_context(|| format!("writing {} atomically", path.display()))
 }
 
 /// Why tensors were not saved.
@@ -104,12 +91,13 @@ fn check_finite(tensors: &HashMap<String, Tensor>, path: &Path) -> Result<()> {
 /// that a diverged model never replaces a good checkpoint.
 pub fn save_tensors(tensors: &HashMap<String, Tensor>, path: &Path) -> Result<()> {
     check_finite(tensors, path)?;
-    let tmp = temp_path(path);
+    let tmp = clevr::atomic::temp_path(path);
     candle_core::safetensors::save(tensors, &tmp).with_context(|| format!("writing {}", tmp.display()))?;
     fs::File::open(&tmp)
         .and_then(|f| f.sync_all())
         .with_context(|| format!("syncing {}", tmp.display()))?;
-    fs::rename(&tmp, path).with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))
+    clevr::atomic::replace(&tmp, path)
+        .with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))
 }
 
 /// The model's variables by checkpoint name.
