@@ -16,6 +16,11 @@ use serde::de::{self, DeserializeOwned};
 use serde::Deserialize;
 use std::collections::{BTreeSet, HashMap};
 
+/// The most tokens (`<START>` and `<END>` included) a question may have. Batches are padded
+/// to their longest question and the GRU unrolls over it, so one question of a hundred
+/// thousand words would cost as much as thousands of batches.
+pub const MAX_QUESTION_TOKENS: usize = 256;
+
 /// Marks a question without answer (test split) in [`QuestionSet::answers`].
 pub const NO_ANSWER: u32 = u32::MAX;
 /// Marks a question without family (test split, CLEVR-Humans).
@@ -31,6 +36,15 @@ pub enum DatasetError {
     Vocab(#[from] VocabError),
     #[error("more than 2^32 question tokens in one split")]
     TooManyTokens,
+    #[error(
+        "{origin}: questions[{position}] has {tokens} tokens, more than the limit of \
+         {MAX_QUESTION_TOKENS} (CLEVR's questions have a few dozen)"
+    )]
+    QuestionTooLong {
+        origin: String,
+        position: usize,
+        tokens: usize,
+    },
     #[error(
         "question {position} is about image {image:?}, which is not among the {known} images of the set whose image cache it would read"
     )]
@@ -228,9 +242,14 @@ impl QuestionSet {
                 question_family_index: q.question_family_index,
                 program,
             };
-            pending.push((record, answer));
+            pending.push((position, record, answer));
         }
-        set.append(&mut pending, &vocab.questions, &mut slots)?;
+        set.append(
+            &mut pending,
+            &vocab.questions,
+            &mut slots,
+            "the generated questions",
+        )?;
         report.kept = set.len();
         Ok((set, report))
     }
@@ -247,7 +266,8 @@ impl QuestionSet {
         };
         let mut report = LoadReport::default();
         let mut slots: HashMap<String, u32> = HashMap::new();
-        let mut pending: Vec<(Record<P>, u32)> = Vec::with_capacity(ENCODE_CHUNK);
+        let origin = files.questions.display().to_string();
+        let mut pending: Vec<(usize, Record<P>, u32)> = Vec::with_capacity(ENCODE_CHUNK);
         let mut failure: Option<DatasetError> = None;
         let outcome = for_each_record(&files.questions, |record: Record<P>| {
             let position = report.read;
@@ -258,9 +278,9 @@ impl QuestionSet {
             let Some(answer) = answer_id(record.answer.as_deref(), vocab, position, &mut report) else {
                 return Ok(());
             };
-            pending.push((record, answer));
+            pending.push((position, record, answer));
             if pending.len() == ENCODE_CHUNK {
-                set.append(&mut pending, &vocab.questions, &mut slots)
+                set.append(&mut pending, &vocab.questions, &mut slots, &origin)
                     .map_err(|e| {
                         let message = e.to_string();
                         failure = Some(e);
@@ -272,23 +292,36 @@ impl QuestionSet {
         if let Err(e) = outcome {
             return Err(failure.take().unwrap_or(DatasetError::Json(e)));
         }
-        set.append(&mut pending, &vocab.questions, &mut slots)?;
+        set.append(&mut pending, &vocab.questions, &mut slots, &origin)?;
         report.kept = set.len();
         Ok((set, report))
     }
 
-    /// Encodes a chunk of records in parallel and appends them in file order.
+    /// Encodes a chunk of records (each with its position in `origin`, the file or source
+    /// named in errors) in parallel and appends them in file order.
     fn append<P: ProgramField>(
         &mut self,
-        pending: &mut Vec<(Record<P>, u32)>,
+        pending: &mut Vec<(usize, Record<P>, u32)>,
         questions: &QuestionVocab,
         slots: &mut HashMap<String, u32>,
+        origin: &str,
     ) -> Result<(), DatasetError> {
         let encoded: Vec<Vec<u32>> = pending
             .par_iter()
-            .map(|(record, _)| questions.encode(&record.question))
+            .map(|(_, record, _)| questions.encode(&record.question))
             .collect::<Result<_, _>>()?;
-        for ((record, answer), ids) in pending.drain(..).zip(encoded) {
+        if let Some(((position, _, _), ids)) = pending
+            .iter()
+            .zip(&encoded)
+            .find(|(_, ids)| ids.len() > MAX_QUESTION_TOKENS)
+        {
+            return Err(DatasetError::QuestionTooLong {
+                origin: origin.to_string(),
+                position: *position,
+                tokens: ids.len(),
+            });
+        }
+        for ((_, record, answer), ids) in pending.drain(..).zip(encoded) {
             self.tokens.extend_from_slice(&ids);
             let end = u32::try_from(self.tokens.len()).map_err(|_| DatasetError::TooManyTokens)?;
             self.offsets.push(end);

@@ -257,3 +257,23 @@ fn questions_in_memory_encode_as_the_file_does_and_keep_the_image_slots() {
         "{err}"
     );
 }
+
+#[test]
+fn a_question_longer_than_the_limit_is_an_error_naming_it() {
+    let vocab = build_vocabulary(&split("train"), TokenizerConfig::default()).unwrap();
+    let root = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(root.path().join("questions")).unwrap();
+    let name = "questions/CLEVR_val_questions.json";
+    let mut file: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(fixture_root().join(name)).unwrap()).unwrap();
+    file["questions"][3]["question"] = format!("What{}?", " cube".repeat(100_000)).into();
+    std::fs::write(root.path().join(name), file.to_string()).unwrap();
+    let files = SplitFiles::clevr(root.path(), Release::V1, "val").unwrap();
+    let err = QuestionSet::load(&files, &vocab, LoadOptions::default())
+        .expect_err("a question of 100 000 words is refused")
+        .to_string();
+    assert!(
+        err.contains("CLEVR_val_questions.json: questions[3] has 100003 tokens, more than the limit of 256"),
+        "{err}"
+    );
+}

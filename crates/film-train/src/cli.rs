@@ -625,6 +625,13 @@ fn ask(run: &Path, image: &Path, question: &str, explain: Option<&Path>, dev: &D
         .questions
         .encode(question)
         .with_context(|| format!("encoding {question:?}"))?;
+    if ids.len() > clevr::dataset::MAX_QUESTION_TOKENS {
+        bail!(
+            "the question has {} tokens, more than the limit of {} (CLEVR's questions have a few dozen)",
+            ids.len(),
+            clevr::dataset::MAX_QUESTION_TOKENS
+        );
+    }
     let image_config = image_config(config.model.image_size);
     let chw = clevr::image::load_resized_chw(image, &image_config)
         .with_context(|| format!("reading {}", image.display()))?;
