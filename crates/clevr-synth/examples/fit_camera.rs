@@ -47,7 +47,7 @@ fn mean_sq(model: &CameraModel, scenes: &[Vec<(Vec3, [f32; 3])>]) -> f32 {
 fn main() {
     let path = std::env::args()
         .nth(1)
-        .unwrap_or_else(|| "../shared/clevr-reference/CLEVR_val_scenes_500.json".into());
+        .unwrap_or_else(|| "fixtures/clevr-reference/CLEVR_val_scenes_40.json".into());
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
     let file: File = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{path}: {e}"));
     let scenes: Vec<Vec<(Vec3, [f32; 3])>> = file

@@ -1,6 +1,5 @@
-//! Checks against real CLEVR v1.0 scene graphs in `$CLEVR_REFERENCE_DIR` or
-//! `<workspace root>/../shared/clevr-reference`; skipped with a message
-//! when absent.
+//! Checks against the real CLEVR v1.0 scene graphs of the fixture
+//! `fixtures/clevr-reference` (validation scenes 0 to 39); a missing file fails.
 
 use clevr::ScenesFile;
 use clevr_synth::camera::{CameraModel, Directions};
@@ -10,19 +9,10 @@ use clevr_synth::sampler::relationships;
 use clevr_synth::scene_graph::{fitted_camera, render_objects};
 use std::path::PathBuf;
 
-fn reference_scenes() -> Option<ScenesFile> {
-    let dir = std::env::var_os("CLEVR_REFERENCE_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/clevr-reference"));
-    let path = dir.join("CLEVR_val_scenes_500.json");
-    if !path.is_file() {
-        eprintln!(
-            "skipped: real CLEVR reference data not found at {}",
-            path.display()
-        );
-        return None;
-    }
-    Some(ScenesFile::read(&path).expect("reference scenes parse"))
+fn reference_scenes() -> ScenesFile {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../fixtures/clevr-reference/CLEVR_val_scenes_40.json");
+    ScenesFile::read(&path).unwrap_or_else(|e| panic!("the real CLEVR fixture (fixtures/README.md): {e}"))
 }
 
 fn v(a: [f64; 3]) -> Vec3 {
@@ -31,9 +21,7 @@ fn v(a: [f64; 3]) -> Vec3 {
 
 #[test]
 fn fitted_camera_projects_real_objects_onto_their_pixel_coords() {
-    let Some(file) = reference_scenes() else {
-        return;
-    };
+    let file = reference_scenes();
     let model = CameraModel::clevr();
     let mut errors = Vec::new();
     for scene in &file.scenes {
@@ -52,9 +40,7 @@ fn fitted_camera_projects_real_objects_onto_their_pixel_coords() {
 
 #[test]
 fn rendered_real_scenes_show_each_object_at_its_pixel_coords() {
-    let Some(file) = reference_scenes() else {
-        return;
-    };
+    let file = reference_scenes();
     let model = CameraModel::clevr();
     let renderer = Renderer::default();
     let (mut hits, mut total) = (0, 0);
@@ -78,9 +64,7 @@ fn rendered_real_scenes_show_each_object_at_its_pixel_coords() {
 
 #[test]
 fn fitted_directions_and_relationship_rule_match_real_scenes() {
-    let Some(file) = reference_scenes() else {
-        return;
-    };
+    let file = reference_scenes();
     let ours = CameraModel::clevr().directions();
     for scene in &file.scenes {
         let d = &scene.directions;

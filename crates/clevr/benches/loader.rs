@@ -43,16 +43,10 @@ fn clevr_sized(seed: usize) -> RgbImage {
     }
 }
 
-/// Decoding a real CLEVR PNG (480 × 320 RGBA), when the reference data is present.
+/// Decoding a real CLEVR PNG (480 × 320 RGBA) of the fixture.
 fn decoding(c: &mut Criterion) {
-    let reference = std::env::var_os("CLEVR_REFERENCE_DIR")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/clevr-reference"));
-    let path = reference.join("images/CLEVR_val_000010.png");
-    if !path.is_file() {
-        eprintln!("skipped decode bench: {} not found", path.display());
-        return;
-    }
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../fixtures/clevr-reference/images/CLEVR_val_000010.png");
     let mut group = c.benchmark_group("decode real CLEVR PNG 480x320 RGBA");
     group.throughput(Throughput::Elements(1));
     group.bench_function("decode_png", |b| b.iter(|| decode_png(black_box(&path)).unwrap()));

@@ -330,7 +330,7 @@ mod tests {
     use super::*;
     use crate::attributes::{Color, Shape};
     use crate::scene::ScenesFile;
-    use crate::testing::reference_dir;
+    use crate::testing::{reference_file, REFERENCE_SCENES};
 
     fn n(function: &str, inputs: &[usize]) -> ProgramNode {
         ProgramNode::new(function, inputs)
@@ -339,13 +339,10 @@ mod tests {
         ProgramNode::with_value(function, inputs, value)
     }
 
-    fn real_scenes() -> Option<Vec<Scene>> {
-        let dir = reference_dir()?;
-        Some(
-            ScenesFile::read(&dir.join("CLEVR_val_scenes_500.json"))
-                .unwrap()
-                .scenes,
-        )
+    fn real_scenes() -> Vec<Scene> {
+        ScenesFile::read(&reference_file(REFERENCE_SCENES))
+            .unwrap()
+            .scenes
     }
 
     /// Real val scene 0: 0 large brown rubber cylinder, 1 large gray rubber cube,
@@ -353,7 +350,7 @@ mod tests {
     /// metal cube; right[2] = [1, 3, 4], left[4] = [0, 1, 2, 3], behind[0] = [2, 3].
     #[test]
     fn answers_hand_checked_questions_on_real_scene_0() {
-        let Some(scenes) = real_scenes() else { return };
+        let scenes = real_scenes();
         let scene = &scenes[0];
         let cases: Vec<(Vec<ProgramNode>, &str)> = vec![
             // How many cylinders are there?
@@ -505,10 +502,10 @@ mod tests {
     }
 
     /// Cross-checks the executor against direct computation from the scene data
-    /// on all 500 real scenes: counts per colour and shape, relation counts.
+    /// on every real scene of the fixture: counts per colour and shape, relation counts.
     #[test]
     fn agrees_with_direct_counts_on_all_real_scenes() {
-        let Some(scenes) = real_scenes() else { return };
+        let scenes = real_scenes();
         for scene in &scenes {
             for &color in Color::ALL {
                 for &shape in Shape::ALL {

@@ -106,14 +106,13 @@ impl ScenesFile {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testing::reference_dir;
+    use crate::testing::{reference_file, REFERENCE_SCENES};
 
     #[test]
     fn reads_real_scenes_and_writes_identical_json() {
-        let Some(dir) = reference_dir() else { return };
-        let path = dir.join("CLEVR_val_scenes_500.json");
+        let path = reference_file(REFERENCE_SCENES);
         let file = ScenesFile::read(&path).unwrap();
-        assert_eq!(file.scenes.len(), 500);
+        assert_eq!(file.scenes.len(), 40);
         assert_eq!(file.info.split, "val");
         let first = &file.scenes[0];
         assert_eq!(first.image_filename, "CLEVR_val_000000.png");

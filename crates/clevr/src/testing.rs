@@ -7,21 +7,18 @@ pub fn workspace_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
-/// The real CLEVR reference data: `$CLEVR_REFERENCE_DIR` when set (for checkouts
-/// that do not sit next to `shared/`, such as git worktrees), otherwise
-/// `<workspace root>/../shared/clevr-reference`. `None`, with a note on stderr,
-/// when it is not on this machine.
-pub fn reference_dir() -> Option<PathBuf> {
-    let dir = std::env::var_os("CLEVR_REFERENCE_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace_root().join("../shared/clevr-reference"));
-    if dir.is_dir() {
-        Some(dir)
-    } else {
-        eprintln!(
-            "skipped: real CLEVR reference data not found at {}",
-            dir.display()
-        );
-        None
-    }
+/// The real CLEVR v1.0 scene graphs in the fixture: validation scenes 0 to 39.
+pub const REFERENCE_SCENES: &str = "CLEVR_val_scenes_40.json";
+
+/// A file of the real CLEVR sample in `fixtures/clevr-reference` (see its README). The
+/// files are part of the repository, so a missing one fails the test instead of skipping
+/// it: a test that silently checks nothing is worse than none.
+pub fn reference_file(name: &str) -> PathBuf {
+    let path = workspace_root().join("fixtures/clevr-reference").join(name);
+    assert!(
+        path.is_file(),
+        "{} is missing: the real CLEVR fixture is part of the repository (fixtures/README.md)",
+        path.display()
+    );
+    path
 }
