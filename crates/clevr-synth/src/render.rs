@@ -98,8 +98,9 @@ pub struct Image {
     pub rgba: Vec<u8>,
 }
 
-/// The most pixels [`Renderer::render`] draws: a 8192 x 8192 image, whose buffers (linear
-/// colour, object ids, RGBA) take about 1.4 GB. CLEVR renders 480 x 320.
+/// The most pixels [`Renderer::render`] draws: an 8192 x 8192 image. Its buffers (linear
+/// colour twice, object ids, RGBA) take 29 bytes a pixel, so a size from the command line
+/// or a scene file must not choose it unbounded; CLEVR renders 480 x 320.
 pub const MAX_PIXELS: usize = 8192 * 8192;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
