@@ -1,0 +1,307 @@
+#!/usr/bin/env python3
+"""How fast can FiLM's reasoning part learn when perception is perfect? (research tool)
+
+Trains the PyTorch reference FiLM (`small`: GRU 256, 4 blocks of 64 channels, classifier 256;
+the same architecture as film-rs's `mini` preset) not on pixels but on the ground-truth scene
+rasterised to the stem's 8x8 grid: each cell holds, for the objects centred there
+(`pixel_coords`), objectness, one-hot colour / shape / material / size and depth. Perception is
+perfect; what is left is the question-to-reasoning path. Time-boxed; prints one JSON line per
+evaluation (validation accuracy against questions seen) and, at the end, the accuracy per
+question type and relate-hop count (`query_attribute/h0`: no relation, `h2`: two or more).
+
+Needs PyTorch and the reference model `torch_film.py` (the shared research folder's
+reference/; pass its folder with --reference). Derived from the shared folder's
+ceiling_probe.py, with the flags below added. Results and commands: docs/results.md.
+
+Usage: python3 research/proxy_probe.py DATA_DIR MINUTES [flags]   (DATA_DIR: CLEVR layout)
+  --train-questions FILE  train on another question file about the same train scenes
+  --curriculum-steps N    the first N steps draw batches from the easiest questions, a pool
+                          growing from the easiest 20% to all; --difficulty length | objects |
+                          both (object count + program length, each scaled to 0..1)
+  --attend W              auxiliary loss on the last block: a 1x1 head predicts, per cell,
+                          whether an object the answer depends on is centred there
+  --attend-blocks         the same head on every block (block k: the program's object set k/4
+                          of the way through its set-valued stages)
+  --program-aux W         a head on the GRU's last state predicts every program token
+  --oracle-program        the question is replaced by its program's tokens
+  --bow                   the GRU's last state plus a projection of the mean word embedding
+  --global-context max|mean  each block's input projection also sees the previous output's
+                          global pool, broadcast to every cell
+  --film-pos norm|input|both  FiLM after the BatchNorm (the paper), on the block's input, or both
+  --blocks K, --channels C, --hidden H, --pool max|mean, --lr, --warmup, --batch
+  --skip proj|input        the residual adds the block's projected input r (the paper) or its
+                          input x itself
+  --only KIND[,KIND]      train only on these kinds (e.g. query_attribute/h0); the periodic
+                          validation figure is then on those kinds too
+  --threads T, --seed S
+"""
+import argparse, json, re, sys, time, os
+import torch, torch.nn as nn, torch.nn.functional as F
+
+ap = argparse.ArgumentParser()
+ap.add_argument('data'); ap.add_argument('minutes', type=float)
+ap.add_argument('--batch', type=int, default=64); ap.add_argument('--lr', type=float, default=1e-3)
+ap.add_argument('--warmup', type=int, default=0); ap.add_argument('--train-questions')
+ap.add_argument('--curriculum', action='store_true'); ap.add_argument('--attend', type=float, default=0.0)
+ap.add_argument('--pool', default='max'); ap.add_argument('--attend-blocks', action='store_true')
+ap.add_argument('--eval-every', type=int, default=1000)
+ap.add_argument('--channels', type=int, default=64); ap.add_argument('--hidden', type=int, default=256)
+ap.add_argument('--curriculum-steps', type=int, default=0)
+ap.add_argument('--difficulty', default='length')  # length | objects | both
+ap.add_argument('--program-aux', type=float, default=0.0)
+ap.add_argument('--oracle-program', action='store_true')
+ap.add_argument('--blocks', type=int, default=4)
+ap.add_argument('--threads', type=int, default=2)
+ap.add_argument('--seed', type=int, default=0)
+ap.add_argument('--global-context', default='')  # '', max, mean: each block also sees the previous output's global pool
+ap.add_argument('--bow', action='store_true')
+ap.add_argument('--film-pos', default='norm')  # norm (the paper) | input | both
+ap.add_argument('--only', default='')
+ap.add_argument('--skip', default='proj')  # proj (the paper: + r) | input (+ the block's input x)
+ap.add_argument('--reference', default=os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', '..', 'shared', 'reference'))
+a = ap.parse_args()
+sys.path.insert(0, a.reference)
+import torch_film as tf
+torch.set_num_threads(a.threads); torch.manual_seed(a.seed)
+data, minutes, B = a.data, a.minutes, a.batch
+COLORS = ['gray', 'red', 'blue', 'green', 'brown', 'purple', 'cyan', 'yellow']
+SHAPES = ['cube', 'sphere', 'cylinder']; MATS = ['rubber', 'metal']; SIZES = ['large', 'small']
+G = 8
+
+def maps(split):
+    sc = json.load(open(f'{data}/scenes/CLEVR_{split}_scenes.json'))['scenes']
+    out = torch.zeros(len(sc), 17, G, G)
+    for s in sc:
+        for o in s['objects']:
+            x, y, d = o['pixel_coords']
+            cx, cy = min(G - 1, int(x / 480 * G)), min(G - 1, int(y / 320 * G))
+            v = out[s['image_index'], :, cy, cx]
+            v[0] += 1; v[1 + COLORS.index(o['color'])] += 1; v[9 + SHAPES.index(o['shape'])] += 1
+            v[12 + MATS.index(o['material'])] += 1; v[14 + SIZES.index(o['size'])] += 1; v[16] += d / 15
+    return out
+
+def cell(o):
+    x, y, _ = o['pixel_coords']
+    return min(G - 1, int(y / 320 * G)) * G + min(G - 1, int(x / 480 * G))
+
+def execute(prog, scene):
+    """CLEVR program semantics; returns each node's output (a set of object indices, an int, a str, a bool)."""
+    objs, rel, out = scene['objects'], scene['relationships'], []
+    for n in prog:
+        f, ins, v = n['function'], [out[i] for i in n['inputs']], n.get('value_inputs', [])
+        if f == 'scene': r = set(range(len(objs)))
+        elif f.startswith('filter_'): r = {i for i in ins[0] if objs[i][f[7:]] == v[0]}
+        elif f == 'unique': r = set(ins[0])
+        elif f == 'relate': r = set(rel[v[0]][next(iter(ins[0]))])
+        elif f == 'union': r = ins[0] | ins[1]
+        elif f == 'intersect': r = ins[0] & ins[1]
+        elif f.startswith('same_'):
+            a = next(iter(ins[0])); k = f[5:]
+            r = {i for i in range(len(objs)) if i != a and objs[i][k] == objs[a][k]}
+        else: r = None  # count / exist / query / compare: a value
+        out.append(r)
+    return out
+
+def relevant(prog, outs, i):
+    if outs[i] is not None: return outs[i]
+    r = set()
+    for j in prog[i]['inputs']: r |= relevant(prog, outs, j)
+    return r
+
+def attend_maps(split, qs):
+    sc = json.load(open(f'{data}/scenes/CLEVR_{split}_scenes.json'))['scenes']
+    nb = 4 if a.attend_blocks else 1
+    m = torch.zeros(len(qs), nb, G * G)
+    for k, q in enumerate(qs):
+        s = sc[q['image_index']]; prog = q['program']; outs = execute(prog, s)
+        stages = [outs[i] for i in range(1, len(prog)) if outs[i] is not None]
+        for b in range(nb):
+            objs = relevant(prog, outs, len(prog) - 1) if b == nb - 1 or not stages \
+                else stages[min(len(stages) - 1, (b + 1) * len(stages) // nb - 1)]
+            for o in objs:
+                m[k, b, cell(s['objects'][o])] = 1
+    return m.view(-1, nb, G, G)
+
+def qtype(f):
+    if f in ('exist', 'count'): return f
+    if f in ('equal_integer', 'less_than', 'greater_than'): return 'compare_number'
+    return 'query_attribute' if f.startswith('query_') else 'compare_attribute'
+
+def ptokens(q):
+    return [n['function'] + ('[' + ','.join(n.get('value_inputs', [])) + ']' if n.get('value_inputs') else '') for n in q['program']]
+def words(q):
+    if isinstance(q, dict):
+        return ptokens(q) if a.oracle_program else re.findall(r"[A-Za-z]+|[;,]", q['question'])
+    return re.findall(r"[A-Za-z]+|[;,]", q)
+
+def load(split, vocab=None, answers=None, path=None):
+    qs = json.load(open(path or f'{data}/questions/CLEVR_{split}_questions.json'))['questions']
+    if vocab is None:
+        vocab = {w: i + 1 for i, w in enumerate(sorted({w for q in qs for w in words(q)}))}
+        answers = {a: i for i, a in enumerate(sorted({q['answer'] for q in qs}))}
+    T = max(len(words(q)) for q in qs)
+    toks = torch.zeros(len(qs), T, dtype=torch.long); lens = torch.zeros(len(qs), dtype=torch.long)
+    for i, q in enumerate(qs):
+        w = [vocab.get(x, 0) for x in words(q)]
+        toks[i, :len(w)] = torch.tensor(w); lens[i] = len(w)
+    ans = torch.tensor([answers.get(q['answer'], -1) for q in qs])
+    img = torch.tensor([q['image_index'] for q in qs])
+    sc = json.load(open(f'{data}/scenes/CLEVR_{split}_scenes.json'))['scenes']
+    nobj = torch.tensor([len(sc[q['image_index']]['objects']) for q in qs], dtype=torch.float)
+    plen = torch.tensor([len(q.get('program', [])) for q in qs], dtype=torch.float)
+    if a.difficulty == 'length': fam = plen
+    elif a.difficulty == 'objects': fam = nobj
+    else: fam = (nobj - 3) / 7 + (plen - plen.min()) / (plen.max() - plen.min())
+    PL = 32
+    ptok = torch.full((len(qs), PL), -100, dtype=torch.long)
+    for i, q in enumerate(qs):
+        t = [PVOCAB.setdefault(x, len(PVOCAB)) for x in ptokens(q)][:PL]
+        ptok[i, :len(t)] = torch.tensor(t)
+    kind = [qtype(q['program'][-1]['function']) + '/h%d' % min(2, sum(n['function'] == 'relate' for n in q['program'])) for q in qs]
+    att = attend_maps(split, qs) if a.attend and split == 'train' else None
+    return toks, lens, ans, img, fam, vocab, answers, att, kind, ptok
+
+PVOCAB = {}
+tr0 = load('train')
+if a.train_questions:  # vocabulary from the union so that no training word is unknown
+    big = json.load(open(a.train_questions))['questions']
+    allw = {w for q in big for w in words(q)} | set(tr0[5])
+    allw = allw | {w for q in big for w in words(q)}
+    vocab = {w: i + 1 for i, w in enumerate(sorted(allw))}
+    answers = {x: i for i, x in enumerate(sorted({q['answer'] for q in big} | set(tr0[6])))}
+    tr = load('train', vocab, answers, a.train_questions)
+else:
+    tr = tr0
+va = load('val', tr[5], tr[6])
+def subset(t, keep):
+    ix = torch.tensor([i for i, k in enumerate(t[8]) if k in keep])
+    return tuple(x[ix] if torch.is_tensor(x) else ([x[i] for i in ix.tolist()] if isinstance(x, list) else x) for x in t)
+if a.only:
+    tr = subset(tr, a.only.split(','))
+print(json.dumps(dict(train_questions=len(tr[0]), val_questions=len(va[0]), vocab=len(tr[5]), batch=B,
+                      lr=a.lr, warmup=a.warmup, curriculum=a.curriculum,
+                      attend=a.attend, attend_blocks=a.attend_blocks, pool=a.pool, channels=a.channels,
+                      hidden=a.hidden, curriculum_steps=a.curriculum_steps, difficulty=a.difficulty, program_aux=a.program_aux, oracle=a.oracle_program, blocks=a.blocks, global_context=a.global_context, bow=a.bow, film_pos=a.film_pos, only=a.only, skip=a.skip, seed=a.seed, pvocab=len(PVOCAB))), flush=True)
+mtr, mva = maps('train'), maps('val')
+tf.VOCAB = len(tr[5]) + 1; tf.NUM_ANSWERS = len(tr[6])
+cfg = dict(tf.CONFIGS['small']); cfg.update(inp=(17, G, G), stem='feat', C=a.channels, H=a.hidden)
+tf.NUM_MODULES = a.blocks
+
+class GBlock(tf.FiLMedResBlock):
+    def __init__(self, C, i):
+        super().__init__(C)
+        if a.global_context:
+            self.input_proj = nn.Conv2d(2 * C + 2, C, kernel_size=1)
+    def forward(self, x, gamma, beta, coords):
+        if a.film_pos != 'norm':
+            C = x.size(1)
+            gi, bi = gamma[:, -C:], beta[:, -C:]
+            x = gi[:, :, None, None] * x + bi[:, :, None, None]
+            gamma, beta = gamma[:, :C], beta[:, :C]
+        if a.global_context:
+            g = x.amax((2, 3), keepdim=True) if a.global_context == 'max' else x.mean((2, 3), keepdim=True)
+            inp = torch.cat([x, g.expand_as(x), coords], 1)
+        else:
+            inp = torch.cat([x, coords], 1)
+        r = F.relu(self.input_proj(inp))
+        out = self.bn(self.conv(r))
+        if a.film_pos != 'input':
+            out = gamma[:, :, None, None] * out + beta[:, :, None, None]
+        return F.relu(out) + (x if a.skip == 'input' else r)
+
+class Probe(tf.FiLM):
+    """The reference FiLM, with the last block's output also returned for the attention head."""
+    def __init__(self, cfg):
+        nn.Module.__init__(self)
+        self.gen = tf.FiLMGen(cfg['D'], cfg['H'], cfg['C'] * (2 if a.film_pos == 'both' else 1), a.blocks)
+        self.net = tf.FiLMedNet(cfg, a.blocks)
+        self.net.blocks = nn.ModuleList(GBlock(cfg['C'], i) for i in range(a.blocks))
+        self.paux = nn.Linear(cfg['H'], 32 * 64)
+        self.bow = nn.Linear(cfg['D'], cfg['H'])
+        self.att = nn.ModuleList(nn.Conv2d(cfg['C'], 1, 1) for _ in range(a.blocks if a.attend_blocks else 1))
+    def forward(self, img, q, q_len, with_att=False):
+        out, _ = self.gen.gru(self.gen.embed(q))
+        idx = (q_len - 1).view(-1, 1, 1).expand(-1, 1, out.size(2))
+        h_last = out.gather(1, idx).squeeze(1)
+        if a.bow:
+            e = self.gen.embed(q); m = (q > 0).float().unsqueeze(2)
+            h_last = h_last + self.bow((e * m).sum(1) / m.sum(1).clamp(min=1))
+        self.h_last = h_last
+        film = self.gen.decoder(h_last).view(-1, self.gen.M, 2 * self.gen.C)
+        gammas = 1.0 + film[:, :, : self.gen.C]; betas = film[:, :, self.gen.C:]
+        n = self.net
+        x = n.stem(img)
+        coords = tf.coord_map(x.size(2), x.size(3), x.device, x.dtype).expand(x.size(0), -1, -1, -1)
+        maps = []
+        for i, blk in enumerate(n.blocks):
+            x = blk(x, gammas[:, i], betas[:, i], coords)
+            if a.attend_blocks or i == len(n.blocks) - 1:
+                maps.append(self.att[len(maps)](x))
+        h = F.relu(n.cls_bn(n.cls_proj(torch.cat([x, coords], 1))))
+        h = torch.amax(h, dim=(2, 3)) if a.pool == 'max' else h.mean(dim=(2, 3))
+        logits = n.fc2(F.relu(n.fc_bn(n.fc1(h))))
+        return (logits, torch.cat(maps, 1)) if with_att else logits
+
+model = Probe(cfg)
+opt = torch.optim.Adam(model.parameters(), lr=a.lr, weight_decay=1e-5)
+
+def evaluate(per_type=False):
+    model.eval(); hit = []
+    with torch.no_grad():
+        for s in range(0, len(va[0]), 500):
+            sl = slice(s, s + 500)
+            out = model(mva[va[3][sl]], va[0][sl], va[1][sl].clamp(min=1))
+            hit += (out.argmax(1) == va[2][sl]).tolist()
+    model.train()
+    if not per_type:
+        if a.only:
+            keep = a.only.split(',')
+            h = [x for x, k in zip(hit, va[8]) if k in keep]
+            return sum(h) / len(h)
+        return sum(hit) / len(hit)
+    kinds = sorted(set(va[8]))
+    return {k: round(sum(h for h, t in zip(hit, va[8]) if t == k) / va[8].count(k), 4) for k in kinds}
+
+start = time.time(); step = 0; seen = 0; N = len(tr[0]); epoch = 0; hits = 0; tot = 0
+by_length = torch.argsort(tr[4], stable=True)
+
+def curriculum_batches():
+    for t in range(a.curriculum_steps):
+        pool = max(10 * B, int(N * (0.2 + 0.8 * t / a.curriculum_steps)))
+        yield by_length[torch.randint(0, pool, (B,))]
+def epochs():
+    global epoch
+    yield from curriculum_batches()
+    while True:
+        perm = torch.randperm(N)
+        if a.curriculum and epoch == 0:
+            perm = perm[torch.argsort(tr[4][perm], stable=True)]
+        epoch += 1
+        for s in range(0, N - B + 1, B):
+            yield perm[s:s + B]
+
+for idx in epochs():
+    if a.warmup:
+        for g in opt.param_groups:
+            g['lr'] = a.lr * min(1.0, (step + 1) / a.warmup)
+    if a.attend:
+        out, att = model(mtr[tr[3][idx]], tr[0][idx], tr[1][idx].clamp(min=1), with_att=True)
+        loss = F.cross_entropy(out, tr[2][idx]) + a.attend * F.binary_cross_entropy_with_logits(att, tr[7][idx])
+    else:
+        out = model(mtr[tr[3][idx]], tr[0][idx], tr[1][idx].clamp(min=1))
+        loss = F.cross_entropy(out, tr[2][idx])
+    if a.program_aux:
+        pl = model.paux(model.h_last).view(-1, 32, 64)
+        loss = loss + a.program_aux * F.cross_entropy(pl.reshape(-1, 64), tr[9][idx].reshape(-1), ignore_index=-100)
+    opt.zero_grad(); loss.backward(); opt.step()
+    step += 1; seen += B
+    hits += (out.argmax(1) == tr[2][idx]).sum().item(); tot += B
+    if step % a.eval_every == 0:
+        print(json.dumps(dict(step=step, questions=seen, epoch=epoch,
+                              minutes=round((time.time() - start) / 60, 2),
+                              loss=round(loss.item(), 3), train=round(hits / tot, 4),
+                              val=round(evaluate(), 4))), flush=True)
+        hits = tot = 0
+    if time.time() - start > minutes * 60:
+        break
+print(json.dumps(dict(final=True, step=step, questions=seen, val=round(evaluate(), 4), **evaluate(True))))
