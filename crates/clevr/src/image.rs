@@ -23,11 +23,16 @@ pub enum ImageError {
         source: png::DecodingError,
     },
     #[error(
-        "{}: the PNG header claims {width} x {height} pixels, more than the {MAX_PNG_PIXELS} \
-         pixels (8192 x 8192) this loader decodes: a corrupt or hostile file?",
+        "{}: the PNG header claims {width} x {height} pixels, more than the {limit} pixels \
+         this loader decodes: a corrupt or hostile file?",
         path.display()
     )]
-    TooLarge { path: PathBuf, width: u32, height: u32 },
+    TooLarge {
+        path: PathBuf,
+        width: u32,
+        height: u32,
+        limit: u64,
+    },
     #[error("{}: unsupported PNG layout {color:?} at {depth:?} after expansion", path.display())]
     Unsupported {
         path: PathBuf,
@@ -68,19 +73,35 @@ pub fn decode_png(path: &Path) -> Result<RgbImage, ImageError> {
         path: path.to_path_buf(),
         source,
     })?;
+    decode_png_from(BufReader::new(file), path, MAX_PNG_PIXELS)
+}
+
+/// Decodes a PNG held in memory (an upload, say) as 8-bit RGB, refusing before any pixel
+/// buffer is allocated when the header claims more than `max_pixels`; `name` is used in
+/// errors.
+pub fn decode_png_bytes(bytes: &[u8], name: &Path, max_pixels: u64) -> Result<RgbImage, ImageError> {
+    decode_png_from(std::io::Cursor::new(bytes), name, max_pixels.min(MAX_PNG_PIXELS))
+}
+
+fn decode_png_from<R: std::io::BufRead + std::io::Seek>(
+    reader: R,
+    path: &Path,
+    max_pixels: u64,
+) -> Result<RgbImage, ImageError> {
     let decode_error = |source| ImageError::Decode {
         path: path.to_path_buf(),
         source,
     };
-    let mut decoder = png::Decoder::new(BufReader::new(file));
+    let mut decoder = png::Decoder::new(reader);
     decoder.set_transformations(png::Transformations::normalize_to_color8());
     let header = decoder.read_header_info().map_err(decode_error)?;
     let (width, height) = (header.width, header.height);
-    if u64::from(width) * u64::from(height) > MAX_PNG_PIXELS {
+    if u64::from(width) * u64::from(height) > max_pixels {
         return Err(ImageError::TooLarge {
             path: path.to_path_buf(),
             width,
             height,
+            limit: max_pixels,
         });
     }
     let mut reader = decoder.read_info().map_err(decode_error)?;
@@ -436,6 +457,27 @@ mod tests {
             ),
             "{err}"
         );
+    }
+
+    #[test]
+    fn bytes_decode_as_the_file_does_under_their_own_pixel_bound() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("small.png");
+        write_png(&path, &gradient(40, 30)).unwrap();
+        let bytes = std::fs::read(&path).unwrap();
+        let name = Path::new("upload");
+        assert_eq!(
+            decode_png_bytes(&bytes, name, 40 * 30).unwrap(),
+            decode_png(&path).unwrap()
+        );
+        let err = decode_png_bytes(&bytes, name, 40 * 30 - 1).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "upload: the PNG header claims 40 x 30 pixels, more than the 1199 pixels this loader \
+             decodes: a corrupt or hostile file?"
+        );
+        let err = decode_png_bytes(b"GIF89a not a png", name, 1 << 20).unwrap_err();
+        assert!(matches!(err, ImageError::Decode { .. }), "{err}");
     }
 
     #[test]

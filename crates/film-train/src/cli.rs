@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
-use candle_core::{Device, Tensor, D};
+use candle_core::Device;
 use clap::{Args, Parser, Subcommand};
 use clevr::QuestionType;
 use clevr_synth::attributes::Cogent;
@@ -13,7 +13,7 @@ use film_layer::GammaMode;
 use film_vision::{FilmPosition, Pool, Stem};
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::data::{image_config, split_files};
+use crate::data::split_files;
 use crate::evaluate::{evaluate, type_key, Evaluation};
 use crate::presets::{self, ModelConfig, Preset};
 use crate::profile::{profile, ProfileRequest};
@@ -116,6 +116,9 @@ enum Command {
         #[arg(long, value_name = "OUT.png")]
         explain: Option<PathBuf>,
     },
+    /// Serve a page and a JSON API to ask a trained run about images, see where it looks
+    /// and the γ and β each question gives its blocks (docs/training.md, "Serving").
+    Serve(crate::serve::ServeArgs),
     /// The paper's analysis of a trained run: γ/β statistics, ablations, where the model
     /// looks, parameter embeddings; writes OUT/report.md and its pictures.
     Analyze(crate::analyze::AnalyzeArgs),
@@ -399,6 +402,10 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             println!("wrote {}", out.display());
             Ok(ExitCode::SUCCESS)
         }
+        Some(Command::Serve(args)) => {
+            crate::serve::serve(&args)?;
+            Ok(ExitCode::SUCCESS)
+        }
         Some(Command::Analyze(args)) => {
             let report = crate::analyze::analyze(&args, &device(&args.device)?)?;
             println!("wrote {}", report.display());
@@ -603,17 +610,12 @@ fn print_evaluation(eval: &Evaluation, vocab: &clevr::vocab::Vocabulary, split: 
 }
 
 fn ask(run: &Path, image: &Path, question: &str, explain: Option<&Path>, dev: &Device) -> Result<()> {
-    let (config, vocab, model) = load_run(run, dev)?;
-    if let film_vision::Stem::Features { .. } = config.model.vision.stem {
-        bail!(
-            "run {} reads pre-extracted image features, not pixels: `ask` can only question \
-             pixel models (presets tiny, mini, paper-raw); evaluate it with `film-train eval`",
-            run.display()
-        );
-    }
-    let unknown: Vec<String> = clevr::vocab::question_tokens(question, vocab.questions.config())
+    let asker = crate::ask::Asker::load(run, dev)?;
+    let unknown: Vec<String> = asker
+        .words(question)
         .into_iter()
-        .filter(|t| vocab.questions.id(t).is_none())
+        .filter(|w| !w.known)
+        .map(|w| w.word)
         .collect();
     if !unknown.is_empty() {
         eprintln!(
@@ -621,51 +623,15 @@ fn ask(run: &Path, image: &Path, question: &str, explain: Option<&Path>, dev: &D
             unknown.join(", ")
         );
     }
-    let ids = vocab
-        .questions
-        .encode(question)
-        .with_context(|| format!("encoding {question:?}"))?;
-    if ids.len() > clevr::dataset::MAX_QUESTION_TOKENS {
-        bail!(
-            "the question has {} tokens, more than the limit of {} (CLEVR's questions have a few dozen)",
-            ids.len(),
-            clevr::dataset::MAX_QUESTION_TOKENS
-        );
-    }
-    let image_config = image_config(config.model.image_size);
-    let chw = clevr::image::load_resized_chw(image, &image_config)
-        .with_context(|| format!("reading {}", image.display()))?;
-    let plane = image_config.width * image_config.height;
-    let mut pixels = vec![0f32; chw.len()];
-    image_config.normalization.apply_chw(&chw, plane, &mut pixels);
-    let images = Tensor::from_vec(pixels, (1, 3, image_config.height, image_config.width), dev)?;
-    let len = ids.len();
-    let questions = Tensor::from_vec(ids, (1, len), dev)?;
-    let (logits, looks) = crate::analyze::attention::forward_with_looks(&model, &images, &questions, &[len])?;
-    let probs = candle_nn::ops::softmax(&logits, D::Minus1)?
-        .squeeze(0)?
-        .to_vec1::<f32>()?;
-    let mut ranked: Vec<(usize, f32)> = probs.into_iter().enumerate().collect();
-    ranked.sort_by(|a, b| b.1.total_cmp(&a.1));
+    let picture = clevr::image::decode_png(image)?;
+    let reply = asker.ask(&picture, question)?;
     println!("{question}");
-    for &(id, p) in ranked.iter().take(5) {
-        println!(
-            "  {:>6.1}%  {}",
-            100.0 * p,
-            vocab.answers.answer(id as u32).unwrap_or("?")
-        );
+    for candidate in &reply.answers {
+        println!("  {:>6.1}%  {}", 100.0 * candidate.probability, candidate.answer);
     }
     if let Some(out) = explain {
-        let (top, p) = ranked[0];
-        let answer = vocab.answers.answer(top as u32).unwrap_or("?");
-        let look = &looks[0];
-        let subtitle = format!(
-            "model: {answer} ({:.1}%) · pooled from {} of {} channels",
-            100.0 * p,
-            look.live_channels,
-            look.channels
-        );
-        crate::analyze::attention::write_look(out, image, look, question, &subtitle)?;
+        let png = asker.explain_png(&picture, question, &reply)?;
+        crate::run_dir::write_atomic(out, &png)?;
         println!("wrote {}", out.display());
     }
     Ok(())

@@ -1,5 +1,6 @@
 //! The film-train library behind the binary: presets, the assembled model, data loading,
-//! the training loop with checkpoints, evaluation, analysis with plots and the command line.
+//! the training loop with checkpoints, evaluation, analysis with plots, the local web server
+//! and the command line.
 
 pub mod adam;
 #[cfg(feature = "cuda")]
@@ -7,6 +8,7 @@ mod adam_cuda;
 #[cfg(any(feature = "cuda", test))]
 mod adam_launches;
 pub mod analyze;
+pub mod ask;
 pub mod cli;
 pub mod compare;
 pub mod curriculum;
@@ -25,5 +27,6 @@ pub mod profile;
 pub mod run_dir;
 pub mod runtime;
 pub mod seeded;
+pub mod serve;
 pub mod train;
 pub mod training_curve;

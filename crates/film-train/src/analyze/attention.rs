@@ -97,10 +97,20 @@ pub fn forward_with_looks(
     questions: &Tensor,
     lengths: &[usize],
 ) -> Result<(Tensor, Vec<Look>)> {
-    let network = &model.network;
     let params = model.film_params(questions, lengths)?;
+    forward_with_looks_from_params(model, images, &params)
+}
+
+/// As [`forward_with_looks`], from the generator's raw output `params` (N, K, 2C), for a
+/// caller that also reads the parameters themselves.
+pub fn forward_with_looks_from_params(
+    model: &FilmModel,
+    images: &Tensor,
+    params: &Tensor,
+) -> Result<(Tensor, Vec<Look>)> {
+    let network = &model.network;
     let stem = network.stem_t(&model.vision_input(images)?, false)?;
-    let x = network.blocks_t(&stem, &params, false)?;
+    let x = network.blocks_t(&stem, params, false)?;
     let maps = network.classifier_map_t(&x, false)?;
     let logits = network.classifier_t(&x, false)?;
     Ok((logits, looks(&maps, network.config().pool)?))

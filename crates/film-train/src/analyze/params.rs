@@ -111,7 +111,11 @@ pub fn applied_params(
     questions: &Tensor,
     lengths: &[usize],
 ) -> Result<AppliedParams> {
-    let raw = model.film_params(questions, lengths)?;
+    applied_from_raw(model, shape, &model.film_params(questions, lengths)?)
+}
+
+/// As [`applied_params`], from the generator's raw output `raw` (N, K, 2C).
+pub fn applied_from_raw(model: &FilmModel, shape: &FilmShape, raw: &Tensor) -> Result<AppliedParams> {
     let c = shape.channels;
     let mode = model.network.config().block.gamma;
     let gamma_all = mode

@@ -6,7 +6,7 @@ use std::path::Path;
 use clevr::image::RgbImage;
 use plotters::prelude::*;
 
-use super::{render_png, PlotError};
+use super::{render_png_bytes, PlotError};
 
 /// The longer side the image is scaled up to (by an integer factor) when smaller.
 const MIN_IMAGE_SIDE: usize = 480;
@@ -53,6 +53,22 @@ pub fn heat_overlay(
     subtitle: &str,
     value_label: &str,
 ) -> Result<(), PlotError> {
+    let bytes = heat_overlay_png(path, image, heat, title, subtitle, value_label)?;
+    crate::run_dir::write_atomic(path, &bytes).map_err(|e| PlotError::Write {
+        path: path.to_path_buf(),
+        message: format!("{e:#}"),
+    })
+}
+
+/// The picture [`heat_overlay`] writes, as PNG bytes; `path` only names it in errors.
+pub fn heat_overlay_png(
+    path: &Path,
+    image: &RgbImage,
+    heat: &HeatGrid,
+    title: &str,
+    subtitle: &str,
+    value_label: &str,
+) -> Result<Vec<u8>, PlotError> {
     if heat.width == 0 || heat.height == 0 || heat.values.len() != heat.width * heat.height {
         return Err(PlotError::Empty {
             plot: path.to_path_buf(),
@@ -67,7 +83,7 @@ pub fn heat_overlay(
     let s = scale(image);
     let (w, h) = (image.width * s, image.height * s);
     let max = heat.values.iter().cloned().fold(0.0f32, f32::max) as f64;
-    render_png(path, overlay_size(image), |root| {
+    render_png_bytes(path, overlay_size(image), |root| {
         let text_width = overlay_size(image).0 - 2 * MARGIN;
         let mut y = MARGIN as i32;
         for (text, sizes, max_lines) in [(title, [20.0, 17.0, 14.0], 3), (subtitle, [15.0, 13.0, 11.0], 2)] {

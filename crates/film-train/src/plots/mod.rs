@@ -12,7 +12,7 @@ use std::sync::Once;
 use plotters::coord::Shift;
 use plotters::prelude::*;
 
-pub use heat_overlay::{heat_overlay, overlay_size, HeatGrid};
+pub use heat_overlay::{heat_overlay, heat_overlay_png, overlay_size, HeatGrid};
 pub use histograms::{histogram_grid, HistogramColumn, HistogramPanel};
 pub use lines::{line_charts, LineChart, Series};
 pub use scatter::{scatter_panels, ScatterPanel};
@@ -72,6 +72,20 @@ pub(crate) fn render_png(
     size: (u32, u32),
     draw: impl FnOnce(&DrawingArea<BitMapBackend, Shift>) -> DrawResult,
 ) -> Result<(), PlotError> {
+    let bytes = render_png_bytes(path, size, draw)?;
+    crate::run_dir::write_atomic(path, &bytes).map_err(|e| PlotError::Write {
+        path: path.to_path_buf(),
+        message: format!("{e:#}"),
+    })
+}
+
+/// Draws a `size` picture with `draw` and returns it encoded as an RGB PNG; `path` names
+/// the picture in errors.
+pub(crate) fn render_png_bytes(
+    path: &Path,
+    size: (u32, u32),
+    draw: impl FnOnce(&DrawingArea<BitMapBackend, Shift>) -> DrawResult,
+) -> Result<Vec<u8>, PlotError> {
     register_font();
     let draw_error = |e: &dyn std::fmt::Display| PlotError::Draw {
         plot: path.to_path_buf(),
@@ -84,11 +98,7 @@ pub(crate) fn render_png(
         draw(&area).map_err(|e| draw_error(&e))?;
         area.present().map_err(|e| draw_error(&e))?;
     }
-    let bytes = encode_png(path, size, &pixels)?;
-    crate::run_dir::write_atomic(path, &bytes).map_err(|e| PlotError::Write {
-        path: path.to_path_buf(),
-        message: format!("{e:#}"),
-    })
+    encode_png(path, size, &pixels)
 }
 
 fn encode_png(path: &Path, size: (u32, u32), rgb: &[u8]) -> Result<Vec<u8>, PlotError> {
