@@ -57,7 +57,8 @@ ap.add_argument('--global-context', default='')  # '', max, mean: each block als
 ap.add_argument('--bow', action='store_true')
 ap.add_argument('--film-pos', default='norm')  # norm (the paper) | input | both
 ap.add_argument('--only', default='')
-ap.add_argument('--skip', default='proj')  # proj (the paper: + r) | input (+ the block's input x)
+ap.add_argument('--skip', default='proj')  # proj (the paper: + r) | input (+ the block's input x) | none
+ap.add_argument('--last-skip', default='')  # the last block's residual, if not --skip's
 ap.add_argument('--reference', default=os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', '..', 'shared', 'reference'))
 a = ap.parse_args()
 sys.path.insert(0, a.reference)
@@ -181,7 +182,7 @@ if a.only:
 print(json.dumps(dict(train_questions=len(tr[0]), val_questions=len(va[0]), vocab=len(tr[5]), batch=B,
                       lr=a.lr, warmup=a.warmup, curriculum=a.curriculum,
                       attend=a.attend, attend_blocks=a.attend_blocks, pool=a.pool, channels=a.channels,
-                      hidden=a.hidden, curriculum_steps=a.curriculum_steps, difficulty=a.difficulty, program_aux=a.program_aux, oracle=a.oracle_program, blocks=a.blocks, global_context=a.global_context, bow=a.bow, film_pos=a.film_pos, only=a.only, skip=a.skip, seed=a.seed, pvocab=len(PVOCAB))), flush=True)
+                      hidden=a.hidden, curriculum_steps=a.curriculum_steps, difficulty=a.difficulty, program_aux=a.program_aux, oracle=a.oracle_program, blocks=a.blocks, global_context=a.global_context, bow=a.bow, film_pos=a.film_pos, only=a.only, skip=a.skip, last_skip=a.last_skip, seed=a.seed, pvocab=len(PVOCAB))), flush=True)
 mtr, mva = maps('train'), maps('val')
 tf.VOCAB = len(tr[5]) + 1; tf.NUM_ANSWERS = len(tr[6])
 cfg = dict(tf.CONFIGS['small']); cfg.update(inp=(17, G, G), stem='feat', C=a.channels, H=a.hidden)
@@ -190,6 +191,7 @@ tf.NUM_MODULES = a.blocks
 class GBlock(tf.FiLMedResBlock):
     def __init__(self, C, i):
         super().__init__(C)
+        self.skip = a.last_skip if (a.last_skip and i == a.blocks - 1) else a.skip
         if a.global_context:
             self.input_proj = nn.Conv2d(2 * C + 2, C, kernel_size=1)
     def forward(self, x, gamma, beta, coords):
@@ -207,7 +209,8 @@ class GBlock(tf.FiLMedResBlock):
         out = self.bn(self.conv(r))
         if a.film_pos != 'input':
             out = gamma[:, :, None, None] * out + beta[:, :, None, None]
-        return F.relu(out) + (x if a.skip == 'input' else r)
+        if self.skip == 'none': return F.relu(out)
+        return F.relu(out) + (x if self.skip == 'input' else r)
 
 class Probe(tf.FiLM):
     """The reference FiLM, with the last block's output also returned for the attention head."""
