@@ -5,7 +5,7 @@
 //! killed sessions reached.
 //!
 //! Ignored by `cargo test` (it trains the run twice over); `.ci/run` runs it with
-//! `cargo test -p film-train --test soak -- --ignored`.
+//! `cargo test --workspace --test soak -- --ignored`.
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
