@@ -12,7 +12,7 @@ use clevr::features::{write_npy, FeatureDType, FeatureFile};
 use clevr::image::{decode_png, RgbImage};
 use clevr::stream::for_each_question_in;
 use clevr::ScenesFile;
-use mutate::{mutate, Edit};
+use mutate::{arbitrary_bytes, edits, mutate};
 use proptest::prelude::*;
 
 const CASES: u32 = 10_000;
@@ -24,14 +24,6 @@ fn fixture(path: &str) -> Vec<u8> {
             .join(path),
     )
     .unwrap()
-}
-
-fn edits() -> impl Strategy<Value = Vec<Edit>> {
-    proptest::collection::vec((any::<u8>(), 0.0f64..1.0, any::<u8>()), 1..6)
-}
-
-fn arbitrary_bytes() -> impl Strategy<Value = Vec<u8>> {
-    proptest::collection::vec(any::<u8>(), 0..512)
 }
 
 /// A scratch file for readers that take a path, in a folder of its own for each case.

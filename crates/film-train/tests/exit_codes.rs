@@ -2,11 +2,13 @@
 //! bad input or a failed run, with a message naming the file and field; 2 for a usage
 //! error; never 101, the code of an uncaught panic.
 
-use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
 use film_train::presets;
 use film_train::run_dir::{RunConfig, RunDir};
+
+mod support;
+use support::{fixture, fixture_copy};
 
 fn film_train(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_film-train"))
@@ -23,28 +25,10 @@ fn code_and_stderr(output: &Output) -> (Option<i32>, String) {
     )
 }
 
-fn fixture() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/clevr-mini")
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), target).unwrap();
-        }
-    }
-}
-
 #[test]
 fn a_malformed_questions_file_exits_1_naming_file_and_field() {
     let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    copy_dir(&fixture(), &data);
+    let data = fixture_copy(dir.path());
     let questions = data.join("questions/CLEVR_train_questions.json");
     let mut value: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&questions).unwrap()).unwrap();

@@ -11,19 +11,11 @@ use std::path::Path;
 use film_train::compare::{read_curve, LabelledRun};
 use film_train::presets;
 use film_train::run_dir::{RunConfig, RunDir, RunState};
-use mutate::{mutate, Edit};
+use mutate::{arbitrary_bytes, edits, mutate};
 use proptest::prelude::*;
 use proptest::test_runner::TestRunner;
 
 const CASES: u32 = 10_000;
-
-fn edits() -> impl Strategy<Value = Vec<Edit>> {
-    proptest::collection::vec((any::<u8>(), 0.0f64..1.0, any::<u8>()), 1..6)
-}
-
-fn arbitrary_bytes() -> impl Strategy<Value = Vec<u8>> {
-    proptest::collection::vec(any::<u8>(), 0..512)
-}
 
 /// A run directory holding a valid config, state and metrics, and the valid bytes of each.
 struct Run {

@@ -15,6 +15,9 @@ use std::time::{Duration, Instant};
 use candle_core::{Device, Tensor};
 use film_train::run_dir::{RunDir, RunState};
 
+mod support;
+use support::fixture_copy;
+
 /// The randomness of the kill moments; printed with every failure, so that one can be
 /// replayed (where a kill lands also depends on the machine's speed and load).
 const SEED: u64 = 0x5EED_0021;
@@ -38,19 +41,6 @@ impl Moments {
         z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
         z ^= z >> 31;
         max.mul_f64((z >> 11) as f64 / (1u64 << 53) as f64)
-    }
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), target).unwrap();
-        }
     }
 }
 
@@ -135,12 +125,7 @@ fn inspect(run: &Path, context: &str) -> (Option<u64>, u64) {
 #[ignore = "a kill/resume soak that trains the run twice over; .ci/run runs it"]
 fn killed_and_resumed_training_ends_with_the_uninterrupted_weights() {
     let dir = tempfile::tempdir().unwrap();
-    // A copy, so that the image cache the runs build stays out of the repository.
-    let data = dir.path().join("data");
-    copy_dir(
-        &Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/clevr-mini"),
-        &data,
-    );
+    let data = fixture_copy(dir.path());
     let interval = checkpoint_interval(&data);
     let log = |name: &str| -> PathBuf { dir.path().join(format!("{name}.log")) };
     let tail = |path: &Path| std::fs::read_to_string(path).unwrap_or_default();

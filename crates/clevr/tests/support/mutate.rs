@@ -96,3 +96,14 @@ pub fn mutate(valid: &[u8], edits: &[Edit]) -> Vec<u8> {
     }
     bytes
 }
+
+/// One to five edits of a valid file.
+pub fn edits() -> impl proptest::strategy::Strategy<Value = Vec<Edit>> {
+    use proptest::prelude::any;
+    proptest::collection::vec((any::<u8>(), 0.0f64..1.0, any::<u8>()), 1..6)
+}
+
+/// Up to 512 arbitrary bytes.
+pub fn arbitrary_bytes() -> impl proptest::strategy::Strategy<Value = Vec<u8>> {
+    proptest::collection::vec(proptest::prelude::any::<u8>(), 0..512)
+}
