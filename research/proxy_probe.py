@@ -60,7 +60,7 @@ ap.add_argument('--only', default='')
 ap.add_argument('--skip', default='proj')  # proj (the paper: + r) | input (+ the block's input x) | none
 ap.add_argument('--film-classifier', action='store_true')  # FiLM also on the classifier's 1x1 projection, before the pool
 ap.add_argument('--last-skip', default='')  # the last block's residual, if not --skip's
-ap.add_argument('--reference', default=os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', '..', 'shared', 'reference'))
+ap.add_argument('--reference', required=True, help='folder holding the PyTorch reference torch_film.py')
 a = ap.parse_args()
 sys.path.insert(0, a.reference)
 import torch_film as tf
