@@ -57,8 +57,10 @@ ap.add_argument('--global-context', default='')  # '', max, mean: each block als
 ap.add_argument('--bow', action='store_true')
 ap.add_argument('--film-pos', default='norm')  # norm (the paper) | input | both
 ap.add_argument('--only', default='')
-ap.add_argument('--skip', default='proj')  # proj (the paper: + r) | input (+ the block's input x)
-ap.add_argument('--reference', default=os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', '..', 'shared', 'reference'))
+ap.add_argument('--skip', default='proj')  # proj (the paper: + r) | input (+ the block's input x) | none
+ap.add_argument('--film-classifier', action='store_true')  # FiLM also on the classifier's 1x1 projection, before the pool
+ap.add_argument('--last-skip', default='')  # the last block's residual, if not --skip's
+ap.add_argument('--reference', required=True, help='folder holding the PyTorch reference torch_film.py')
 a = ap.parse_args()
 sys.path.insert(0, a.reference)
 import torch_film as tf
@@ -181,7 +183,7 @@ if a.only:
 print(json.dumps(dict(train_questions=len(tr[0]), val_questions=len(va[0]), vocab=len(tr[5]), batch=B,
                       lr=a.lr, warmup=a.warmup, curriculum=a.curriculum,
                       attend=a.attend, attend_blocks=a.attend_blocks, pool=a.pool, channels=a.channels,
-                      hidden=a.hidden, curriculum_steps=a.curriculum_steps, difficulty=a.difficulty, program_aux=a.program_aux, oracle=a.oracle_program, blocks=a.blocks, global_context=a.global_context, bow=a.bow, film_pos=a.film_pos, only=a.only, skip=a.skip, seed=a.seed, pvocab=len(PVOCAB))), flush=True)
+                      hidden=a.hidden, curriculum_steps=a.curriculum_steps, difficulty=a.difficulty, program_aux=a.program_aux, oracle=a.oracle_program, blocks=a.blocks, global_context=a.global_context, bow=a.bow, film_pos=a.film_pos, only=a.only, skip=a.skip, last_skip=a.last_skip, film_classifier=a.film_classifier, seed=a.seed, pvocab=len(PVOCAB))), flush=True)
 mtr, mva = maps('train'), maps('val')
 tf.VOCAB = len(tr[5]) + 1; tf.NUM_ANSWERS = len(tr[6])
 cfg = dict(tf.CONFIGS['small']); cfg.update(inp=(17, G, G), stem='feat', C=a.channels, H=a.hidden)
@@ -190,6 +192,7 @@ tf.NUM_MODULES = a.blocks
 class GBlock(tf.FiLMedResBlock):
     def __init__(self, C, i):
         super().__init__(C)
+        self.skip = a.last_skip if (a.last_skip and i == a.blocks - 1) else a.skip
         if a.global_context:
             self.input_proj = nn.Conv2d(2 * C + 2, C, kernel_size=1)
     def forward(self, x, gamma, beta, coords):
@@ -207,7 +210,8 @@ class GBlock(tf.FiLMedResBlock):
         out = self.bn(self.conv(r))
         if a.film_pos != 'input':
             out = gamma[:, :, None, None] * out + beta[:, :, None, None]
-        return F.relu(out) + (x if a.skip == 'input' else r)
+        if self.skip == 'none': return F.relu(out)
+        return F.relu(out) + (x if self.skip == 'input' else r)
 
 class Probe(tf.FiLM):
     """The reference FiLM, with the last block's output also returned for the attention head."""
@@ -218,6 +222,8 @@ class Probe(tf.FiLM):
         self.net.blocks = nn.ModuleList(GBlock(cfg['C'], i) for i in range(a.blocks))
         self.paux = nn.Linear(cfg['H'], 32 * 64)
         self.bow = nn.Linear(cfg['D'], cfg['H'])
+        if a.film_classifier:  # only when used, so that other runs keep their random stream
+            self.cls_film = nn.Linear(cfg['H'], 2 * cfg['P'])
         self.att = nn.ModuleList(nn.Conv2d(cfg['C'], 1, 1) for _ in range(a.blocks if a.attend_blocks else 1))
     def forward(self, img, q, q_len, with_att=False):
         out, _ = self.gen.gru(self.gen.embed(q))
@@ -237,7 +243,11 @@ class Probe(tf.FiLM):
             x = blk(x, gammas[:, i], betas[:, i], coords)
             if a.attend_blocks or i == len(n.blocks) - 1:
                 maps.append(self.att[len(maps)](x))
-        h = F.relu(n.cls_bn(n.cls_proj(torch.cat([x, coords], 1))))
+        h = n.cls_bn(n.cls_proj(torch.cat([x, coords], 1)))
+        if a.film_classifier:
+            cf = self.cls_film(h_last); P = h.size(1)
+            h = (1.0 + cf[:, :P, None, None]) * h + cf[:, P:, None, None]
+        h = F.relu(h)
         h = torch.amax(h, dim=(2, 3)) if a.pool == 'max' else h.mean(dim=(2, 3))
         logits = n.fc2(F.relu(n.fc_bn(n.fc1(h))))
         return (logits, torch.cat(maps, 1)) if with_att else logits

@@ -6,16 +6,22 @@
 //! (rayon), and atomic: everything is written into `<out>.partial` and
 //! renamed to `<out>` at the end, so an interrupted run never leaves a
 //! layout that looks complete.
+//!
+//! Streaming: scenes are sampled, rendered, written and asked about a batch at
+//! a time, and the scenes and questions files are written record by record,
+//! so memory does not grow with `--train-images`. (A `--scenes` file given as
+//! input is read whole, as every reader of scene files does.)
 
 use crate::attributes::Cogent;
+use crate::camera::Camera;
 use crate::camera::CameraModel;
 use crate::png_out::encode_png;
-use crate::questions::{generate_questions, QuestionConfig};
+use crate::questions::{QuestionConfig, QuestionStream};
 use crate::render::{pixel_count, Renderer};
 use crate::sampler::{SamplerConfig, SceneSampler};
 use crate::scene_graph::{fitted_camera, render_objects, to_scene_graph};
 use clevr::scene::{Info, ScenesFile};
-use clevr::{Question, Scene};
+use clevr::Scene;
 use indicatif::ProgressBar;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -23,6 +29,7 @@ use rayon::prelude::*;
 use serde::Serialize;
 use std::fs;
 use std::io::{BufWriter, Write};
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 
 /// What to generate (the options of `film-train generate`).
@@ -111,6 +118,15 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> GenerateError + '_ {
 /// Generates the dataset described by `config`; `progress` advances by one
 /// per image rendered (its length is set here).
 pub fn generate(config: &GenerateConfig, progress: &ProgressBar) -> Result<GenerateSummary, GenerateError> {
+    generate_in_batches(config, progress, BATCH)
+}
+
+/// [`generate`], holding `batch` scenes at a time.
+fn generate_in_batches(
+    config: &GenerateConfig,
+    progress: &ProgressBar,
+    batch: usize,
+) -> Result<GenerateSummary, GenerateError> {
     if config.width < 16 || config.height < 16 || pixel_count(config.width, config.height).is_err() {
         return Err(GenerateError::BadSize {
             width: config.width,
@@ -131,48 +147,70 @@ pub fn generate(config: &GenerateConfig, progress: &ProgressBar) -> Result<Gener
     }
     let renderer = Renderer::default();
     let camera_model = CameraModel::clevr();
-    let plans = plan_splits(config, &camera_model, &renderer)?;
-    progress.set_length(plans.iter().map(|p| p.scenes.len() as u64).sum());
+    let sampler = SceneSampler::new(
+        SamplerConfig {
+            cogent: config.cogent,
+            width: config.width,
+            height: config.height,
+            ..SamplerConfig::default()
+        },
+        camera_model.clone(),
+        &renderer,
+    );
+    let plans = plan_splits(config)?;
+    progress.set_length(plans.iter().map(|p| p.len() as u64).sum());
+    let question_config = QuestionConfig {
+        per_image: config.questions_per_image,
+        ..QuestionConfig::default()
+    };
 
     let mut summary = GenerateSummary { splits: Vec::new() };
     for (split_number, plan) in plans.iter().enumerate() {
-        write_images(&partial, plan, config, &camera_model, &renderer, progress)?;
-        let question_config = QuestionConfig {
-            per_image: config.questions_per_image,
-            ..QuestionConfig::default()
-        };
-        let seed = config.seed ^ QUESTION_STREAM ^ split_number as u64;
-        let questions = generate_questions(&plan.scenes, &plan.split, &question_config, seed);
-        write_json(
-            &partial
-                .join("scenes")
-                .join(format!("CLEVR_{}_scenes.json", plan.split)),
-            &ScenesFile {
-                info: info(&plan.split),
-                scenes: plan.scenes.clone(),
-            },
+        let split = &plan.split;
+        let images = partial.join("images").join(split);
+        fs::create_dir_all(&images).map_err(io_err(&images))?;
+        let mut scenes_file = RecordsWriter::create(
+            &partial.join("scenes").join(format!("CLEVR_{split}_scenes.json")),
+            &info(split),
+            "scenes",
         )?;
-        write_json(
+        let mut questions_file = RecordsWriter::create(
             &partial
                 .join("questions")
-                .join(format!("CLEVR_{}_questions.json", plan.split)),
-            &QuestionsFile {
-                info: info(&plan.split),
-                questions: &questions,
-            },
+                .join(format!("CLEVR_{split}_questions.json")),
+            &info(split),
+            "questions",
         )?;
-        summary
-            .splits
-            .push((plan.split.clone(), plan.scenes.len(), questions.len()));
+        let seed = config.seed ^ QUESTION_STREAM ^ split_number as u64;
+        let mut asker = QuestionStream::new(split, &question_config, seed);
+        for start in (0..plan.len()).step_by(batch) {
+            let range = start..(start + batch).min(plan.len());
+            let rendered = plan.scenes(range, &sampler, &camera_model, config);
+            write_images(&images, &rendered, &renderer, progress)?;
+            let scenes: Vec<Scene> = rendered.into_iter().map(|(scene, _)| scene).collect();
+            for scene in &scenes {
+                scenes_file.push(scene)?;
+            }
+            for question in asker.ask(&scenes) {
+                questions_file.push(&question)?;
+            }
+        }
+        let images = scenes_file.finish()?;
+        let questions = questions_file.finish()?;
+        summary.splits.push((split.clone(), images, questions));
     }
     if out.exists() {
         // An empty directory (checked above) may be replaced.
         fs::remove_dir(out).map_err(io_err(out))?;
     }
-    fs::rename(&partial, out).map_err(io_err(out))?;
+    clevr::atomic::replace(&partial, out).map_err(io_err(out))?;
     progress.finish();
     Ok(summary)
 }
+
+/// Scenes sampled, rendered, written and asked about together: the generator holds one
+/// batch's scenes and images at a time, never a split's.
+const BATCH: usize = 256;
 
 /// Keeps the random streams of scenes and questions apart.
 const QUESTION_STREAM: u64 = 0x5155_4553_5449_4f4e;
@@ -183,102 +221,102 @@ fn partial_dir(out: &Path) -> PathBuf {
     out.with_file_name(name)
 }
 
-/// The scenes of one split, before rendering.
+/// One split to write: its name and where its scenes come from.
 struct SplitPlan {
     split: String,
-    scenes: Vec<Scene>,
-    /// Whether cameras come from the scenes' pixel_coords (existing scene
-    /// files) rather than from sampling.
-    fitted: bool,
-    /// Cameras of sampled scenes, by position in `scenes`.
-    cameras: Vec<crate::camera::Camera>,
+    source: SceneSource,
 }
 
-fn plan_splits(
-    config: &GenerateConfig,
-    model: &CameraModel,
-    renderer: &Renderer,
-) -> Result<Vec<SplitPlan>, GenerateError> {
+enum SceneSource {
+    /// `count` scenes sampled from the split's random streams; `number` keeps the
+    /// streams of train (0) and val (1) apart.
+    Sampled { number: u64, count: usize },
+    /// The scenes of an existing file, renamed into the split; their cameras are fitted
+    /// to the objects' pixel coordinates.
+    Given(Vec<Scene>),
+}
+
+impl SplitPlan {
+    fn len(&self) -> usize {
+        match &self.source {
+            SceneSource::Sampled { count, .. } => *count,
+            SceneSource::Given(scenes) => scenes.len(),
+        }
+    }
+
+    /// The scenes at `range` of the split, with the camera each is rendered from.
+    fn scenes(
+        &self,
+        range: Range<usize>,
+        sampler: &SceneSampler,
+        model: &CameraModel,
+        config: &GenerateConfig,
+    ) -> Vec<(Scene, Camera)> {
+        match &self.source {
+            SceneSource::Sampled { number, .. } => range
+                .into_par_iter()
+                .map(|index| {
+                    let mut rng = ChaCha8Rng::seed_from_u64(config.seed);
+                    // One independent stream per (split, image): results do not
+                    // depend on the thread schedule, the batch or the other split's size.
+                    rng.set_stream((number << 40) | index as u64);
+                    let sampled = sampler.sample(&mut rng);
+                    (to_scene_graph(&sampled, &self.split, index), sampled.camera)
+                })
+                .collect(),
+            SceneSource::Given(scenes) => scenes[range]
+                .par_iter()
+                .map(|scene| {
+                    let camera = fitted_camera(model, scene, config.width, config.height);
+                    (scene.clone(), camera)
+                })
+                .collect(),
+        }
+    }
+}
+
+fn plan_splits(config: &GenerateConfig) -> Result<Vec<SplitPlan>, GenerateError> {
     if let Some((path, split)) = &config.scenes {
         let file = ScenesFile::read(path).map_err(|source| GenerateError::Scenes {
             path: path.clone(),
             source,
         })?;
-        return Ok(vec![SplitPlan {
-            split: split.clone(),
-            scenes: file
-                .scenes
-                .into_iter()
-                .map(|mut s| {
-                    s.split = split.clone();
-                    s.image_filename = crate::scene_graph::image_filename(split, s.image_index);
-                    s
-                })
-                .collect(),
-            fitted: true,
-            cameras: Vec::new(),
-        }]);
-    }
-    let sampler_config = SamplerConfig {
-        cogent: config.cogent,
-        width: config.width,
-        height: config.height,
-        ..SamplerConfig::default()
-    };
-    let sampler = SceneSampler::new(sampler_config, model.clone(), renderer);
-    let suffix = config.cogent.map_or("", Cogent::letter);
-    let mut plans = Vec::new();
-    for (number, (name, count)) in [("train", config.train_images), ("val", config.val_images)]
-        .into_iter()
-        .enumerate()
-    {
-        if count == 0 {
-            continue;
-        }
-        let split = format!("{name}{suffix}");
-        let sampled: Vec<_> = (0..count)
-            .into_par_iter()
-            .map(|index| {
-                let mut rng = ChaCha8Rng::seed_from_u64(config.seed);
-                // One independent stream per (split, image): results do not
-                // depend on the thread schedule or on the other split's size.
-                rng.set_stream(((number as u64) << 40) | index as u64);
-                sampler.sample(&mut rng)
+        let scenes = file
+            .scenes
+            .into_iter()
+            .map(|mut s| {
+                s.split = split.clone();
+                s.image_filename = crate::scene_graph::image_filename(split, s.image_index);
+                s
             })
             .collect();
-        plans.push(SplitPlan {
-            scenes: sampled
-                .iter()
-                .enumerate()
-                .map(|(i, s)| to_scene_graph(s, &split, i))
-                .collect(),
-            cameras: sampled.into_iter().map(|s| s.camera).collect(),
-            split,
-            fitted: false,
-        });
+        return Ok(vec![SplitPlan {
+            split: split.clone(),
+            source: SceneSource::Given(scenes),
+        }]);
     }
-    Ok(plans)
+    let suffix = config.cogent.map_or("", Cogent::letter);
+    Ok([("train", config.train_images), ("val", config.val_images)]
+        .into_iter()
+        .zip(0u64..)
+        .filter(|((_, count), _)| *count > 0)
+        .map(|((name, count), number)| SplitPlan {
+            split: format!("{name}{suffix}"),
+            source: SceneSource::Sampled { number, count },
+        })
+        .collect())
 }
 
 fn write_images(
-    root: &Path,
-    plan: &SplitPlan,
-    config: &GenerateConfig,
-    model: &CameraModel,
+    dir: &Path,
+    batch: &[(Scene, Camera)],
     renderer: &Renderer,
     progress: &ProgressBar,
 ) -> Result<(), GenerateError> {
-    let dir = root.join("images").join(&plan.split);
-    fs::create_dir_all(&dir).map_err(io_err(&dir))?;
-    plan.scenes.par_iter().enumerate().try_for_each(|(i, scene)| {
-        let camera = if plan.fitted {
-            fitted_camera(model, scene, config.width, config.height)
-        } else {
-            plan.cameras[i].clone()
-        };
+    batch.par_iter().try_for_each(|(scene, camera)| {
         let path = dir.join(&scene.image_filename);
         let image = renderer
-            .render(&camera, &render_objects(scene))
+            .render(camera, &render_objects(scene))
             .map_err(|source| GenerateError::Render {
                 path: path.clone(),
                 source,
@@ -304,20 +342,142 @@ fn info(split: &str) -> Info {
     }
 }
 
-#[derive(Serialize)]
-struct QuestionsFile<'a> {
-    info: Info,
-    questions: &'a [Question],
+/// A CLEVR file `{"info": …, "<field>": [record, …]}` written one record at a time, in
+/// the bytes `serde_json::to_writer` gives for the whole struct (compact, `info` first),
+/// so a streamed file is the file an in-memory writer would have written.
+struct RecordsWriter {
+    path: PathBuf,
+    writer: BufWriter<fs::File>,
+    records: usize,
 }
 
-fn write_json(path: &Path, value: &impl Serialize) -> Result<(), GenerateError> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    fs::create_dir_all(dir).map_err(io_err(dir))?;
-    let file = fs::File::create(path).map_err(io_err(path))?;
-    let mut writer = BufWriter::new(file);
-    serde_json::to_writer(&mut writer, value).map_err(|source| GenerateError::Json {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    writer.flush().map_err(io_err(path))
+impl RecordsWriter {
+    fn create(path: &Path, info: &Info, field: &str) -> Result<Self, GenerateError> {
+        let dir = path.parent().unwrap_or(Path::new("."));
+        fs::create_dir_all(dir).map_err(io_err(dir))?;
+        let file = fs::File::create(path).map_err(io_err(path))?;
+        let mut out = RecordsWriter {
+            path: path.to_path_buf(),
+            writer: BufWriter::new(file),
+            records: 0,
+        };
+        out.write(b"{\"info\":")?;
+        out.serialize(info)?;
+        out.write(format!(",\"{field}\":[").as_bytes())?;
+        Ok(out)
+    }
+
+    fn push(&mut self, record: &impl Serialize) -> Result<(), GenerateError> {
+        if self.records > 0 {
+            self.write(b",")?;
+        }
+        self.serialize(record)?;
+        self.records += 1;
+        Ok(())
+    }
+
+    /// Closes the array and the object and syncs the file; returns the records written.
+    fn finish(mut self) -> Result<usize, GenerateError> {
+        self.write(b"]}")?;
+        let file = self.writer.into_inner().map_err(|e| GenerateError::Io {
+            path: self.path.clone(),
+            source: e.into_error(),
+        })?;
+        file.sync_all().map_err(io_err(&self.path))?;
+        Ok(self.records)
+    }
+
+    fn write(&mut self, bytes: &[u8]) -> Result<(), GenerateError> {
+        self.writer.write_all(bytes).map_err(io_err(&self.path))
+    }
+
+    fn serialize(&mut self, value: &impl Serialize) -> Result<(), GenerateError> {
+        serde_json::to_writer(&mut self.writer, value).map_err(|source| GenerateError::Json {
+            path: self.path.clone(),
+            source,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::questions::generate_questions;
+    use clevr::Question;
+
+    /// The files written batch by batch are those of the in-memory writer this module had
+    /// before it streamed: every scene of a split sampled first, then all its questions
+    /// asked at once, each file serialized whole. Batches of 4 make the train split cross
+    /// two boundaries and end in a short batch.
+    #[test]
+    fn streamed_files_are_those_written_in_memory() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = GenerateConfig {
+            out: dir.path().join("out"),
+            train_images: 11,
+            val_images: 5,
+            questions_per_image: 3,
+            width: 16,
+            height: 16,
+            seed: 9,
+            cogent: None,
+            scenes: None,
+        };
+        let summary = generate_in_batches(&config, &ProgressBar::hidden(), 4).unwrap();
+        let renderer = Renderer::default();
+        let model = CameraModel::clevr();
+        let sampler = SceneSampler::new(
+            SamplerConfig {
+                width: 16,
+                height: 16,
+                ..SamplerConfig::default()
+            },
+            model.clone(),
+            &renderer,
+        );
+        let question_config = QuestionConfig {
+            per_image: 3,
+            ..QuestionConfig::default()
+        };
+        #[derive(Serialize)]
+        struct QuestionsFile<'a> {
+            info: Info,
+            questions: &'a [Question],
+        }
+        for (number, split, count) in [(0u64, "train", 11), (1, "val", 5)] {
+            let plan = SplitPlan {
+                split: split.to_string(),
+                source: SceneSource::Sampled { number, count },
+            };
+            let scenes: Vec<Scene> = plan
+                .scenes(0..count, &sampler, &model, &config)
+                .into_iter()
+                .map(|(scene, _)| scene)
+                .collect();
+            let seed = config.seed ^ QUESTION_STREAM ^ number;
+            let questions = generate_questions(&scenes, split, &question_config, seed);
+            assert_eq!(
+                summary.splits[number as usize],
+                (split.to_string(), count, questions.len())
+            );
+            let expected_scenes = serde_json::to_vec(&ScenesFile {
+                info: info(split),
+                scenes,
+            })
+            .unwrap();
+            let expected_questions = serde_json::to_vec(&QuestionsFile {
+                info: info(split),
+                questions: &questions,
+            })
+            .unwrap();
+            let read = |kind: &str| {
+                std::fs::read(config.out.join(format!("{kind}/CLEVR_{split}_{kind}.json"))).unwrap()
+            };
+            assert!(read("scenes") == expected_scenes, "{split} scenes differ");
+            assert!(
+                read("questions") == expected_questions,
+                "{split} questions differ"
+            );
+        }
+    }
 }

@@ -15,6 +15,11 @@ use std::path::{Path, PathBuf};
 
 const MAGIC: &[u8] = b"\x93NUMPY";
 
+/// The most values one image's feature map may hold. Readers allocate a map's worth per
+/// image of a batch, sized by the header; ResNet-101's conv4 maps of the paper are
+/// 1024 x 14 x 14, so this leaves room for far larger extractors.
+pub const MAX_MAP_VALUES: usize = 1 << 26;
+
 #[derive(Debug, thiserror::Error)]
 pub enum FeatureError {
     /// The I/O error is part of the message (not a `source`), so that it is printed once.
@@ -129,14 +134,30 @@ impl FeatureFile {
                 problem: format!("{shape:?} has zero {axis}: each image's feature map must hold values"),
             });
         }
-        let expected = shape
-            .iter()
-            .try_fold(dtype.size(), |bytes, &d| bytes.checked_mul(d))
-            .ok_or_else(|| FeatureError::Header {
+        let too_large = || FeatureError::Header {
+            path: path.to_path_buf(),
+            field: "shape",
+            problem: format!("{shape:?} is larger than this machine can address"),
+        };
+        // The map is checked on its own: with zero images the whole file's size is zero
+        // whatever the map's, so only this bound keeps a reader's per-image buffer small.
+        let map_values = [channels, height, width]
+            .into_iter()
+            .try_fold(1usize, |n, d| n.checked_mul(d))
+            .ok_or_else(too_large)?;
+        if map_values > MAX_MAP_VALUES {
+            return Err(FeatureError::Header {
                 path: path.to_path_buf(),
                 field: "shape",
-                problem: format!("{shape:?} is larger than this machine can address"),
-            })?;
+                problem: format!(
+                    "{shape:?}: one image's feature map holds {map_values} values, more than \
+                     the limit of {MAX_MAP_VALUES}"
+                ),
+            });
+        }
+        let expected = (map_values * dtype.size())
+            .checked_mul(rows)
+            .ok_or_else(too_large)?;
         let actual = map.len() - data_offset;
         if actual < expected {
             return Err(FeatureError::Truncated {
@@ -410,11 +431,11 @@ mod tests {
             "{e}"
         );
         let e = error_of(
-            "{'descr': '<f4', 'fortran_order': False, 'shape': (4294967296, 4294967296, 1, 1), }",
+            "{'descr': '<f4', 'fortran_order': False, 'shape': (9223372036854775807, 2, 1, 1), }",
             0,
         );
         assert!(
-            e.contains("header field 'shape': [4294967296, 4294967296, 1, 1] is larger"),
+            e.contains("header field 'shape': [9223372036854775807, 2, 1, 1] is larger"),
             "{e}"
         );
         for (shape, axis) in [
@@ -432,6 +453,24 @@ mod tests {
                 "{e}"
             );
         }
+        // No images, so no data to check the map against: the map's own bound applies,
+        // and its product may not overflow either.
+        let e = error_of(
+            "{'descr': '<f4', 'fortran_order': False, 'shape': (0, 9999999999999, 2, 1), }",
+            0,
+        );
+        assert!(
+            e.contains(
+                "header field 'shape': [0, 9999999999999, 2, 1]: one image's feature map holds \
+                 19999999999998 values, more than the limit of 67108864"
+            ),
+            "{e}"
+        );
+        let e = error_of(
+            "{'descr': '<f4', 'fortran_order': False, 'shape': (0, 4294967296, 4294967296, 2), }",
+            0,
+        );
+        assert!(e.contains("is larger than this machine can address"), "{e}");
         let e = error_of("{'descr': '<f4', 'fortran_order': False }", 0);
         assert!(e.contains("header field 'shape': missing"), "{e}");
 

@@ -2,7 +2,8 @@
 //! (64, 128, 14, 14) f32 batch: forward and forward+backward of the fast
 //! kernels against candle's own conv2d, plus the two backward ops alone (to
 //! set beside PyTorch's `conv_transpose2d` and `conv2d_weight` rows from
-//! ../shared/reference/torch_film.py --micro-ops conv, which
+//! the PyTorch reference harness (`torch_film.py --micro-ops conv`, kept outside this
+//! repository), which
 //! `cargo xtask bench --torch PYTHON` runs and imports).
 //!
 //! Ids follow `{op}/{pass}/{impl}/{dtype}/{layout}/{shape}` like the FiLM

@@ -1,5 +1,6 @@
 //! Times the benchmark convolution (3x3, 128 -> 128, batch (64, 128, 14, 14),
-//! f32) the way ../shared/reference/torch_film.py times PyTorch's: a few
+//! f32) the way the PyTorch reference harness (`torch_film.py`, kept outside
+//! this repository) times PyTorch's: a few
 //! warm-up calls, then one wall-clock time per call, reported as median and
 //! minimum in the same JSON-line format, so the two can be run alternately
 //! and compared row by row. (The criterion bench `benches/conv.rs` is the

@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """PyTorch's side of examples/conv_timing.rs: the same convolution (3x3,
 128 -> 128, (64, 128, 14, 14), f32, padding 1, no bias), the same four calls
-as ../shared/reference/torch_film.py --micro-ops conv, each reported with its
+as the PyTorch reference harness (`torch_film.py --micro-ops conv`, kept outside this
+repository), each reported with its
 wall-time median and minimum and the process CPU time per call (cpu_ms).
 
 With --threads 1, cpu_ms is the single-core cost of a call, which other

@@ -1,9 +1,8 @@
 //! The fast kernels as candle custom ops: a differentiable forward op and
 //! the two backward ops it calls.
 
-use candle_core::backend::{BackendDevice, BackendStorage};
-use candle_core::cpu_backend::CpuDevice;
-use candle_core::{CpuStorage, CustomOp2, CustomOp3, DType, Layout, Result, Shape, Tensor};
+use candle_core::backend::BackendStorage;
+use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
 
 use crate::error::ConvError;
 use crate::geometry::{ConvGeometry, ConvParams};
@@ -24,16 +23,11 @@ fn f32_data<'a>(what: &'static str, storage: &'a CpuStorage, layout: &Layout) ->
 }
 
 /// An f32 buffer of `len` elements that is not zero-filled, for an output the kernel
-/// writes completely: zero-filling the convolutions' outputs was about 1.5% of a `mini`
-/// training step's CPU samples. Allocated by candle's own `alloc_uninit`, as candle
-/// allocates its op outputs.
+/// writes completely.
 fn output_buffer(len: usize) -> Result<Vec<f32>> {
     // SAFETY: every caller passes the buffer to a kernel that writes each element before
-    // anything reads it, and every bit pattern is a valid f32.
-    match unsafe { CpuDevice.alloc_uninit(&Shape::from(len), DType::F32)? } {
-        CpuStorage::F32(buffer) => Ok(buffer),
-        other => candle_core::bail!("alloc_uninit gave {:?} storage for F32", other.dtype()),
-    }
+    // anything reads it.
+    unsafe { kernel_launch::cpu::output_buffer(len) }
 }
 
 /// `conv2d(x, w) [+ b]`, then ReLU when `relu`, on CPU f32: `x.apply_op2(w, op)` or

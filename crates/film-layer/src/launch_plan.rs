@@ -7,8 +7,8 @@
 //! Packed accesses move 16 bytes when every operand is 16-byte aligned and the rows split
 //! evenly into packs; 32-bit indexing is used when the tensor is small enough.
 
-use crate::kernel_call::{KernelArg, KernelCall};
 use crate::layout::{ChannelLayout, Geometry};
+use kernel_launch::kernel_call::{KernelArg, KernelCall};
 
 /// Bytes moved per packed access; the packed kernels need every operand's address to be a
 /// multiple of it.

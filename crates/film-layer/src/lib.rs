@@ -63,12 +63,9 @@ mod cuda;
 mod error;
 mod film;
 mod gamma;
-pub mod kernel_call;
 #[cfg(any(feature = "cuda", test))]
 mod launch_plan;
 mod layout;
-#[cfg(feature = "cuda")]
-pub mod nvrtc;
 mod op;
 pub mod reference;
 

@@ -7,6 +7,7 @@ use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tenso
 
 use crate::cpu::{self, Compute};
 use crate::layout::Geometry;
+use kernel_launch::cpu::contiguous;
 
 /// y = γ ⊙ x + β, then ReLU if `relu`; as `CustomOp3` it also adds a residual.
 ///
@@ -25,19 +26,6 @@ pub(crate) struct FusedFilm {
 struct FusedFilmBackward {
     geo: Geometry,
     relu: bool,
-}
-
-/// The contiguous values of an operand, honouring its start offset.
-fn contiguous<'a, T: WithDType>(
-    storage: &'a CpuStorage,
-    layout: &Layout,
-    op: &'static str,
-) -> Result<&'a [T]> {
-    let data = T::cpu_storage_as_slice(storage)?;
-    match layout.contiguous_offsets() {
-        Some((start, end)) => Ok(&data[start..end]),
-        None => Err(candle_core::Error::RequiresContiguous { op }),
-    }
 }
 
 impl FusedFilm {

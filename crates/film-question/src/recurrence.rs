@@ -83,11 +83,7 @@ fn dims(inputs: &Shape, weight_hh: &Shape, packed: &Shape) -> Result<Dims> {
 }
 
 fn f32_slice<'a>(storage: &'a CpuStorage, layout: &Layout) -> Result<&'a [f32]> {
-    let data = storage.as_slice::<f32>()?;
-    match layout.contiguous_offsets() {
-        Some((start, end)) => Ok(&data[start..end]),
-        None => candle_core::bail!("GRU recurrence: inputs must be contiguous"),
-    }
+    kernel_launch::cpu::contiguous(storage, layout, "GRU recurrence")
 }
 
 fn parallelism() -> Parallelism {

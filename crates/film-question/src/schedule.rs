@@ -10,7 +10,7 @@
 //! would leave unwritten full of NaN, so that reading a value before writing it shows.
 
 use candle_core::Result;
-use film_layer::kernel_call::{KernelArg, KernelCall};
+use kernel_launch::kernel_call::{KernelArg, KernelCall};
 
 use crate::recurrence::{Dims, KEPT};
 

@@ -4,9 +4,10 @@ Each component runs alone on detached inputs, forward then backward (seeded with
 as candle's `backward` of a non-scalar output is), median of N calls after a warm-up:
 the question encoder (FiLM generator), the stem, the FiLMed blocks, and the classifier
 with the cross-entropy loss. The model, batch and synthetic inputs are the reference
-harness's own (../shared/reference/torch_film.py), so the rows line up with ours.
+harness's own (`torch_film.py`, which is not in this repository: pass its folder), so the
+rows line up with ours.
 
-    python3 crates/film-train/scripts/torch_components.py --reference ../shared/reference \
+    python3 crates/film-train/scripts/torch_components.py --reference DIR \
         --config small --threads 2 --steps 20
 """
 import argparse
@@ -17,8 +18,8 @@ import time
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--reference", default="../shared/reference",
-                        help="folder holding torch_film.py")
+    parser.add_argument("--reference", required=True,
+                        help="folder holding the PyTorch reference torch_film.py")
     parser.add_argument("--config", default="small")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--batch", type=int, default=64)

@@ -181,10 +181,7 @@ fn in_place_supported(var: &Var) -> bool {
 const CHUNK: usize = 1 << 14;
 
 fn values<'a>(storage: &'a CpuStorage, layout: &Layout) -> Result<&'a [f32]> {
-    match (storage, layout.contiguous_offsets()) {
-        (CpuStorage::F32(data), Some((start, end))) => Ok(&data[start..end]),
-        _ => candle_core::bail!("Adam: optimizer tensors must be contiguous f32"),
-    }
+    kernel_launch::cpu::contiguous(storage, layout, "Adam")
 }
 
 fn values_mut<'a>(storage: &'a mut CpuStorage, layout: &Layout) -> Result<&'a mut [f32]> {

@@ -3,7 +3,7 @@
 //! these calls and launches them; the tests below run the same calls on the CPU through
 //! cuda-emulator, in every build, against Adam's composed update.
 
-use film_layer::kernel_call::{KernelArg, KernelCall};
+use kernel_launch::kernel_call::{KernelArg, KernelCall};
 
 use crate::adam::{MomentUpdate, ParameterUpdate};
 

@@ -10,7 +10,7 @@ use clevr::QuestionType;
 use clevr_synth::attributes::Cogent;
 use clevr_synth::dataset::{generate, GenerateConfig};
 use film_layer::GammaMode;
-use film_vision::{FilmPosition, Pool, Stem};
+use film_vision::{FilmPosition, Pool, ResidualSource, Stem};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::data::split_files;
@@ -232,6 +232,10 @@ struct TrainArgs {
     /// Remove the residual connection of each block.
     #[arg(long)]
     no_residual: bool,
+    /// What each block's residual connection adds: projection (the paper: the block's
+    /// 1x1 projection of its input) or input (the block's input unchanged).
+    #[arg(long, value_parser = parse_residual, conflicts_with = "no_residual")]
+    residual: Option<ResidualSource>,
     /// Classifier pooling: max or mean.
     #[arg(long, value_parser = parse_pool)]
     pool: Option<Pool>,
@@ -257,6 +261,11 @@ fn parse_position(s: &str) -> Result<FilmPosition, String> {
     serde_json::from_value(serde_json::Value::String(s.to_string())).map_err(|_| {
         format!("unknown FiLM position {s:?}: expected after-norm, before-norm, after-relu, after-residual or before-input-conv")
     })
+}
+
+fn parse_residual(s: &str) -> Result<ResidualSource, String> {
+    serde_json::from_value(serde_json::Value::String(s.to_string()))
+        .map_err(|_| format!("unknown residual {s:?}: expected projection or input"))
 }
 
 fn parse_pool(s: &str) -> Result<Pool, String> {
@@ -494,6 +503,9 @@ fn train_request(args: &TrainArgs) -> Result<TrainRequest> {
     }
     block.use_beta &= !args.no_beta;
     block.residual &= !args.no_residual;
+    if let Some(source) = args.residual {
+        block.residual_source = source;
+    }
     model.question_only |= args.question_only;
     override_pixel_stem(model, args.image_size, args.downsamplings, &args.preset)?;
     if let Some(pool) = args.pool {
@@ -725,6 +737,39 @@ mod tests {
             err.to_string(),
             "--image-size 100000: the side must be between 1 and 1024 pixels"
         );
+    }
+
+    fn train_args(extra: &[&str]) -> std::result::Result<TrainArgs, clap::Error> {
+        let mut argv = vec!["film-train", "train", "--data", "d", "--out", "o"];
+        argv.extend_from_slice(extra);
+        match Cli::try_parse_from(argv)?.command {
+            Some(Command::Train(args)) => Ok(args),
+            _ => panic!("not parsed as train"),
+        }
+    }
+
+    #[test]
+    fn residual_flag_sets_the_blocks_shortcut() {
+        let default = train_request(&train_args(&[]).unwrap()).unwrap();
+        assert_eq!(
+            default.preset.model.vision.block.residual_source,
+            ResidualSource::Projection
+        );
+        let input = train_request(&train_args(&["--residual", "input"]).unwrap()).unwrap();
+        assert_eq!(
+            input.preset.model.vision.block.residual_source,
+            ResidualSource::Input
+        );
+        let err = train_args(&["--residual", "skip"])
+            .err()
+            .expect("refused")
+            .to_string();
+        assert!(err.contains("expected projection or input"), "{err}");
+        let err = train_args(&["--residual", "input", "--no-residual"])
+            .err()
+            .expect("refused")
+            .to_string();
+        assert!(err.contains("cannot be used with"), "{err}");
     }
 
     #[test]

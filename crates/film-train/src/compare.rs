@@ -83,10 +83,23 @@ fn evaluations(records: &[crate::metrics_file::Record], batch: u64, path: &Path)
                 .as_f64()
                 .with_context(|| format!("{}:{line}: no numeric {name:?}", path.display()))
         };
-        let step = field("step")? as u64;
+        // A hand-edited or damaged step may be fractional, negative or huge: each would
+        // need a guess, and a huge one would overflow the questions count.
+        let step = record["step"].as_u64().with_context(|| {
+            format!(
+                "{}:{line}: \"step\" is not a whole number of steps",
+                path.display()
+            )
+        })?;
+        let questions = step.checked_mul(batch).with_context(|| {
+            format!(
+                "{}:{line}: \"step\" {step} times the batch of {batch} questions is more questions than can be counted",
+                path.display()
+            )
+        })?;
         points.push(Evaluation {
             step,
-            questions: step * batch,
+            questions,
             minutes: field("train_seconds")? / 60.0,
             accuracy: field("overall")?,
         });
@@ -217,6 +230,24 @@ mod tests {
         let err = parse("{\"step\":1,\"overall\":0.5}", 64).unwrap_err().to_string();
         assert!(
             err.contains("metrics.jsonl:1: no numeric \"train_seconds\""),
+            "{err}"
+        );
+        // Found by tests/fuzz_run_dir.rs: a huge step overflowed the questions count.
+        let err = parse(
+            "{\"step\":18446744073709551615,\"overall\":0.5,\"train_seconds\":1}",
+            64,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("metrics.jsonl:1: \"step\" 18446744073709551615 times the batch of 64"),
+            "{err}"
+        );
+        let err = parse("{\"step\":1e300,\"overall\":0.5,\"train_seconds\":1}", 64)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("metrics.jsonl:1: \"step\" is not a whole number of steps"),
             "{err}"
         );
         // A last line torn by a crash is skipped.

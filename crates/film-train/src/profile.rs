@@ -1,6 +1,6 @@
 //! `film-train profile`: where a training step's time goes, on synthetic inputs shaped like
-//! the PyTorch reference harness's (../shared/reference/torch_film.py), so the two can be
-//! timed side by side without any data.
+//! the PyTorch reference harness's (`torch_film.py`, kept outside this repository), so the
+//! two can be timed side by side without any data.
 
 use std::time::Instant;
 

@@ -210,7 +210,7 @@ impl RunDir {
     /// the file may have been edited by hand.
     pub fn read_config(&self) -> Result<RunConfig> {
         let path = self.config_path();
-        let config = read_json(&path)?;
+        let config = read_json(&path, "a run's config.json")?;
         crate::limits::check_run_config(&config, &path)?;
         Ok(config)
     }
@@ -221,7 +221,7 @@ impl RunDir {
         if !path.exists() {
             return Ok(None);
         }
-        read_json(&path).map(Some)
+        read_json(&path, "a run's state.json").map(Some)
     }
 
     /// Writes model and optimizer for `state.step`, then `state.json` naming them, then
@@ -263,9 +263,10 @@ impl RunDir {
     }
 }
 
-fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
-    let text = fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))
+/// Reads a run file through clevr's JSON reader, so that an error names the file, line,
+/// column and field (`config.json:12:20: training.eval_every: invalid type: …`).
+fn read_json<T: serde::de::DeserializeOwned>(path: &Path, what: &'static str) -> Result<T> {
+    Ok(clevr::json::read_json(path, what)?)
 }
 
 #[cfg(test)]

@@ -1,15 +1,14 @@
 //! End-to-end training on the tiny CLEVR-format fixture: the model learns, and a resumed
 //! run ends with exactly the weights of an uninterrupted one.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use candle_core::Device;
 use film_train::presets;
 use film_train::train::{train, TrainRequest};
 
-fn fixture() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/clevr-mini")
-}
+mod support;
+use support::{fixture, fixture_copy};
 
 fn request(out: &Path, cache: &Path, epochs: usize) -> TrainRequest {
     TrainRequest {
@@ -209,25 +208,6 @@ fn features_of_the_wrong_shape_or_missing_are_reported_with_the_file() {
         err.contains("nowhere/train_features.npy: cannot open the feature file"),
         "{err}"
     );
-}
-
-/// A copy of the fixture under `dir`, for tests that change its files.
-fn fixture_copy(dir: &Path) -> PathBuf {
-    fn copy(from: &Path, to: &Path) {
-        std::fs::create_dir_all(to).unwrap();
-        for entry in std::fs::read_dir(from).unwrap() {
-            let entry = entry.unwrap();
-            let target = to.join(entry.file_name());
-            if entry.file_type().unwrap().is_dir() {
-                copy(&entry.path(), &target);
-            } else {
-                std::fs::copy(entry.path(), &target).unwrap();
-            }
-        }
-    }
-    let data = dir.join("data");
-    copy(&fixture(), &data);
-    data
 }
 
 /// Keeps the first `keep` questions of the copy's training questions file.

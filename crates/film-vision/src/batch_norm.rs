@@ -266,12 +266,8 @@ fn contiguous<'a>(storage: &'a CpuStorage, layout: &Layout) -> Result<&'a [f32]>
 }
 
 /// The f32 values of a contiguous CPU storage; `op` names the op in the error.
-pub(crate) fn f32_data<'a>(op: &str, storage: &'a CpuStorage, layout: &Layout) -> Result<&'a [f32]> {
-    let data = storage.as_slice::<f32>()?;
-    match layout.contiguous_offsets() {
-        Some((start, end)) => Ok(&data[start..end]),
-        None => candle_core::bail!("{op}: the inputs must be contiguous, got {layout:?}"),
-    }
+pub(crate) fn f32_data<'a>(op: &'static str, storage: &'a CpuStorage, layout: &Layout) -> Result<&'a [f32]> {
+    kernel_launch::cpu::contiguous(storage, layout, op)
 }
 
 /// y = [relu](scale_c · (x - mean_c) · inv_std_c + shift_c), x (N, C, *), `affine` (C, 2)
@@ -296,18 +292,12 @@ pub(crate) fn coefficients(affine: &[f32], stats: &[f32]) -> Vec<(f32, f32)> {
 }
 
 /// An f32 buffer of `len` elements that is not zero-filled, for an output the op writes
-/// completely (zero-filling BatchNorm's outputs was about 1.5% of a `mini` training step's
-/// CPU samples). Allocated by candle's own `alloc_uninit`, as candle allocates its op
-/// outputs.
+/// completely.
 pub(crate) fn output_buffer(len: usize) -> Result<Vec<f32>> {
-    use candle_core::backend::{BackendDevice, BackendStorage};
-    // SAFETY: every caller writes each element (whole rows: one per (n, c) here, one per
-    // pooled row in `pool`) before anything reads the buffer, and every bit pattern is a
-    // valid f32.
-    match unsafe { candle_core::cpu_backend::CpuDevice.alloc_uninit(&Shape::from(len), DType::F32)? } {
-        CpuStorage::F32(buffer) => Ok(buffer),
-        other => candle_core::bail!("alloc_uninit gave {:?} storage for F32", other.dtype()),
-    }
+    // SAFETY: every caller in this crate writes each element (whole rows: one per (n, c)
+    // here, one per pooled row in `pool`, the whole map in `conv_norm`) before anything
+    // reads the buffer.
+    unsafe { kernel_launch::cpu::output_buffer(len) }
 }
 
 /// y = [relu](a_c · x + b_c) for x (N, C, S) contiguous, `coef[c]` = (a_c, b_c).

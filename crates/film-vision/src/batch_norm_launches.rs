@@ -5,7 +5,7 @@
 //! build, against candle-nn's BatchNorm.
 
 use candle_core::Result;
-use film_layer::kernel_call::{KernelArg, KernelCall};
+use kernel_launch::kernel_call::{KernelArg, KernelCall};
 
 /// Threads of the per-channel blocks: `BN_THREADS` in batch_norm.cu, whose shared arrays
 /// have one slot per thread.

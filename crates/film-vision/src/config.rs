@@ -41,6 +41,19 @@ pub enum Pool {
     Mean,
 }
 
+/// What a block's residual connection adds to its FiLMed branch.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ResidualSource {
+    /// The block's own 1x1 projection r = ReLU(conv1x1([x, coords])): the paper's block.
+    #[default]
+    Projection,
+    /// The block's input x unchanged (an identity shortcut, as in ResNets). The stem's
+    /// features then reach the classifier through no random projection at the start,
+    /// which the lookup of a described object's attribute learns faster through.
+    Input,
+}
+
 /// Options shared by every FiLMed residual block.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BlockOptions {
@@ -52,6 +65,9 @@ pub struct BlockOptions {
     pub use_beta: bool,
     /// `false`: the block's output is its FiLMed branch alone.
     pub residual: bool,
+    /// What the residual connection adds; absent in configs written before it existed.
+    #[serde(default)]
+    pub residual_source: ResidualSource,
 }
 
 impl Default for BlockOptions {
@@ -61,6 +77,7 @@ impl Default for BlockOptions {
             gamma: GammaMode::OnePlusDelta,
             use_beta: true,
             residual: true,
+            residual_source: ResidualSource::Projection,
         }
     }
 }

@@ -17,7 +17,7 @@ mod model;
 mod pool;
 
 pub use batch_norm::BatchNorm;
-pub use config::{BlockOptions, FilmPosition, Pool, Stem, VisionConfig};
+pub use config::{BlockOptions, FilmPosition, Pool, ResidualSource, Stem, VisionConfig};
 pub use layers::coordinate_maps;
 pub use model::{Classifier, FilmedNetwork, FilmedResBlock};
 pub use pool::global_max_pool;

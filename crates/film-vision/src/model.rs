@@ -8,7 +8,7 @@ use candle_nn::{Linear, VarBuilder};
 use film_layer::{film_fused, split_film_params, ChannelLayout};
 
 use crate::batch_norm::BatchNorm;
-use crate::config::{BlockOptions, FilmPosition, Pool, Stem, VisionConfig};
+use crate::config::{BlockOptions, FilmPosition, Pool, ResidualSource, Stem, VisionConfig};
 use crate::conv_norm::ConvNormReluOp;
 use crate::layers::{conv2d, coordinate_maps, linear, Conv};
 
@@ -78,7 +78,8 @@ pub struct BlockFilm<'a> {
 }
 
 /// A FiLMed residual block:
-/// r = ReLU(conv1x1([x, coords])); o = BN(conv3x3(r)); o = ReLU(FiLM(o)); out = r + o.
+/// r = ReLU(conv1x1([x, coords])); o = BN(conv3x3(r)); o = ReLU(FiLM(o)); out = r + o
+/// (or x + o with [`ResidualSource::Input`]).
 #[derive(Clone, Debug)]
 pub struct FilmedResBlock {
     input_conv: Conv,
@@ -117,6 +118,7 @@ impl FilmedResBlock {
                 }
             }
         };
+        let input = x;
         let x = if position == BeforeInputConv {
             modulate(x, false, None)?
         } else {
@@ -124,7 +126,11 @@ impl FilmedResBlock {
         };
         let r = self.input_conv.forward_relu(&Tensor::cat(&[&x, coords], 1)?)?;
         let o = self.conv.forward(&r)?;
-        let residual = self.options.residual.then_some(&r);
+        let shortcut = match self.options.residual_source {
+            ResidualSource::Projection => &r,
+            ResidualSource::Input => input,
+        };
+        let residual = self.options.residual.then_some(shortcut);
         match position {
             // The paper's block: BN, then FiLM, ReLU and the residual add in one fused pass.
             AfterNorm => modulate(&self.norm.forward_t(&o, train)?, true, residual),
@@ -419,5 +425,70 @@ mod tests {
         check(8, 8, 4, 2, 1, (2, 8, 9, 7))?;
         check(6, 5, 3, 1, 1, (3, 6, 5, 5))?;
         check(7, 9, 1, 1, 0, (5, 7, 4, 3))
+    }
+}
+
+#[cfg(test)]
+mod residual_tests {
+    use super::*;
+    use candle_core::{DType, Device};
+    use candle_nn::VarMap;
+
+    /// With γ = 0 and β = 0 the FiLMed branch is ReLU(0) = 0, so a block's output is exactly
+    /// what its residual connection adds.
+    fn output_with_branch_silenced(source: ResidualSource) -> Result<(Tensor, Tensor, Tensor)> {
+        let dev = Device::Cpu;
+        let (batch, channels, side) = (2, 4, 5);
+        let options = BlockOptions {
+            residual_source: source,
+            ..BlockOptions::default()
+        };
+        let varmap = VarMap::new();
+        let block = FilmedResBlock::new(
+            channels,
+            &options,
+            VarBuilder::from_varmap(&varmap, DType::F32, &dev),
+        )?;
+        let x = Tensor::randn(0f32, 1.0, (batch, channels, side, side), &dev)?;
+        let coords = coordinate_maps(batch, side, side, &x)?;
+        // One-plus-delta: a raw Δγ of −1 is γ = 0.
+        let raw_gamma = Tensor::full(-1f32, (batch, channels), &dev)?;
+        let beta = Tensor::zeros((batch, channels), DType::F32, &dev)?;
+        let film = Some(BlockFilm {
+            raw_gamma: &raw_gamma,
+            beta: &beta,
+        });
+        let out = block.forward_t(&x, &coords, film, true)?;
+        let projection = block.input_conv.forward_relu(&Tensor::cat(&[&x, &coords], 1)?)?;
+        Ok((out, x, projection))
+    }
+
+    #[test]
+    fn the_input_residual_adds_the_block_input_unchanged() -> Result<()> {
+        let (out, x, projection) = output_with_branch_silenced(ResidualSource::Input)?;
+        let diff = (&out - &x)?.abs()?.max_all()?.to_scalar::<f32>()?;
+        assert_eq!(diff, 0.0, "the output is not the block's input");
+        let from_projection = (&out - &projection)?.abs()?.max_all()?.to_scalar::<f32>()?;
+        assert!(
+            from_projection > 0.1,
+            "input and projection coincide: the test shows nothing"
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn the_projection_residual_adds_the_blocks_own_projection() -> Result<()> {
+        let (out, _, projection) = output_with_branch_silenced(ResidualSource::Projection)?;
+        let diff = (&out - &projection)?.abs()?.max_all()?.to_scalar::<f32>()?;
+        assert_eq!(diff, 0.0, "the output is not the block's 1x1 projection");
+        Ok(())
+    }
+
+    #[test]
+    fn configs_written_before_the_switch_read_as_the_papers_block() {
+        let old =
+            r#"{"film_position":"after-norm","gamma":"one-plus-delta","use_beta":true,"residual":true}"#;
+        let options: BlockOptions = serde_json::from_str(old).expect("an old block config parses");
+        assert_eq!(options.residual_source, ResidualSource::Projection);
     }
 }

@@ -1,7 +1,9 @@
 use candle_core::{DType, Device, Result, Tensor};
 use candle_nn::{VarBuilder, VarMap};
 use film_layer::GammaMode;
-use film_vision::{coordinate_maps, BlockOptions, FilmPosition, FilmedNetwork, Pool, Stem, VisionConfig};
+use film_vision::{
+    coordinate_maps, BlockOptions, FilmPosition, FilmedNetwork, Pool, ResidualSource, Stem, VisionConfig,
+};
 
 fn small(block: BlockOptions, pool: Pool) -> VisionConfig {
     VisionConfig {
@@ -30,9 +32,28 @@ fn every_ablation_gives_logits_in_train_and_eval() -> Result<()> {
         FilmPosition::BeforeInputConv,
     ];
     for position in positions {
-        for (gamma, use_beta, residual, pool) in [
-            (GammaMode::OnePlusDelta, true, true, Pool::Max),
-            (GammaMode::Sigmoid, false, false, Pool::Mean),
+        for (gamma, use_beta, residual, residual_source, pool) in [
+            (
+                GammaMode::OnePlusDelta,
+                true,
+                true,
+                ResidualSource::Projection,
+                Pool::Max,
+            ),
+            (
+                GammaMode::Sigmoid,
+                false,
+                false,
+                ResidualSource::Projection,
+                Pool::Mean,
+            ),
+            (
+                GammaMode::OnePlusDelta,
+                true,
+                true,
+                ResidualSource::Input,
+                Pool::Max,
+            ),
         ] {
             let config = small(
                 BlockOptions {
@@ -40,6 +61,7 @@ fn every_ablation_gives_logits_in_train_and_eval() -> Result<()> {
                     gamma,
                     use_beta,
                     residual,
+                    residual_source,
                 },
                 pool,
             );

@@ -141,31 +141,61 @@ pub fn generate_questions(
     config: &QuestionConfig,
     seed: u64,
 ) -> Vec<Question> {
-    let want = config.per_image;
-    let pools: Vec<Vec<Answered>> = scenes
-        .par_iter()
-        .map(|scene| {
-            let scene_seed = seed ^ (scene.image_index as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-            candidates(scene, want * config.candidates_per_question, scene_seed)
-        })
-        .collect();
-    let mut balancer = Balancer::default();
-    let mut questions = Vec::new();
-    for (scene, pool) in scenes.iter().zip(pools) {
-        for chosen in balancer.select(pool, want, config) {
-            questions.push(Question {
-                image_index: scene.image_index,
-                program: Some(chosen.candidate.program),
-                question_index: Some(questions.len()),
-                image_filename: scene.image_filename.clone(),
-                question_family_index: Some(chosen.candidate.family),
-                split: split.to_string(),
-                answer: Some(chosen.answer),
-                question: chosen.candidate.text,
-            });
+    QuestionStream::new(split, config, seed).ask(scenes)
+}
+
+/// [`generate_questions`] a batch of scenes at a time, for a generator that does not hold
+/// all its scenes: the balancer's counts and the question numbering carry over from one
+/// batch to the next, so any split of the scenes into consecutive batches gives the
+/// questions `generate_questions` gives for all of them.
+pub struct QuestionStream<'a> {
+    split: &'a str,
+    config: &'a QuestionConfig,
+    seed: u64,
+    balancer: Balancer,
+    asked: usize,
+}
+
+impl<'a> QuestionStream<'a> {
+    pub fn new(split: &'a str, config: &'a QuestionConfig, seed: u64) -> Self {
+        QuestionStream {
+            split,
+            config,
+            seed,
+            balancer: Balancer::default(),
+            asked: 0,
         }
     }
-    questions
+
+    /// The questions about `scenes`, the scenes that follow those of the earlier calls.
+    pub fn ask(&mut self, scenes: &[Scene]) -> Vec<Question> {
+        let (config, seed) = (self.config, self.seed);
+        let want = config.per_image;
+        let pools: Vec<Vec<Answered>> = scenes
+            .par_iter()
+            .map(|scene| {
+                let scene_seed = seed ^ (scene.image_index as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+                candidates(scene, want * config.candidates_per_question, scene_seed)
+            })
+            .collect();
+        let mut questions = Vec::new();
+        for (scene, pool) in scenes.iter().zip(pools) {
+            for chosen in self.balancer.select(pool, want, config) {
+                questions.push(Question {
+                    image_index: scene.image_index,
+                    program: Some(chosen.candidate.program),
+                    question_index: Some(self.asked),
+                    image_filename: scene.image_filename.clone(),
+                    question_family_index: Some(chosen.candidate.family),
+                    split: self.split.to_string(),
+                    answer: Some(chosen.answer),
+                    question: chosen.candidate.text,
+                });
+                self.asked += 1;
+            }
+        }
+        questions
+    }
 }
 
 #[cfg(test)]
@@ -243,6 +273,23 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn questions_asked_in_batches_are_those_asked_at_once() {
+        let scenes = scenes(30);
+        let config = QuestionConfig {
+            per_image: 4,
+            ..QuestionConfig::default()
+        };
+        let whole = generate_questions(&scenes, "val", &config, 11);
+        let mut stream = QuestionStream::new("val", &config, 11);
+        let mut batched = Vec::new();
+        for range in [0..7, 7..8, 8..8, 8..30] {
+            batched.extend(stream.ask(&scenes[range]));
+        }
+        assert_eq!(batched, whole);
+        assert!(whole.len() > 30, "only {} questions", whole.len());
     }
 
     #[test]

@@ -12,7 +12,7 @@ use candle_core::{DType, Layout, Result};
 
 use crate::launch_plan::{self, FilmBuffer, Variant, PACK_BYTES};
 use crate::layout::{ChannelLayout, Geometry};
-use crate::nvrtc::{self, CudaSource, Kernels};
+use kernel_launch::nvrtc::{self, CudaSource, Kernels};
 
 static SOURCE: CudaSource = CudaSource {
     name: "film.cu",
@@ -222,7 +222,7 @@ mod tests {
     /// on any machine (`cargo test --features cuda` with the CUDA libraries on the path).
     #[test]
     fn film_kernels_compile_for_sm_90() {
-        let cubin = crate::nvrtc::compile(&SOURCE, (9, 0)).unwrap_or_else(|e| panic!("{e}"));
+        let cubin = kernel_launch::nvrtc::compile(&SOURCE, (9, 0)).unwrap_or_else(|e| panic!("{e}"));
         assert!(cubin.starts_with(b"\x7fELF"), "a cubin is an ELF file");
     }
 }

@@ -2,7 +2,7 @@
 //!
 //! The same algorithm as on the CPU, in the order `schedule.rs` writes down (and its tests
 //! check on a CPU emulator), with cuBLAS for the products and the gate kernels of `gru.cu`
-//! (compiled at run time by NVRTC, through film-layer's loader) for the rest:
+//! (compiled at run time by NVRTC, through kernel-launch's loader) for the rest:
 //! - forward: the input projection of every step as one product, then per step one product
 //!   h_{t-1}·W_hhᵀ and one gate kernel;
 //! - backward: per step one gate kernel and one product that carries the gradient through
@@ -23,8 +23,8 @@ use candle_core::cuda_backend::cudarc::cublas::{result as blas, sys as blas_sys,
 use candle_core::cuda_backend::cudarc::driver::{CudaSlice, CudaStream, CudaView, DevicePtr, DevicePtrMut};
 use candle_core::cuda_backend::{CudaDevice, CudaStorage, WrapErr};
 use candle_core::{Layout, Result};
-use film_layer::kernel_call::KernelCall;
-use film_layer::nvrtc::{self, CudaSource, Kernels};
+use kernel_launch::kernel_call::KernelCall;
+use kernel_launch::nvrtc::{self, CudaSource, Kernels};
 
 use crate::recurrence::{Dims, KEPT};
 use crate::schedule::{self, At, BackwardStep, Buffer, ColumnMajorGemm, ForwardStep, Machine};
@@ -305,7 +305,7 @@ mod tests {
     /// on any machine (`cargo test --features cuda` with the CUDA libraries on the path).
     #[test]
     fn gate_kernels_compile_for_sm_90() {
-        let cubin = film_layer::nvrtc::compile(&SOURCE, (9, 0)).unwrap_or_else(|e| panic!("{e}"));
+        let cubin = kernel_launch::nvrtc::compile(&SOURCE, (9, 0)).unwrap_or_else(|e| panic!("{e}"));
         assert!(cubin.starts_with(b"\x7fELF"), "a cubin is an ELF file");
     }
 }

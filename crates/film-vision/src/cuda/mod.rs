@@ -10,8 +10,8 @@
 use candle_core::cuda_backend::cudarc::driver::{CudaView, DevicePtr, DevicePtrMut};
 use candle_core::cuda_backend::CudaStorage;
 use candle_core::{Layout, Result};
-use film_layer::kernel_call::KernelCall;
-use film_layer::nvrtc::{self, CudaSource};
+use kernel_launch::kernel_call::KernelCall;
+use kernel_launch::nvrtc::{self, CudaSource};
 
 use crate::batch_norm_launches::{self as launches, BnBuffer, Dims};
 
@@ -171,7 +171,7 @@ mod tests {
     /// cuda` with the CUDA libraries on the path).
     #[test]
     fn batch_norm_kernels_compile_for_sm_90() {
-        let cubin = film_layer::nvrtc::compile(&SOURCE, (9, 0)).unwrap_or_else(|e| panic!("{e}"));
+        let cubin = kernel_launch::nvrtc::compile(&SOURCE, (9, 0)).unwrap_or_else(|e| panic!("{e}"));
         assert!(cubin.starts_with(b"\x7fELF"), "a cubin is an ELF file");
     }
 }
