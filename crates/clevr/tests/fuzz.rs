@@ -137,21 +137,10 @@ fn fix_png_crcs(bytes: &mut [u8]) {
         let Some(end) = (at + 8).checked_add(len).filter(|&e| e + 4 <= bytes.len()) else {
             return;
         };
-        let crc = crc32(&bytes[at + 4..end]);
+        let crc = crc32fast::hash(&bytes[at + 4..end]);
         bytes[end..end + 4].copy_from_slice(&crc.to_be_bytes());
         at = end + 4;
     }
-}
-
-fn crc32(bytes: &[u8]) -> u32 {
-    let mut crc = !0u32;
-    for &b in bytes {
-        crc ^= u32::from(b);
-        for _ in 0..8 {
-            crc = (crc >> 1) ^ (0xEDB8_8320 & (crc & 1).wrapping_neg());
-        }
-    }
-    !crc
 }
 
 fn valid_npy(scratch: &Scratch, shape: &[usize], dtype: FeatureDType) -> Vec<u8> {

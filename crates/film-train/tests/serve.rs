@@ -38,6 +38,13 @@ fn trained_run(dir: &Path) -> PathBuf {
 }
 
 /// (status, body) of a request; a 4xx or 5xx is a result here, not an error.
+/// A `tiny` run trained in `dir`, served on a free loopback port by two workers.
+fn serve(dir: &Path) -> (PathBuf, Server) {
+    let run = trained_run(dir);
+    let app = App::load(&run, Some(&fixture()), Some(2)).unwrap();
+    (run, Server::start(app, "127.0.0.1:0".parse().unwrap()).unwrap())
+}
+
 fn call(method: &str, url: &str, body: Option<&str>) -> (u16, Vec<u8>) {
     let request = ureq::request(method, url);
     let result = match body {
@@ -80,25 +87,10 @@ fn png_claiming(width: u32, height: u32) -> Vec<u8> {
     assert_eq!(&bytes[12..16], b"IHDR");
     bytes[16..20].copy_from_slice(&width.to_be_bytes());
     bytes[20..24].copy_from_slice(&height.to_be_bytes());
-    let crc = crc32(&bytes[12..29]);
+    let crc = crc32fast::hash(&bytes[12..29]);
     bytes[29..33].copy_from_slice(&crc.to_be_bytes());
     bytes.truncate(200);
     bytes
-}
-
-fn crc32(data: &[u8]) -> u32 {
-    let mut crc = !0u32;
-    for &b in data {
-        crc ^= u32::from(b);
-        for _ in 0..8 {
-            crc = if crc & 1 == 1 {
-                (crc >> 1) ^ 0xEDB8_8320
-            } else {
-                crc >> 1
-            };
-        }
-    }
-    !crc
 }
 
 fn b64(bytes: &[u8]) -> String {
@@ -131,12 +123,7 @@ fn assert_same_answers(got: &[(String, f64)], want: &[film_train::ask::Candidate
 #[test]
 fn the_api_answers_as_the_model_does_and_refuses_bad_requests() {
     let dir = tempfile::tempdir().unwrap();
-    let run = trained_run(dir.path());
-    let server = Server::start(
-        App::load(&run, Some(&fixture()), Some(2)).unwrap(),
-        "127.0.0.1:0".parse().unwrap(),
-    )
-    .unwrap();
+    let (run, server) = serve(dir.path());
     assert!(server.addr.ip().is_loopback());
     let url = server.url();
     let direct = Asker::load(&run, &Device::Cpu).unwrap();
@@ -372,12 +359,7 @@ fn the_api_answers_as_the_model_does_and_refuses_bad_requests() {
 #[test]
 fn concurrent_clients_get_the_answers_the_model_gives() {
     let dir = tempfile::tempdir().unwrap();
-    let run = trained_run(dir.path());
-    let server = Server::start(
-        App::load(&run, Some(&fixture()), Some(2)).unwrap(),
-        "127.0.0.1:0".parse().unwrap(),
-    )
-    .unwrap();
+    let (run, server) = serve(dir.path());
     let direct = Asker::load(&run, &Device::Cpu).unwrap();
     let images: Vec<_> = ["CLEVR_val_000000.png", "CLEVR_val_000001.png"]
         .iter()
