@@ -102,8 +102,8 @@ pub struct QuestionVocab {
     tokens: Vec<String>,
     config: TokenizerConfig,
     /// token → id, present when the tokenizer is exactly the pipeline this module
-    /// builds, so that [`question_tokens`] plus a lookup gives its ids (about 20×
-    /// faster than running the tokenizer's normaliser chain; the property test
+    /// builds, so that [`question_tokens`] plus a lookup gives its ids without running
+    /// the tokenizer's normaliser chain for every question (the property test
     /// below checks the two agree). `None` for a hand-edited tokenizer.json, which
     /// is then always run as is.
     lookup: Option<HashMap<String, u32>>,

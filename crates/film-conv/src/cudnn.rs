@@ -2,8 +2,8 @@
 //!
 //! candle 0.11's CUDA `conv2d` is im2col + cuBLAS, and its backward runs the input gradient
 //! as a transposed convolution and the weight gradient as another convolution, allocating
-//! at every step: the raw-pixel stem (four convolutions with their BatchNorms) was 54% of a
-//! `paper-raw` training step on an H200 (docs/gpu.md). candle's own `cudnn` feature does not help: it
+//! at every step, so the raw-pixel stem (four convolutions with their BatchNorms) was the
+//! largest part of a `paper-raw` training step on a GPU (docs/gpu.md). candle's own `cudnn` feature does not help: it
 //! asks cuDNN for an algorithm and allocates a workspace at every call, and leaves the
 //! backward as it was. Here the forward, the input gradient and the weight gradient are
 //! cuDNN's three convolution calls, and everything that depends only on the shape (the

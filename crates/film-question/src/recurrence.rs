@@ -217,8 +217,8 @@ fn gate_group(
 }
 
 /// An f32 buffer of `len` elements left unzeroed, for the per-step buffers that the loops
-/// write completely before anything reads them (zero-filling them was about 6% of the
-/// recurrence's CPU samples). Allocated by candle's own `alloc_uninit`, as candle allocates
+/// write completely before anything reads them, so zero-filling them would be wasted
+/// work (docs/benchmarks.md). Allocated by candle's own `alloc_uninit`, as candle allocates
 /// its op outputs.
 fn written_buffer(len: usize) -> Result<Vec<f32>> {
     use candle_core::backend::{BackendDevice, BackendStorage};
@@ -283,8 +283,8 @@ pub(crate) fn forward(
     let mut kept = written_buffer(steps * batch * KEPT * h)?;
     let mut hh = vec![0f32; batch * 3 * h];
     // W_hhᵀ (h × 3h) laid out row by row once: every step's product reads it, and a
-    // row-major right-hand side makes that product about a quarter faster than reading
-    // W_hh transposed in place.
+    // row-major right-hand side streams through memory in order, where reading W_hh
+    // transposed in place strides across it.
     let mut weight_t = written_buffer(3 * h * h)?;
     transpose_into(weight_hh, 3 * h, h, &mut weight_t);
     let zeros = vec![0f32; batch * h];

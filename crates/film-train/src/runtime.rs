@@ -10,9 +10,10 @@ pub fn tune_for_training() {
 /// candle 0.11 runs its own element-wise ops on a pool of worker threads whose caller
 /// busy-waits for them. Every heavy op of the model (convolutions, BatchNorm, the GRU,
 /// FiLM, matrix products) already spreads over the cores through rayon or its own threads,
-/// so on a small machine candle's pool only competes with them: with it, 15% of a `mini`
-/// step's CPU samples were that busy-wait, and the step used 20% more CPU time. One candle
-/// thread (its ops run on the caller) unless the user set `CANDLE_NUM_THREADS` themselves.
+/// so on a small machine candle's pool only competes with them, and its busy-wait costs
+/// CPU time the heavy ops need (measured in docs/benchmarks.md, "The training step"). One
+/// candle thread (its ops run on the caller) unless the user set `CANDLE_NUM_THREADS`
+/// themselves.
 pub fn single_thread_candle_pool() {
     if std::env::var_os("CANDLE_NUM_THREADS").is_none() {
         // Before any other thread starts: changing the environment is not thread-safe.
@@ -23,9 +24,9 @@ pub fn single_thread_candle_pool() {
 /// A training step frees and re-allocates the same few hundred megabytes of tensors every
 /// step. glibc's defaults hand large blocks straight back to the kernel (mmap above an
 /// adaptive threshold, heap trimming above 128 KiB), so every step pays page faults and TLB
-/// shootdowns on fresh memory: about 40% of the `mini` step on a 2-core machine. Serving
-/// blocks up to 32 MiB from the heap and never trimming it makes the step 1.7x faster
-/// (docs/benchmarks.md, "The training step"); memory stays at the step's peak instead.
+/// shootdowns on fresh memory. Serving blocks up to 32 MiB from the heap and never
+/// trimming it avoids that (what it buys: docs/benchmarks.md, "The training step");
+/// memory stays at the step's peak instead.
 /// Call it first thing in `main`, before any thread starts. Does nothing off glibc.
 pub fn keep_freed_memory() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]

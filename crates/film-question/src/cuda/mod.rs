@@ -11,8 +11,8 @@
 //!
 //! Composed from candle ops, every step was a dozen kernels, and the backward accumulated
 //! each weight gradient step by step into a fresh 3H × H buffer: at the paper's 4096 units
-//! the encoder was 78% of a `paper-features` GPU training step, its backward alone 70%
-//! (docs/gpu.md).
+//! the encoder, its backward above all, was most of a `paper-features` GPU training step
+//! (docs/gpu.md has the figures).
 //!
 //! The products follow candle's `set_gemm_reduced_precision_f32` switch, as every other f32
 //! product of the model does: TF32 tensor cores when it is on, full f32 otherwise.
