@@ -202,6 +202,10 @@ struct TrainArgs {
     /// (training only); 0 turns it off. Needs scenes/CLEVR_train_scenes.json.
     #[arg(long, value_name = "W")]
     perception_weight: Option<f64>,
+    /// The blocks read the perception head's per-cell object and attribute probabilities
+    /// instead of the stem's features (needs --perception-weight; see docs/training.md).
+    #[arg(long)]
+    scene_bottleneck: bool,
     #[arg(long, default_value_t = 0)]
     seed: u64,
     #[arg(long, default_value = "cpu")]
@@ -490,6 +494,12 @@ fn train_request(args: &TrainArgs) -> Result<TrainRequest> {
         }
         training.perception_weight = weight;
         model.perception_head = weight > 0.0;
+    }
+    if args.scene_bottleneck {
+        if !model.perception_head {
+            bail!("--scene-bottleneck: the blocks read the perception head, so it needs --perception-weight W with W > 0");
+        }
+        model.scene_bottleneck = true;
     }
     if let Some(steps) = args.curriculum_steps {
         training.curriculum_steps = (steps > 0).then_some(steps);

@@ -26,6 +26,7 @@ pub mod presets;
 pub mod profile;
 pub mod run_dir;
 pub mod runtime;
+pub mod scene_bottleneck;
 pub mod seeded;
 pub mod serve;
 pub mod train;

@@ -7,6 +7,7 @@ use film_vision::FilmedNetwork;
 
 use crate::perception::PerceptionHead;
 use crate::presets::ModelConfig;
+use crate::scene_bottleneck::SceneBottleneck;
 
 /// Question and image in, answer logits out. Weights live under `generator.` and
 /// `network.` in the safetensors files.
@@ -15,6 +16,9 @@ pub struct FilmModel {
     pub network: FilmedNetwork,
     /// Training-only scene supervision of the stem (`perception.` in the files).
     pub perception: Option<PerceptionHead>,
+    /// The blocks read the perception head's scene probabilities (`bottleneck.` in the
+    /// files); needs the perception head.
+    bottleneck: Option<SceneBottleneck>,
     question_only: bool,
 }
 
@@ -27,6 +31,13 @@ impl FilmModel {
                 Some(PerceptionHead::new(config.vision.channels, vb.pp("perception"))?)
             } else {
                 None
+            },
+            bottleneck: match (config.scene_bottleneck, config.perception_head) {
+                (false, _) => None,
+                (true, true) => Some(SceneBottleneck::new(config.vision.channels, vb.pp("bottleneck"))?),
+                (true, false) => {
+                    candle_core::bail!("the scene bottleneck needs the perception head (--perception-weight)")
+                }
             },
             question_only: config.question_only,
         })
@@ -47,8 +58,34 @@ impl FilmModel {
         train: bool,
     ) -> Result<Tensor> {
         let params = self.film_params(questions, lengths)?;
-        self.network
-            .forward_t(&self.vision_input(images)?, &params, train)
+        let stem = self.stem_t(images, train)?;
+        let x = self
+            .network
+            .blocks_t(&self.blocks_input_t(&stem, train)?, &params, train)?;
+        self.network.classifier_t(&x, train)
+    }
+
+    /// The stem's output (M, C, h, w) for M `images`: what the perception head reads.
+    pub fn stem_t(&self, images: &Tensor, train: bool) -> Result<Tensor> {
+        self.network.stem_t(&self.vision_input(images)?, train)
+    }
+
+    /// What the first block reads, from the stem's output: the stem's output itself, or
+    /// with the scene bottleneck the head's scene probabilities mapped to the blocks'
+    /// channels.
+    pub fn blocks_input_t(&self, stem: &Tensor, train: bool) -> Result<Tensor> {
+        match (&self.bottleneck, &self.perception) {
+            (Some(bottleneck), Some(head)) => {
+                let (m, _, h, w) = stem.dims4()?;
+                bottleneck.forward_t(&head.forward(stem)?, (m, h, w), train)
+            }
+            _ => Ok(stem.clone()),
+        }
+    }
+
+    /// The blocks' input for `images`: [`Self::stem_t`], then [`Self::blocks_input_t`].
+    pub fn trunk_input_t(&self, images: &Tensor, train: bool) -> Result<Tensor> {
+        self.blocks_input_t(&self.stem_t(images, train)?, train)
     }
 
     /// Answer logits (N, answers) for N questions about M <= N distinct `images`, and the
@@ -64,11 +101,12 @@ impl FilmModel {
         train: bool,
     ) -> Result<(Tensor, Tensor)> {
         let params = self.film_params(questions, lengths)?;
-        let stem = self.network.stem_t(&self.vision_input(images)?, train)?;
-        let per_question = if stem.dim(0)? == image_rows.dim(0)? && is_identity(image_rows)? {
-            stem.clone()
+        let stem = self.stem_t(images, train)?;
+        let input = self.blocks_input_t(&stem, train)?;
+        let per_question = if input.dim(0)? == image_rows.dim(0)? && is_identity(image_rows)? {
+            input
         } else {
-            stem.index_select(image_rows, 0)?
+            input.index_select(image_rows, 0)?
         };
         let x = self.network.blocks_t(&per_question, &params, train)?;
         Ok((self.network.classifier_t(&x, train)?, stem))
@@ -93,4 +131,69 @@ fn is_identity(rows: &Tensor) -> Result<bool> {
         .iter()
         .enumerate()
         .all(|(i, &r)| r as usize == i))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{DType, Device};
+
+    fn tiny(perception_head: bool, scene_bottleneck: bool) -> ModelConfig {
+        let mut config = crate::presets::by_name("tiny").unwrap().model;
+        config.question.vocab_size = 10;
+        config.vision.num_answers = 5;
+        config.perception_head = perception_head;
+        config.scene_bottleneck = scene_bottleneck;
+        config
+    }
+
+    #[test]
+    fn the_scene_bottleneck_feeds_the_blocks_from_the_perception_head() {
+        let dev = Device::Cpu;
+        let config = tiny(true, true);
+        let varmap = candle_nn::VarMap::new();
+        let model = FilmModel::new(&config, VarBuilder::from_varmap(&varmap, DType::F32, &dev)).unwrap();
+        let names: Vec<String> = varmap.data().lock().unwrap().keys().cloned().collect();
+        assert!(
+            names.iter().any(|n| n.starts_with("bottleneck.embed.conv.")),
+            "{names:?}"
+        );
+
+        let side = config.image_size;
+        let images = Tensor::randn(0f32, 1.0, (2, 3, side, side), &dev).unwrap();
+        let stem = model.stem_t(&images, true).unwrap();
+        let input = model.blocks_input_t(&stem, true).unwrap();
+        // The blocks' shape is kept, and what they read is not the stem's output.
+        assert_eq!(input.dims(), stem.dims());
+        let differs = (&input - &stem).unwrap().abs().unwrap().sum_all().unwrap();
+        assert!(differs.to_scalar::<f32>().unwrap() > 0.0);
+
+        // The answers' loss reaches the perception head through the bottleneck.
+        let questions = Tensor::new(&[[1u32, 2, 3], [4, 5, 6]], &dev).unwrap();
+        let rows = Tensor::new(&[0u32, 1], &dev).unwrap();
+        let (logits, _) = model
+            .forward_shared_t(&images, &rows, &questions, &[3, 3], true)
+            .unwrap();
+        let grads = logits.sum_all().unwrap().backward().unwrap();
+        let head_weight = varmap
+            .data()
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|(n, _)| n.starts_with("perception.") && n.ends_with("weight"))
+            .map(|(_, v)| v.as_tensor().clone())
+            .unwrap();
+        assert!(
+            grads.get(&head_weight).is_some(),
+            "no gradient for the perception head"
+        );
+    }
+
+    #[test]
+    fn the_scene_bottleneck_without_the_perception_head_is_an_error() {
+        let varmap = candle_nn::VarMap::new();
+        let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
+        let err = FilmModel::new(&tiny(false, true), vb).err().unwrap().to_string();
+        assert!(err.contains("perception head"), "{err}");
+    }
 }

@@ -16,7 +16,7 @@ use candle_nn::{Linear, Module, VarBuilder};
 use clevr::{Color, Material, Scene, Shape, Size};
 
 /// Objectness, then the scores of each attribute's values in CLEVR's order.
-const CLASSES: [usize; 4] = [
+pub(crate) const CLASSES: [usize; 4] = [
     Color::ALL.len(),
     Shape::ALL.len(),
     Material::ALL.len(),

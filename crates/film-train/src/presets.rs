@@ -20,6 +20,10 @@ pub struct ModelConfig {
     /// during training (`--perception-weight`; see `perception.rs`).
     #[serde(default)]
     pub perception_head: bool,
+    /// The blocks read the perception head's per-cell object and attribute probabilities
+    /// instead of the stem's features (`--scene-bottleneck`; see `scene_bottleneck.rs`).
+    #[serde(default)]
+    pub scene_bottleneck: bool,
 }
 
 /// How a preset trains by default.
@@ -110,6 +114,7 @@ fn pixels(
         },
         question_only: false,
         perception_head: false,
+        scene_bottleneck: false,
     }
 }
 
@@ -169,6 +174,7 @@ pub fn all() -> Vec<Preset> {
                 vision: VisionConfig::paper_features(0),
                 question_only: false,
                 perception_head: false,
+                scene_bottleneck: false,
             },
             training: paper_training(600.0, 2000),
         },

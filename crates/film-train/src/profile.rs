@@ -238,7 +238,7 @@ pub fn profile(request: &ProfileRequest, device: &Device) -> Result<Profile> {
     // Each component alone: its inputs detached, so its backward stops at its own inputs.
     let network = &model.network;
     let params = model.film_params(&inputs.questions, &inputs.lengths)?;
-    let stem_out = network.stem_t(&inputs.images, true)?;
+    let stem_out = model.trunk_input_t(&inputs.images, true)?;
     let blocks_out = network.blocks_t(&stem_out.detach(), &params.detach(), true)?;
     type Stage<'a> = Box<dyn Fn() -> candle_core::Result<Tensor> + 'a>;
     let stages: Vec<(&str, Stage)> = vec![
@@ -246,7 +246,7 @@ pub fn profile(request: &ProfileRequest, device: &Device) -> Result<Profile> {
             "question encoder",
             Box::new(|| model.film_params(&inputs.questions, &inputs.lengths)),
         ),
-        ("stem", Box::new(|| network.stem_t(&inputs.images, true))),
+        ("stem", Box::new(|| model.trunk_input_t(&inputs.images, true))),
         (
             "FiLMed blocks",
             Box::new(|| network.blocks_t(&stem_out.detach(), &params.detach(), true)),

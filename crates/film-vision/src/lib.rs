@@ -19,5 +19,5 @@ mod pool;
 pub use batch_norm::BatchNorm;
 pub use config::{BlockOptions, FilmPosition, Pool, ResidualSource, Stem, VisionConfig};
 pub use layers::coordinate_maps;
-pub use model::{Classifier, FilmedNetwork, FilmedResBlock};
+pub use model::{Classifier, ConvNormRelu, FilmedNetwork, FilmedResBlock};
 pub use pool::global_max_pool;

@@ -12,15 +12,17 @@ use crate::config::{BlockOptions, FilmPosition, Pool, ResidualSource, Stem, Visi
 use crate::conv_norm::ConvNormReluOp;
 use crate::layers::{conv2d, coordinate_maps, linear, Conv};
 
-/// conv → BatchNorm → ReLU, the unit of both stems.
+/// conv → BatchNorm → ReLU, the unit of both stems; public so that a model can put one
+/// in front of the blocks itself (film-train's scene bottleneck does).
 #[derive(Clone, Debug)]
-struct ConvNormRelu {
+pub struct ConvNormRelu {
     conv: Conv,
     norm: BatchNorm,
 }
 
 impl ConvNormRelu {
-    fn new(
+    /// Weights under `conv.` and `bn.` in `vb`.
+    pub fn new(
         in_c: usize,
         out_c: usize,
         kernel: usize,
@@ -34,7 +36,8 @@ impl ConvNormRelu {
         })
     }
 
-    fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+    /// `train` normalises with the batch's statistics and updates the running ones.
+    pub fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         let fused = x.device().is_cpu()
             && film_conv::fast::supports(x, self.conv.weight(), Some(self.conv.bias()))
             && self.norm.has_affine();

@@ -109,7 +109,7 @@ pub fn forward_with_looks_from_params(
     params: &Tensor,
 ) -> Result<(Tensor, Vec<Look>)> {
     let network = &model.network;
-    let stem = network.stem_t(&model.vision_input(images)?, false)?;
+    let stem = model.trunk_input_t(images, false)?;
     let x = network.blocks_t(&stem, params, false)?;
     let maps = network.classifier_map_t(&x, false)?;
     let logits = network.classifier_t(&x, false)?;

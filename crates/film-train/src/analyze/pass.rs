@@ -94,7 +94,7 @@ pub fn run_pass(
         let images = batch.question_images()?.narrow(0, 0, keep)?.to_device(device)?;
         let params = applied_params(model, &shape, &questions, &lengths)?;
         pass.table.push(&params, &types);
-        let stem = network.stem_t(&model.vision_input(&images)?, false)?;
+        let stem = model.trunk_input_t(&images, false)?;
         let dims = (keep, shape.all_blocks, 2 * shape.channels);
         for (a, &ablation) in config.ablations.iter().enumerate() {
             let raw = Tensor::from_vec(ablator.raw(ablation, &params), dims, device)?;
