@@ -31,7 +31,7 @@ const DEFAULT_RUN: &str = "runs/default";
 )]
 #[command(long_about = "Train, evaluate and question FiLM visual-reasoning models.\n\n\
     With no subcommand: generate the embedded CLEVR-format dataset into data/mini-clevr (unless a \
-    complete one is there), train the `mini` preset into runs/default within its time budget \
+    complete one is there), train the `default` preset into runs/default within its time budget \
     (resuming it if unfinished), evaluate it on the validation split and print what to try next.")]
 pub struct Cli {
     #[command(subcommand)]
@@ -168,7 +168,7 @@ struct TrainArgs {
     /// A CLEVR-layout folder (questions/, scenes/, images/).
     #[arg(long)]
     data: PathBuf,
-    #[arg(long, default_value = "mini")]
+    #[arg(long, default_value = "default")]
     preset: String,
     /// The run directory; an unfinished run there is resumed.
     #[arg(long)]
@@ -501,6 +501,13 @@ fn train_request(args: &TrainArgs) -> Result<TrainRequest> {
         }
         model.scene_bottleneck = true;
     }
+    if model.scene_bottleneck && !model.perception_head {
+        bail!(
+            "--perception-weight 0: the `{}` preset's blocks read the perception head (its \
+             scene bottleneck), so the head must train; use --preset mini for a model without it",
+            args.preset
+        );
+    }
     if let Some(steps) = args.curriculum_steps {
         training.curriculum_steps = (steps > 0).then_some(steps);
     }
@@ -675,9 +682,11 @@ fn default_run() -> Result<ExitCode> {
             ..GenerateConfig::default()
         })?;
     }
-    let preset = presets::by_name("mini")?;
+    let preset = presets::by_name("default")?;
     let minutes = preset.training.minutes;
-    println!("training the `mini` preset for up to {minutes} minutes into {DEFAULT_RUN} (rerun to resume)");
+    println!(
+        "training the `default` preset for up to {minutes} minutes into {DEFAULT_RUN} (rerun to resume)"
+    );
     let request = TrainRequest {
         data: data.clone(),
         preset,
@@ -756,6 +765,17 @@ mod tests {
             Some(Command::Train(args)) => Ok(args),
             _ => panic!("not parsed as train"),
         }
+    }
+
+    #[test]
+    fn train_uses_the_default_preset_and_keeps_its_head_training() {
+        let default = train_request(&train_args(&[]).unwrap()).unwrap();
+        assert_eq!(default.preset.name, "default");
+        assert!(default.preset.model.scene_bottleneck);
+        let err = train_request(&train_args(&["--perception-weight", "0"]).unwrap()).unwrap_err();
+        assert!(err.to_string().contains("scene bottleneck"), "{err}");
+        let plain = train_request(&train_args(&["--preset", "mini", "--perception-weight", "0"]).unwrap());
+        assert!(!plain.unwrap().preset.model.perception_head);
     }
 
     #[test]
