@@ -1,6 +1,6 @@
 //! `film-train`: generate the embedded dataset, train, evaluate and question FiLM models.
 //! With no arguments it runs the default job: make (or find) the embedded dataset, train
-//! the `mini` preset within a time budget (resuming an unfinished run), evaluate, and say
+//! the `default` preset within a time budget (resuming an unfinished run), evaluate, and say
 //! what to do next.
 //!
 //! Exit codes (docs/training.md, "Error contract and limits"): 0 success, 1 bad input or a

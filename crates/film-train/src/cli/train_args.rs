@@ -1,0 +1,343 @@
+//! `film-train train`'s arguments, and how they turn a preset into a training request.
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use film_layer::GammaMode;
+use film_vision::{FilmPosition, Pool, ResidualSource, Stem};
+
+use crate::presets::{self, ModelConfig, Preset};
+use crate::train::TrainRequest;
+
+#[derive(Args)]
+pub(super) struct TrainArgs {
+    /// A CLEVR-layout folder (questions/, scenes/, images/).
+    #[arg(long)]
+    data: PathBuf,
+    #[arg(long, default_value = "default")]
+    preset: String,
+    /// The run directory; an unfinished run there is resumed.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Resume the run in this directory (same as --out).
+    #[arg(long, conflicts_with = "out")]
+    resume: Option<PathBuf>,
+    #[arg(long, conflicts_with = "minutes")]
+    epochs: Option<usize>,
+    #[arg(long)]
+    minutes: Option<f64>,
+    #[arg(long)]
+    batch: Option<usize>,
+    #[arg(long)]
+    lr: Option<f64>,
+    /// Ask N new questions about each training scene every epoch instead of reading the
+    /// questions file's (needs scenes/CLEVR_train_scenes.json); 0 trains on the file.
+    #[arg(long, value_name = "N")]
+    fresh_questions: Option<usize>,
+    /// Keep K questions about one image together in a batch, so the image stem runs once
+    /// for them; 1 is the paper's plain shuffle.
+    #[arg(long, value_name = "K")]
+    questions_per_image: Option<usize>,
+    /// Easy questions first: the first S steps draw their batches from the easiest
+    /// questions (fewest objects, shortest programs), a pool growing from a fifth of them
+    /// to all; 0 turns it off. Needs programs and scenes/CLEVR_train_scenes.json.
+    #[arg(long, value_name = "S")]
+    curriculum_steps: Option<u64>,
+    /// Supervise the stem from the scene graphs: a head on its output predicts each
+    /// cell's object and attributes, its loss weighted by W and added to the answer's
+    /// (training only); 0 turns it off. Needs scenes/CLEVR_train_scenes.json.
+    #[arg(long, value_name = "W")]
+    perception_weight: Option<f64>,
+    /// The blocks read the perception head's per-cell object and attribute probabilities
+    /// instead of the stem's features (needs --perception-weight; see docs/training.md).
+    #[arg(long)]
+    scene_bottleneck: bool,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    #[arg(long, default_value = "cpu")]
+    pub(super) device: String,
+    /// On CUDA, run f32 matrix products and convolutions on TF32 tensor cores (see
+    /// docs/gpu.md).
+    #[arg(long)]
+    pub(super) tf32: bool,
+    /// Validation questions scored at each evaluation (default: all).
+    #[arg(long)]
+    val_limit: Option<usize>,
+    /// For a features preset (`paper-features`): the folder holding `train_features.npy` and
+    /// `val_features.npy`, one (images, C, H, W) array per split (default: DATA/features).
+    #[arg(long)]
+    features: Option<PathBuf>,
+    /// Where FiLM sits in each block.
+    #[arg(long, value_parser = parse_position)]
+    film_position: Option<FilmPosition>,
+    /// Which blocks are conditioned, e.g. 1,0,0,0.
+    #[arg(long)]
+    condition_blocks: Option<String>,
+    /// γ parametrisation: plain, one-plus-delta, sigmoid, tanh, exp, fixed.
+    #[arg(long)]
+    gamma: Option<GammaMode>,
+    /// Fix β to 0.
+    #[arg(long)]
+    no_beta: bool,
+    /// Remove the residual connection of each block.
+    #[arg(long)]
+    no_residual: bool,
+    /// What each block's residual connection adds: projection (the paper: the block's
+    /// 1x1 projection of its input) or input (the block's input unchanged).
+    #[arg(long, value_parser = parse_residual, conflicts_with = "no_residual")]
+    residual: Option<ResidualSource>,
+    /// Classifier pooling: max or mean.
+    #[arg(long, value_parser = parse_pool)]
+    pool: Option<Pool>,
+    /// Number of FiLMed blocks.
+    #[arg(long)]
+    blocks: Option<usize>,
+    /// A question-only baseline: the network is given a blank image.
+    #[arg(long)]
+    question_only: bool,
+    /// Side of the square input image in pixels (a pixel-stem preset only).
+    #[arg(long)]
+    image_size: Option<usize>,
+    /// Stride-2 convolutions of the pixel stem (a pixel-stem preset only); the blocks see
+    /// maps of image_size / 2^downsamplings pixels.
+    #[arg(long)]
+    downsamplings: Option<usize>,
+    /// No progress bar.
+    #[arg(long)]
+    quiet: bool,
+}
+
+fn parse_position(s: &str) -> Result<FilmPosition, String> {
+    serde_json::from_value(serde_json::Value::String(s.to_string())).map_err(|_| {
+        format!("unknown FiLM position {s:?}: expected after-norm, before-norm, after-relu, after-residual or before-input-conv")
+    })
+}
+
+fn parse_residual(s: &str) -> Result<ResidualSource, String> {
+    serde_json::from_value(serde_json::Value::String(s.to_string()))
+        .map_err(|_| format!("unknown residual {s:?}: expected projection or input"))
+}
+
+fn parse_pool(s: &str) -> Result<Pool, String> {
+    serde_json::from_value(serde_json::Value::String(s.to_string()))
+        .map_err(|_| format!("unknown pooling {s:?}: expected max or mean"))
+}
+
+pub(super) fn train_request(args: &TrainArgs) -> Result<TrainRequest> {
+    let mut preset: Preset = presets::by_name(&args.preset)?;
+    let (model, training) = (&mut preset.model, &mut preset.training);
+    if let Some(batch) = args.batch {
+        training.batch_size = batch;
+    }
+    if let Some(lr) = args.lr {
+        training.learning_rate = lr;
+    }
+    if let Some(per_image) = args.fresh_questions {
+        training.fresh_questions = (per_image > 0).then_some(per_image);
+    }
+    if let Some(k) = args.questions_per_image {
+        if k == 0 {
+            bail!("--questions-per-image: at least 1");
+        }
+        training.questions_per_image = k;
+    }
+    if let Some(weight) = args.perception_weight {
+        if !(weight >= 0.0 && weight.is_finite()) {
+            bail!("--perception-weight {weight}: expected a finite weight of 0 or more");
+        }
+        training.perception_weight = weight;
+        model.perception_head = weight > 0.0;
+    }
+    if args.scene_bottleneck {
+        if !model.perception_head {
+            bail!("--scene-bottleneck: the blocks read the perception head, so it needs --perception-weight W with W > 0");
+        }
+        model.scene_bottleneck = true;
+    }
+    if model.scene_bottleneck && !model.perception_head {
+        bail!(
+            "--perception-weight 0: the `{}` preset's blocks read the perception head (its \
+             scene bottleneck), so the head must train; use --preset mini for a model without it",
+            args.preset
+        );
+    }
+    if let Some(steps) = args.curriculum_steps {
+        training.curriculum_steps = (steps > 0).then_some(steps);
+    }
+    let block = &mut model.vision.block;
+    if let Some(position) = args.film_position {
+        block.film_position = position;
+    }
+    if let Some(gamma) = args.gamma {
+        block.gamma = gamma;
+    }
+    block.use_beta &= !args.no_beta;
+    block.residual &= !args.no_residual;
+    if let Some(source) = args.residual {
+        block.residual_source = source;
+    }
+    model.question_only |= args.question_only;
+    override_pixel_stem(model, args.image_size, args.downsamplings, &args.preset)?;
+    if let Some(pool) = args.pool {
+        model.vision.pool = pool;
+    }
+    if let Some(blocks) = args.blocks {
+        model.vision.num_blocks = blocks;
+        model.question.num_blocks = blocks;
+        model.vision.conditioned = vec![true; blocks];
+    }
+    if let Some(list) = &args.condition_blocks {
+        let flags: Vec<bool> = list
+            .split(',')
+            .map(|f| match f.trim() {
+                "1" => Ok(true),
+                "0" => Ok(false),
+                other => bail!("--condition-blocks {list:?}: {other:?} is neither 1 nor 0"),
+            })
+            .collect::<Result<_>>()?;
+        if flags.len() != model.vision.num_blocks {
+            bail!(
+                "--condition-blocks lists {} blocks but the model has {}",
+                flags.len(),
+                model.vision.num_blocks
+            );
+        }
+        model.vision.conditioned = flags;
+    }
+    let out = args
+        .out
+        .clone()
+        .or(args.resume.clone())
+        .context("--out RUN_DIR (or --resume RUN_DIR) is required")?;
+    Ok(TrainRequest {
+        data: args.data.clone(),
+        preset,
+        out,
+        epochs: args.epochs,
+        minutes: args.minutes,
+        seed: args.seed,
+        val_limit: args.val_limit,
+        cache_dir: None,
+        features_dir: args.features.clone(),
+        quiet: args.quiet,
+    })
+}
+
+/// Applies `--image-size` and `--downsamplings`, which only a pixel stem has.
+pub(super) fn override_pixel_stem(
+    model: &mut ModelConfig,
+    image_size: Option<usize>,
+    downsamplings: Option<usize>,
+    preset: &str,
+) -> Result<()> {
+    if image_size.is_none() && downsamplings.is_none() {
+        return Ok(());
+    }
+    let Stem::Pixels {
+        downsamplings: current,
+    } = &mut model.vision.stem
+    else {
+        bail!("--image-size and --downsamplings need a pixel stem; preset {preset:?} reads pre-extracted features");
+    };
+    if let Some(d) = downsamplings {
+        *current = d;
+    }
+    if let Some(size) = image_size {
+        crate::limits::check_image_size_flag(size)?;
+        model.image_size = size;
+    }
+    let map = u32::try_from(*current)
+        .ok()
+        .and_then(|d| model.image_size.checked_shr(d))
+        .unwrap_or(0);
+    if *current == 0 || map == 0 {
+        bail!(
+            "--image-size {} with {} downsamplings leaves no feature map (each halves the side; at least one is needed)",
+            model.image_size,
+            current
+        );
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::{Cli, Command};
+    use clap::Parser;
+
+    #[test]
+    fn image_size_and_downsamplings_override_a_pixel_stem() {
+        let mut model = presets::by_name("mini").unwrap().model;
+        override_pixel_stem(&mut model, Some(128), Some(4), "mini").unwrap();
+        assert_eq!(model.image_size, 128);
+        assert_eq!(model.vision.stem, Stem::Pixels { downsamplings: 4 });
+        override_pixel_stem(&mut model, Some(96), None, "mini").unwrap();
+        assert_eq!(
+            (model.image_size, model.vision.stem),
+            (96, Stem::Pixels { downsamplings: 4 })
+        );
+    }
+
+    #[test]
+    fn stem_overrides_that_cannot_work_are_refused() {
+        let mut features = presets::by_name("paper-features").unwrap().model;
+        let err = override_pixel_stem(&mut features, Some(128), None, "paper-features").unwrap_err();
+        assert!(err.to_string().contains("pre-extracted features"), "{err}");
+        let mut mini = presets::by_name("mini").unwrap().model;
+        let err = override_pixel_stem(&mut mini, Some(8), Some(4), "mini").unwrap_err();
+        assert!(err.to_string().contains("leaves no feature map"), "{err}");
+        let err = override_pixel_stem(&mut mini, None, Some(0), "mini").unwrap_err();
+        assert!(err.to_string().contains("at least one"), "{err}");
+        let err = override_pixel_stem(&mut mini, Some(100_000), None, "mini").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "--image-size 100000: the side must be between 1 and 1024 pixels"
+        );
+    }
+
+    fn train_args(extra: &[&str]) -> std::result::Result<TrainArgs, clap::Error> {
+        let mut argv = vec!["film-train", "train", "--data", "d", "--out", "o"];
+        argv.extend_from_slice(extra);
+        match Cli::try_parse_from(argv)?.command {
+            Some(Command::Train(args)) => Ok(args),
+            _ => panic!("not parsed as train"),
+        }
+    }
+
+    #[test]
+    fn train_uses_the_default_preset_and_keeps_its_head_training() {
+        let default = train_request(&train_args(&[]).unwrap()).unwrap();
+        assert_eq!(default.preset.name, "default");
+        assert!(default.preset.model.scene_bottleneck);
+        let err = train_request(&train_args(&["--perception-weight", "0"]).unwrap()).unwrap_err();
+        assert!(err.to_string().contains("scene bottleneck"), "{err}");
+        let plain = train_request(&train_args(&["--preset", "mini", "--perception-weight", "0"]).unwrap());
+        assert!(!plain.unwrap().preset.model.perception_head);
+    }
+
+    #[test]
+    fn residual_flag_sets_the_blocks_shortcut() {
+        let default = train_request(&train_args(&[]).unwrap()).unwrap();
+        assert_eq!(
+            default.preset.model.vision.block.residual_source,
+            ResidualSource::Projection
+        );
+        let input = train_request(&train_args(&["--residual", "input"]).unwrap()).unwrap();
+        assert_eq!(
+            input.preset.model.vision.block.residual_source,
+            ResidualSource::Input
+        );
+        let err = train_args(&["--residual", "skip"])
+            .err()
+            .expect("refused")
+            .to_string();
+        assert!(err.contains("expected projection or input"), "{err}");
+        let err = train_args(&["--residual", "input", "--no-residual"])
+            .err()
+            .expect("refused")
+            .to_string();
+        assert!(err.contains("cannot be used with"), "{err}");
+    }
+}
