@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The prepared GPU run of issue 8. `cargo xtask cuda-build --device-dir .device` writes it as
 # .device/run.sh beside film-train.gz, cuda_check.gz and step_check.gz (the stripped CUDA
-# binaries, gzipped to keep the payload small) and torch_film.py (../shared/reference). On an H100/H200
+# binaries, gzipped to keep the payload small) and torch_film.py (given with --torch-script). On an H100/H200
 # machine, from the repository root with .device carried:   bash .device/run.sh
 # `python3` there must have PyTorch with CUDA; its pip wheels provide the CUDA libraries.
 #

@@ -150,13 +150,17 @@ pub fn run(args: &[String]) -> Result<()> {
         }
     }
     let root = super::workspace_root();
-    let torch_script = torch_script.unwrap_or_else(|| root.join("../shared/reference/torch_film.py"));
-    if torch.is_some() && !torch_script.is_file() {
-        bail!(
-            "--torch: the reference harness {} does not exist (give its path with --torch-script)",
-            torch_script.display()
-        );
-    }
+    // The PyTorch harness is not part of the repository, so its place must be given.
+    let torch_script = match (&torch, torch_script) {
+        (None, _) => None,
+        (Some(_), None) => {
+            bail!("--torch needs --torch-script PATH: the PyTorch reference harness torch_film.py")
+        }
+        (Some(_), Some(path)) if !path.is_file() => {
+            bail!("--torch-script {}: no such file", path.display())
+        }
+        (Some(_), Some(path)) => Some(path),
+    };
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| root.join("target"));
@@ -179,11 +183,11 @@ pub fn run(args: &[String]) -> Result<()> {
         }
     }
     let mut rows = collect(&target.join("criterion"), started)?;
-    if let Some(python) = &torch {
+    if let (Some(python), Some(torch_script)) = (&torch, &torch_script) {
         // Only the reference figures that have one of this run's rows beside them.
         let ran: Vec<_> = rows.iter().map(|r| (r.op.clone(), r.pass.clone())).collect();
         rows.extend(
-            torch_reference_rows(python, &torch_script)?
+            torch_reference_rows(python, torch_script)?
                 .into_iter()
                 .filter(|r| ran.contains(&(r.op.clone(), r.pass.clone()))),
         );

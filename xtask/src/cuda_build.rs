@@ -15,8 +15,8 @@
 //!
 //! With `--device-dir DIR` it also fills DIR with what a GPU machine needs for the prepared
 //! run (`xtask/gpu-run.sh`): the binaries gzipped (a quarter of their size, for the 64 MiB
-//! payload limit), the script as `run.sh`, and the PyTorch reference `torch_film.py` when
-//! ../shared/reference has it.
+//! payload limit), the script as `run.sh`, and the PyTorch reference harness
+//! `torch_film.py` when `--torch-script PATH` gives it (it is not part of the repository).
 
 use std::collections::BTreeSet;
 use std::fs;
@@ -66,25 +66,28 @@ const GPU_RUN_SCRIPT: &str = include_str!("../gpu-run.sh");
 /// What the device folder may weigh: the GPU machine takes 64 MiB of carried files.
 const DEVICE_DIR_LIMIT: u64 = 60 << 20;
 
-pub const USAGE: &str = "  cuda-build [--compute-cap N] [--device-dir DIR]
+pub const USAGE: &str = "  cuda-build [--compute-cap N] [--device-dir DIR [--torch-script PATH]]
                              build the release film-train, cuda_check and
                              step_check with --features cuda, without GPU or
                              CUDA toolkit (the CUDA 13.0 compiler is pip-installed
                              under ~/.cache/film-rs-cuda);
                              stripped binaries land in target/cuda/; N defaults to 90
                              (H100/H200); DIR (e.g. .device) receives the GPU run:
-                             run.sh, the binaries gzipped, torch_film.py";
+                             run.sh, the binaries gzipped, and the PyTorch
+                             harness torch_film.py from PATH";
 
 /// The command line of `cuda-build`.
 struct Options {
     compute_cap: String,
     device_dir: Option<PathBuf>,
+    torch_script: Option<PathBuf>,
 }
 
 pub fn run(args: &[String]) -> Result<()> {
     let Options {
         compute_cap,
         device_dir,
+        torch_script,
     } = parse_args(args)?;
     let root = super::workspace_root();
     let cache = cache_dir()?;
@@ -115,7 +118,7 @@ pub fn run(args: &[String]) -> Result<()> {
         println!("  {} ({})", path.display(), mib(fs::metadata(path)?.len()));
     }
     if let Some(dir) = device_dir {
-        write_device_dir(&root.join(dir), &root, &binaries)?;
+        write_device_dir(&root.join(dir), torch_script.as_deref(), &binaries)?;
     }
     Ok(())
 }
@@ -128,6 +131,7 @@ fn parse_args(args: &[String]) -> Result<Options> {
     let mut options = Options {
         compute_cap: DEFAULT_COMPUTE_CAP.into(),
         device_dir: None,
+        torch_script: None,
     };
     let mut args = args.iter();
     while let Some(flag) = args.next() {
@@ -143,14 +147,19 @@ fn parse_args(args: &[String]) -> Result<Options> {
                 options.compute_cap = value.clone();
             }
             "--device-dir" => options.device_dir = Some(value.into()),
+            "--torch-script" => options.torch_script = Some(value.into()),
             _ => bail!("cuda-build: unknown option {flag:?}\n\nusage:\n{USAGE}"),
         }
     }
+    ensure!(
+        options.torch_script.is_none() || options.device_dir.is_some(),
+        "cuda-build: --torch-script is copied into --device-dir, so it needs one"
+    );
     Ok(options)
 }
 
 /// Fills `dir` with the GPU run: `run.sh`, `<binary>.gz` for each binary, `torch_film.py`.
-fn write_device_dir(dir: &Path, root: &Path, binaries: &[PathBuf]) -> Result<()> {
+fn write_device_dir(dir: &Path, torch_script: Option<&Path>, binaries: &[PathBuf]) -> Result<()> {
     fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     // Binaries of earlier builds that this one no longer makes would be carried for nothing
     // and count against the payload limit.
@@ -177,15 +186,12 @@ fn write_device_dir(dir: &Path, root: &Path, binaries: &[PathBuf]) -> Result<()>
         let file = fs::File::create(&packed).with_context(|| format!("creating {}", packed.display()))?;
         run_checked(Command::new("gzip").arg("-c").arg(binary).stdout(file))?;
     }
-    let reference = root.join("../shared/reference/torch_film.py");
-    if reference.exists() {
-        fs::copy(&reference, dir.join("torch_film.py"))
-            .with_context(|| format!("copying {}", reference.display()))?;
-    } else {
-        eprintln!(
-            "[cuda-build] warning: {} not found; the run's PyTorch steps will fail",
-            reference.display()
-        );
+    match torch_script {
+        Some(reference) => {
+            fs::copy(reference, dir.join("torch_film.py"))
+                .with_context(|| format!("copying --torch-script {}", reference.display()))?;
+        }
+        None => eprintln!("[cuda-build] warning: no --torch-script given; the run's PyTorch steps will fail"),
     }
     let mut total = 0;
     println!("GPU run in {}:", dir.display());
@@ -205,8 +211,8 @@ fn write_device_dir(dir: &Path, root: &Path, binaries: &[PathBuf]) -> Result<()>
     Ok(())
 }
 
-/// `$XDG_CACHE_HOME/film-rs-cuda`, else `~/.cache/film-rs-cuda` (where
-/// ../shared/tools/cuda-recipe.sh puts the same toolchain, so either reuses the other's).
+/// `$XDG_CACHE_HOME/film-rs-cuda`, else `~/.cache/film-rs-cuda`: outside the repository,
+/// so that a clean clone reuses the toolchain.
 fn cache_dir() -> Result<PathBuf> {
     let base = match std::env::var_os("XDG_CACHE_HOME") {
         Some(dir) if !dir.is_empty() => PathBuf::from(dir),
@@ -464,6 +470,9 @@ mod tests {
         let options = parse_args(&strings(&["--device-dir", ".device", "--compute-cap", "80"])).unwrap();
         assert_eq!(options.compute_cap, "80");
         assert_eq!(options.device_dir, Some(PathBuf::from(".device")));
+        assert_eq!(options.torch_script, None);
+        let options = parse_args(&strings(&["--device-dir", "d", "--torch-script", "t.py"])).unwrap();
+        assert_eq!(options.torch_script, Some(PathBuf::from("t.py")));
     }
 
     #[test]
@@ -472,6 +481,7 @@ mod tests {
             &["--compute-cap"][..],
             &["--compute-cap", "sm_90"],
             &["--fast", "1"],
+            &["--torch-script", "t.py"],
         ] {
             assert!(parse_args(&strings(args)).is_err(), "{args:?} accepted");
         }

@@ -18,12 +18,12 @@ const USAGE: &str = "\
 usage: cargo xtask <task>
 
 tasks:
-  bench [--quick] [--torch PYTHON [--torch-script PATH]] [FILTER]
+  bench [--quick] [--torch PYTHON --torch-script PATH] [FILTER]
         run the benchmarks (FiLM op, block convolution, mini training step), print
         the table and write target/xtask/bench.json; --quick shortens every
         measurement; FILTER is a criterion regex over benchmark ids such as
         film/fwd/fused/f32/channels-first/64x128x14x14; --torch runs
-        ../shared/reference/torch_film.py (or PATH) with that Python, on the
+        the PyTorch reference harness torch_film.py at PATH with that Python, on the
         CPU with as many threads, and adds its conv and train-step figures as
         torch-reference rows
 ";
