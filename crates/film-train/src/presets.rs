@@ -57,6 +57,16 @@ pub struct TrainingConfig {
     pub perception_weight: f64,
 }
 
+impl ModelConfig {
+    /// Sets the number of FiLMed blocks, every one conditioned, and the generator's
+    /// (γ, β) pairs to match.
+    pub fn set_blocks(&mut self, blocks: usize) {
+        self.vision.num_blocks = blocks;
+        self.vision.conditioned = vec![true; blocks];
+        self.question.num_blocks = blocks;
+    }
+}
+
 fn one() -> usize {
     1
 }
@@ -120,12 +130,15 @@ fn pixels(
     }
 }
 
+/// The PyTorch reference's `small` model: 64×64 pixels, 4 blocks of 64 channels, GRU 256.
+fn mini_model() -> ModelConfig {
+    pixels(64, 3, 64, 64, 256, (256, 256))
+}
+
 /// All presets, in the order `film-train presets` lists them.
 pub fn all() -> Vec<Preset> {
     let mut tiny_model = pixels(32, 2, 16, 16, 32, (32, 32));
-    tiny_model.question.num_blocks = 2;
-    tiny_model.vision.num_blocks = 2;
-    tiny_model.vision.conditioned = vec![true; 2];
+    tiny_model.set_blocks(2);
     vec![
         Preset {
             name: "tiny".into(),
@@ -148,7 +161,7 @@ pub fn all() -> Vec<Preset> {
             description: "64x64 pixels, 4 blocks of 64 channels, GRU 256: the PyTorch \
                           reference's `small` configuration, timed by the benchmarks"
                 .into(),
-            model: pixels(64, 3, 64, 64, 256, (256, 256)),
+            model: mini_model(),
             // The paper's Adam with lr 1e-3 instead of 3e-4: within the 25-minute budget
             // (about 8 epochs of the embedded dataset) it reaches in 3 epochs what 3e-4 reaches
             // in 8 (docs/results.md, "Learning rate of the default run").
@@ -188,11 +201,9 @@ pub fn all() -> Vec<Preset> {
 /// 25-minute CPU budget, each a switch any preset can use (docs/results.md, "Learning more
 /// per question", measures each one).
 fn default_preset() -> Preset {
-    let mut model = pixels(64, 3, 64, 64, 256, (256, 256));
+    let mut model = mini_model();
     // Two blocks reach the lookup questions sooner than four on the same budget.
-    model.question.num_blocks = 2;
-    model.vision.num_blocks = 2;
-    model.vision.conditioned = vec![true; 2];
+    model.set_blocks(2);
     model.perception_head = true;
     model.scene_bottleneck = true;
     Preset {

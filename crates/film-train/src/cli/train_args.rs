@@ -149,16 +149,12 @@ pub(super) fn train_request(args: &TrainArgs) -> Result<TrainRequest> {
         training.perception_weight = weight;
         model.perception_head = weight > 0.0;
     }
-    if args.scene_bottleneck {
-        if !model.perception_head {
-            bail!("--scene-bottleneck: the blocks read the perception head, so it needs --perception-weight W with W > 0");
-        }
-        model.scene_bottleneck = true;
-    }
+    model.scene_bottleneck |= args.scene_bottleneck;
     if model.scene_bottleneck && !model.perception_head {
         bail!(
-            "--perception-weight 0: the `{}` preset's blocks read the perception head (its \
-             scene bottleneck), so the head must train; use --preset mini for a model without it",
+            "the scene bottleneck (--scene-bottleneck, or the `{}` preset's) makes the blocks \
+             read the perception head, so it needs --perception-weight W with W > 0; \
+             --preset mini has neither",
             args.preset
         );
     }
@@ -183,9 +179,7 @@ pub(super) fn train_request(args: &TrainArgs) -> Result<TrainRequest> {
         model.vision.pool = pool;
     }
     if let Some(blocks) = args.blocks {
-        model.vision.num_blocks = blocks;
-        model.question.num_blocks = blocks;
-        model.vision.conditioned = vec![true; blocks];
+        model.set_blocks(blocks);
     }
     if let Some(list) = &args.condition_blocks {
         let flags: Vec<bool> = list
@@ -315,6 +309,12 @@ mod tests {
         assert!(err.to_string().contains("scene bottleneck"), "{err}");
         let plain = train_request(&train_args(&["--preset", "mini", "--perception-weight", "0"]).unwrap());
         assert!(!plain.unwrap().preset.model.perception_head);
+        let err =
+            train_request(&train_args(&["--preset", "mini", "--scene-bottleneck"]).unwrap()).unwrap_err();
+        assert!(
+            err.to_string().contains("--perception-weight W with W > 0"),
+            "{err}"
+        );
     }
 
     #[test]
