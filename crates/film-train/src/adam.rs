@@ -50,6 +50,11 @@ impl Adam {
         }
     }
 
+    /// The learning rate of the steps from now on (a warmup changes it every step).
+    pub fn set_learning_rate(&mut self, learning_rate: f64) {
+        self.config.learning_rate = learning_rate;
+    }
+
     /// One update from the gradients in `grads`; variables without a gradient (BatchNorm
     /// running statistics, unused weights) are left alone.
     pub fn step(&mut self, grads: &GradStore) -> Result<()> {

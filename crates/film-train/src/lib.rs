@@ -31,3 +31,4 @@ pub mod seeded;
 pub mod serve;
 pub mod train;
 pub mod training_curve;
+pub mod weight_average;

@@ -28,6 +28,11 @@ pub enum LimitError {
         max: usize,
         why: &'static str,
     },
+    #[error(
+        "{}: field \"training.weight_average\" is {value}; a decay must lie in (0, 1), or the field be null",
+        path.display()
+    )]
+    ConfigDecay { path: PathBuf, value: f64 },
     #[error("{}: field {field:?} is 0; it must be at least 1 ({why})", path.display())]
     ConfigZero {
         path: PathBuf,
@@ -49,6 +54,12 @@ pub fn check_image_size_flag(value: usize) -> Result<(), LimitError> {
 pub fn check_run_config(config: &RunConfig, path: &Path) -> Result<(), LimitError> {
     check_model(&config.model, path)?;
     let training = &config.training;
+    if let Some(value) = training.weight_average.filter(|d| !(*d > 0.0 && *d < 1.0)) {
+        return Err(LimitError::ConfigDecay {
+            path: path.to_path_buf(),
+            value,
+        });
+    }
     let fields = [
         (
             "training.eval_every",

@@ -55,6 +55,14 @@ pub struct TrainingConfig {
     /// needs the scene file).
     #[serde(default)]
     pub perception_weight: f64,
+    /// Raise the learning rate linearly from 0 to `learning_rate` over this many steps
+    /// (`--warmup-steps`; 0: the full rate from the first step).
+    #[serde(default)]
+    pub warmup_steps: u64,
+    /// Evaluate, and keep as the best model, an exponential moving average of the weights
+    /// with this decay per step instead of the weights as trained (`--weight-average`).
+    #[serde(default)]
+    pub weight_average: Option<f64>,
 }
 
 impl ModelConfig {
@@ -92,6 +100,8 @@ fn paper_training(minutes: f64, eval_every: usize) -> TrainingConfig {
         questions_per_image: 1,
         curriculum_steps: None,
         perception_weight: 0.0,
+        warmup_steps: 0,
+        weight_average: None,
     }
 }
 
@@ -154,6 +164,8 @@ pub fn all() -> Vec<Preset> {
                 questions_per_image: 1,
                 curriculum_steps: None,
                 perception_weight: 0.0,
+                warmup_steps: 0,
+                weight_average: None,
             },
         },
         Preset {
@@ -221,6 +233,8 @@ fn default_preset() -> Preset {
             questions_per_image: 4,
             curriculum_steps: Some(3000),
             perception_weight: 1.0,
+            warmup_steps: 0,
+            weight_average: None,
             ..paper_training(25.0, 500)
         },
     }

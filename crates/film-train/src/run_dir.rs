@@ -330,6 +330,14 @@ mod tests {
             err.contains("config.json: field \"model.image_size\" is 0, outside 1..=1024"),
             "{err}"
         );
+        config.model.image_size = 64;
+        config.training.weight_average = Some(1.5);
+        run.write_config(&config)?;
+        let err = run.read_config().unwrap_err().to_string();
+        assert!(
+            err.contains("config.json: field \"training.weight_average\" is 1.5"),
+            "{err}"
+        );
         Ok(())
     }
 

@@ -21,6 +21,7 @@ use crate::perception::SceneTargets;
 use crate::presets::{ModelConfig, Preset};
 use crate::run_dir::{load_model, model_tensors, save_tensors, RunConfig, RunDir, RunState};
 use crate::seeded::seeded_var_builder;
+use crate::weight_average::WeightAverage;
 
 /// What `film-train train` was asked to do.
 #[derive(Clone, Debug)]
@@ -179,12 +180,21 @@ pub fn train(request: &TrainRequest, device: &Device) -> Result<TrainOutcome> {
         trainable(&varmap),
         AdamConfig::new(training.learning_rate, training.weight_decay),
     );
+    let mut average = training
+        .weight_average
+        .map(|decay| WeightAverage::new(&varmap, decay))
+        .transpose()?;
     let mut state = match resumed {
         Some(state) => {
             let (model_path, optimizer_path) = run.checkpoint_paths(&state);
             load_model(&varmap, &model_path)?;
-            let saved = candle_core::safetensors::load(&optimizer_path, device)
+            let mut saved = candle_core::safetensors::load(&optimizer_path, device)
                 .with_context(|| format!("reading {}", optimizer_path.display()))?;
+            if let Some(average) = &mut average {
+                average.load_state(&mut saved).with_context(|| {
+                    format!("restoring the weight average from {}", optimizer_path.display())
+                })?;
+            }
             adam.load_state(saved)
                 .with_context(|| format!("restoring {}", optimizer_path.display()))?;
             eprintln!(
@@ -331,7 +341,14 @@ pub fn train(request: &TrainRequest, device: &Device) -> Result<TrainOutcome> {
                     run.path().display()
                 );
             }
+            if training.warmup_steps > 0 {
+                let warmed = (state.step + 1) as f64 / training.warmup_steps as f64;
+                adam.set_learning_rate(training.learning_rate * warmed.min(1.0));
+            }
             adam.step(&loss.backward()?)?;
+            if let Some(average) = &mut average {
+                average.update()?;
+            }
             state.step += 1;
             state.batches_done_in_epoch += 1;
             state.train_seconds = seconds_before + session_start.elapsed().as_secs_f64();
@@ -354,20 +371,40 @@ pub fn train(request: &TrainRequest, device: &Device) -> Result<TrainOutcome> {
             }
             let stop = out_of_time(&state) || out_of_epochs(&state);
             if state.step % training.eval_every as u64 == 0 || end_of_epoch || stop {
-                let eval = evaluate(
-                    &model,
-                    &val_split,
-                    training.batch_size.max(64),
-                    request.val_limit,
-                    device,
-                )?;
+                let validate = || {
+                    evaluate(
+                        &model,
+                        &val_split,
+                        training.batch_size.max(64),
+                        request.val_limit,
+                        device,
+                    )
+                };
                 let perception =
                     (perception_window.1 > 0).then(|| perception_window.0 / perception_window.1 as f64);
-                record(&run, &mut state, &eval, window, perception, &varmap, &progress)?;
+                // With a weight average, the average is what is scored and kept as best;
+                // the trained weights' score is recorded beside it.
+                let trained = match &average {
+                    Some(_) => Some(validate()?),
+                    None => None,
+                };
+                let mut validate_and_record = || {
+                    let eval = validate()?;
+                    let fields = training_fields(window, perception, trained.as_ref());
+                    record(&run, &mut state, &eval, fields, &varmap, &progress)
+                };
+                match &average {
+                    Some(average) => average.with_averaged(validate_and_record)?,
+                    None => validate_and_record()?,
+                }
                 window = (0.0, 0.0, 0);
                 perception_window = (0.0, 0);
                 state.finished = stop;
-                run.save_checkpoint(&state, &model_tensors(&varmap), &adam.state()?)?;
+                let mut optimizer = adam.state()?;
+                if let Some(average) = &average {
+                    optimizer.extend(average.state()?);
+                }
+                run.save_checkpoint(&state, &model_tensors(&varmap), &optimizer)?;
             }
             if stop {
                 break 'epochs;
@@ -400,13 +437,35 @@ fn stem_image_indices(
     Ok(images)
 }
 
-/// Appends the metrics of an evaluation and keeps the best model.
+/// The metrics of the training batches since the last evaluation: mean loss and accuracy
+/// over `window` (loss sum, accuracy sum, batches), the perception head's mean attribute
+/// accuracy, and the trained weights' validation scores when a weight average was scored.
+fn training_fields(
+    window: (f64, f64, usize),
+    perception: Option<f64>,
+    trained: Option<&Evaluation>,
+) -> serde_json::Map<String, serde_json::Value> {
+    let mut fields = serde_json::Map::new();
+    if window.2 > 0 {
+        fields.insert("train_loss".into(), (window.0 / window.2 as f64).into());
+        fields.insert("train_accuracy".into(), (window.1 / window.2 as f64).into());
+    }
+    if let Some(seen) = perception {
+        fields.insert("train_perception_accuracy".into(), seen.into());
+    }
+    if let Some(trained) = trained {
+        fields.insert("trained_weights".into(), trained.summary_json());
+    }
+    fields
+}
+
+/// Appends the metrics of an evaluation, with `training` (see [`training_fields`]), and
+/// keeps the best model.
 fn record(
     run: &RunDir,
     state: &mut RunState,
     eval: &Evaluation,
-    window: (f64, f64, usize),
-    perception: Option<f64>,
+    training: serde_json::Map<String, serde_json::Value>,
     varmap: &VarMap,
     progress: &ProgressBar,
 ) -> Result<()> {
@@ -416,13 +475,7 @@ fn record(
     fields.insert("step".into(), state.step.into());
     fields.insert("epoch".into(), state.epoch.into());
     fields.insert("train_seconds".into(), state.train_seconds.into());
-    if window.2 > 0 {
-        fields.insert("train_loss".into(), (window.0 / window.2 as f64).into());
-        fields.insert("train_accuracy".into(), (window.1 / window.2 as f64).into());
-    }
-    if let Some(seen) = perception {
-        fields.insert("train_perception_accuracy".into(), seen.into());
-    }
+    fields.extend(training);
     run.append_metrics(&record)?;
     // A picture is not worth stopping a training run for: say what failed and go on.
     if let Err(err) = crate::training_curve::draw(run.path()) {

@@ -102,6 +102,66 @@ fn fresh_questions_change_every_epoch_and_resume_exactly() {
     assert_eq!(m[m.len() - 1]["step"].as_u64().unwrap(), expected as u64);
 }
 
+/// A warmup over the first steps and a weight average evaluated in place of the weights.
+fn averaged_request(out: &Path, cache: &Path, epochs: usize) -> TrainRequest {
+    let mut r = request(out, cache, epochs);
+    r.preset.training.warmup_steps = 5;
+    r.preset.training.weight_average = Some(0.9);
+    r
+}
+
+#[test]
+fn warmup_and_weight_average_resume_exactly_and_leave_training_alone() {
+    assert_resume_is_exact(averaged_request);
+
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    let (averaged, plain) = (dir.path().join("averaged"), dir.path().join("plain"));
+    train(&averaged_request(&averaged, &cache, 4), &Device::Cpu).unwrap();
+    let mut without = averaged_request(&plain, &cache, 4);
+    without.preset.training.weight_average = None;
+    train(&without, &Device::Cpu).unwrap();
+    // The average is only evaluated: the trained weights are those of the run without it.
+    assert_eq!(last_checkpoint(&averaged), last_checkpoint(&plain));
+    let (m, n) = (metrics(&averaged), metrics(&plain));
+    assert_eq!(m.len(), n.len());
+    for (a, p) in m.iter().zip(&n) {
+        // Each evaluation also scores the trained weights, which the plain run scored.
+        assert_eq!(a["trained_weights"]["overall"], p["overall"]);
+        assert_eq!(a["train_loss"], p["train_loss"]);
+    }
+    // And the score recorded is the average's, which is not the trained weights'.
+    assert!(
+        m.iter().any(|r| r["overall"] != r["trained_weights"]["overall"]),
+        "every evaluation scored the trained weights"
+    );
+    let optimizer = std::fs::read_dir(&averaged)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.file_name().unwrap().to_str().unwrap().starts_with("optimizer-"))
+        .unwrap();
+    let saved = candle_core::safetensors::load(optimizer, &Device::Cpu).unwrap();
+    assert!(saved.contains_key("average.updates"));
+    let trained = last_checkpoint(&averaged);
+    let differs = trained.iter().any(|(name, weights)| {
+        let average = saved[&format!("average.{name}")].flatten_all().unwrap();
+        average.to_vec1::<f32>().unwrap() != *weights
+    });
+    assert!(differs, "the saved average equals the trained weights");
+}
+
+/// The last checkpoint's weights, flattened, by name.
+fn last_checkpoint(run: &Path) -> std::collections::BTreeMap<String, Vec<f32>> {
+    let state: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("state.json")).unwrap()).unwrap();
+    let step = state["step"].as_u64().unwrap();
+    candle_core::safetensors::load(run.join(format!("model-{step:08}.safetensors")), &Device::Cpu)
+        .unwrap()
+        .into_iter()
+        .map(|(name, t)| (name, t.flatten_all().unwrap().to_vec1::<f32>().unwrap()))
+        .collect()
+}
+
 fn assert_resume_is_exact(request: impl Fn(&Path, &Path, usize) -> TrainRequest) {
     let dir = tempfile::tempdir().unwrap();
     let cache = dir.path().join("cache");

@@ -53,6 +53,14 @@ pub(super) struct TrainArgs {
     /// instead of the stem's features (needs --perception-weight; see docs/training.md).
     #[arg(long)]
     scene_bottleneck: bool,
+    /// Raise the learning rate linearly from 0 over the first N steps; 0 turns it off.
+    #[arg(long, value_name = "N")]
+    warmup_steps: Option<u64>,
+    /// Evaluate, and keep as the best model, an exponential moving average of the weights
+    /// with this decay per step (e.g. 0.999) instead of the weights as trained; 0 turns it
+    /// off. Training itself is unchanged.
+    #[arg(long, value_name = "DECAY")]
+    weight_average: Option<f64>,
     #[arg(long, default_value_t = 0)]
     seed: u64,
     #[arg(long, default_value = "cpu")]
@@ -160,6 +168,15 @@ pub(super) fn train_request(args: &TrainArgs) -> Result<TrainRequest> {
     }
     if let Some(steps) = args.curriculum_steps {
         training.curriculum_steps = (steps > 0).then_some(steps);
+    }
+    if let Some(steps) = args.warmup_steps {
+        training.warmup_steps = steps;
+    }
+    if let Some(decay) = args.weight_average {
+        if !(0.0..1.0).contains(&decay) {
+            bail!("--weight-average {decay}: expected a decay in [0, 1), e.g. 0.999 (0 turns it off)");
+        }
+        training.weight_average = (decay > 0.0).then_some(decay);
     }
     let block = &mut model.vision.block;
     if let Some(position) = args.film_position {
