@@ -28,9 +28,12 @@ impl WeightAverage {
         let data = varmap.data().lock().expect("variable map lock poisoned");
         let mut vars: Vec<(String, Var)> = data.iter().map(|(n, v)| (n.clone(), v.clone())).collect();
         vars.sort_by(|a, b| a.0.cmp(&b.0));
+        // Detached: a copy of a variable is a node of the autograd graph, and every average
+        // computed from it would keep all the earlier ones alive, a full copy of the
+        // weights per step.
         let averages = vars
             .iter()
-            .map(|(name, var)| Ok((name.clone(), var.as_tensor().copy()?)))
+            .map(|(name, var)| Ok((name.clone(), var.as_tensor().detach().copy()?)))
             .collect::<Result<_>>()?;
         Ok(WeightAverage {
             decay,
@@ -66,7 +69,7 @@ impl WeightAverage {
         let trained = self
             .vars
             .iter()
-            .map(|(_, var)| var.as_tensor().copy())
+            .map(|(_, var)| var.as_tensor().detach().copy())
             .collect::<Result<Vec<_>>>()?;
         for (name, var) in &self.vars {
             var.set(&self.averages[name])?;
@@ -143,6 +146,9 @@ mod tests {
         var.set(&Tensor::new(&[4f32], &Device::Cpu)?)?;
         // Update 1 decays by min(0.5, 2/11): 0 * 2/11 + 4 * 9/11.
         average.update()?;
+        // Each average stands alone: were it a node of the autograd graph, it would hold
+        // on to every average before it.
+        assert!(average.averages.values().all(|t| !t.track_op()));
         let seen = average.with_averaged(|| Ok(var.as_tensor().to_vec1::<f32>()?[0]))?;
         assert!((seen - 4.0 * 9.0 / 11.0).abs() < 1e-6, "{seen}");
         // The trained value is back afterwards.
