@@ -12,7 +12,7 @@
 use candle_core::Result;
 use kernel_launch::kernel_call::{KernelArg, KernelCall};
 
-use crate::recurrence::{Dims, KEPT};
+use crate::recurrence::{gates::KEPT, Dims};
 
 /// Threads per block of gru.cu's kernels, and the resident blocks per multiprocessor their
 /// grid-stride loops aim for.
@@ -390,7 +390,7 @@ mod tests {
     use cuda_emulator::{Arg, DeviceBuffer, Module};
 
     use super::*;
-    use crate::recurrence;
+    use crate::recurrence::{cpu, gates};
 
     /// The schedule's device, emulated on the CPU; the gate steps run `gate_kernels` (gru.cu
     /// compiled for the CPU) when given, the CPU op's gate functions otherwise.
@@ -498,7 +498,7 @@ mod tests {
                 };
                 let (bias_ih, bias_hh) = (self.slice(s.bias_ih, 3 * h), self.slice(s.bias_hh, 3 * h));
                 let (mut state, mut kept) = (vec![0f32; h], vec![0f32; KEPT * h]);
-                recurrence::forward_gates(h, &x, &hh, (&bias_ih, &bias_hh), &previous, &mut state, &mut kept);
+                gates::forward_gates(h, &x, &hh, (&bias_ih, &bias_hh), &previous, &mut state, &mut kept);
                 self.write(s.state.plus(i * h), &state);
                 self.write(s.kept.plus(i * KEPT * h), &kept);
             }
@@ -519,7 +519,7 @@ mod tests {
                 };
                 let mut next = self.slice(s.next.plus(i * h), h);
                 let (mut gp, mut ghh) = (vec![0f32; 3 * h], vec![0f32; 3 * h]);
-                recurrence::backward_gates(h, &kept, &grad_state, &previous, &mut gp, &mut ghh, &mut next);
+                gates::backward_gates(h, &kept, &grad_state, &previous, &mut gp, &mut ghh, &mut next);
                 self.write(s.grad_x.plus(i * 3 * h), &gp);
                 self.write(s.grad_hh.plus(i * 3 * h), &ghh);
                 self.write(s.next.plus(i * h), &next);
@@ -597,12 +597,11 @@ mod tests {
             let packed = values(3, 3 * h * input + 6 * h, bound);
             let grad_states = values(4, rows * h, 1.0);
 
-            let (states, kept) = recurrence::forward(d, &inputs, &weight_hh, &packed).unwrap();
+            let (states, kept) = cpu::forward(d, &inputs, &weight_hh, &packed).unwrap();
             let (grad_projected, grad_weight_hh, grad_biases) =
-                recurrence::backward(d, &weight_hh, &states, &kept, &grad_states).unwrap();
+                cpu::backward(d, &weight_hh, &states, &kept, &grad_states).unwrap();
             let (grad_inputs, grad_weight_ih) =
-                recurrence::projection_grads(d, &grad_projected, &inputs, &packed[..3 * h * input], true)
-                    .unwrap();
+                cpu::projection_grads(d, &grad_projected, &inputs, &packed[..3 * h * input], true).unwrap();
 
             use Buffer::*;
             let unwritten = |len: usize| vec![f32::NAN; len];

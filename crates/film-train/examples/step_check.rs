@@ -1,5 +1,5 @@
 //! GPU check of the training step's CUDA paths beyond FiLM's: the question encoder's fused
-//! GRU recurrence (film-question's `cuda` feature), Adam's in-place update (film-train's),
+//! GRU recurrence (film-question's `cuda` feature), Adam's in-place update (film-optim's),
 //! the cuDNN convolutions (film-conv's) and the fused BatchNorm (film-vision's), in one run
 //! on a CUDA machine:
 //!
@@ -34,8 +34,8 @@ use std::time::Instant;
 use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::{VarBuilder, VarMap};
 use film_conv::ConvParams;
+use film_optim::{Adam, AdamConfig};
 use film_question::Gru;
-use film_train::adam::{Adam, AdamConfig};
 use film_vision::BatchNorm;
 
 /// Largest error allowed, relative to the largest magnitude of the f64 reference: f32

@@ -2,11 +2,6 @@
 //! the training loop with checkpoints, evaluation, analysis with plots, the local web server
 //! and the command line.
 
-pub mod adam;
-#[cfg(feature = "cuda")]
-mod adam_cuda;
-#[cfg(any(feature = "cuda", test))]
-mod adam_launches;
 pub mod analyze;
 pub mod ask;
 pub mod cli;

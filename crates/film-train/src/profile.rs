@@ -6,10 +6,10 @@ use std::time::Instant;
 
 use anyhow::Result;
 use candle_core::{Device, Tensor};
+use film_optim::{Adam, AdamConfig};
 use rand::{Rng, SeedableRng};
 use serde::Serialize;
 
-use crate::adam::{Adam, AdamConfig};
 use crate::evaluate::loss_and_accuracy;
 use crate::model::FilmModel;
 use crate::presets::ModelConfig;

@@ -10,9 +10,9 @@ use candle_core::{DType, Device, Tensor};
 use candle_nn::VarMap;
 use clevr::dataset::QuestionSet;
 use clevr::vocab::{TokenizerConfig, Vocabulary};
+use film_optim::{Adam, AdamConfig};
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::adam::{Adam, AdamConfig};
 use crate::data::{load_split, split_files, ImageSource, Split};
 use crate::evaluate::{evaluate, loss_and_accuracy, Evaluation};
 use crate::fresh_questions::FreshQuestions;

@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex};
 use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
 use film_conv::{kernels, ConvGeometry, ConvParams};
 
-use crate::batch_norm::{
+use crate::batch_norm::cpu::{
     coefficients, combine_moments, f32_data, normalize, output_buffer, row_moments, NormBackward,
 };
 

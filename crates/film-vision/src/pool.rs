@@ -12,7 +12,7 @@ use std::sync::Mutex;
 use candle_core::{CpuStorage, CustomOp1, DType, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-use crate::batch_norm::output_buffer;
+use crate::batch_norm::cpu::output_buffer;
 
 /// The maximum of each (example, channel) over all positions: x (N, C, *spatial) →
 /// (N, C), i.e. `x.flatten_from(2)?.max(D::Minus1)`. The fused op on CPU f32 (no reshape

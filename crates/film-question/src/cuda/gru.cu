@@ -1,6 +1,6 @@
 // The GRU's gate arithmetic on NVIDIA GPUs, one step at a time; the matrix products
 // around it are cuBLAS's (see mod.rs). Equations, gate order and the values kept for the
-// backward are those of the CPU recurrence (recurrence.rs):
+// backward are those of the CPU recurrence (recurrence/gates.rs):
 //   r = σ(x_r + h_r), z = σ(x_z + h_z), n = tanh(x_n + r ⊙ h_n), h' = n + z ⊙ (h - n)
 // with x = W_ih·input + b_ih and h_* = W_hh·h + b_hh. The products come without bias;
 // both biases are added here, so that no separate pass over the (N, 3H) products is made.

@@ -26,7 +26,7 @@ use candle_core::{Layout, Result};
 use kernel_launch::kernel_call::KernelCall;
 use kernel_launch::nvrtc::{self, CudaSource, Kernels};
 
-use crate::recurrence::{Dims, KEPT};
+use crate::recurrence::{gates::KEPT, Dims};
 use crate::schedule::{self, At, BackwardStep, Buffer, ColumnMajorGemm, ForwardStep, Machine};
 
 static SOURCE: CudaSource = CudaSource {

@@ -1,5 +1,5 @@
 // BatchNorm (and ReLU) on NVIDIA GPUs for contiguous (N, C, S) f32 tensors: the passes of
-// batch_norm.rs's CPU op, with the same formulas. Per-channel sums are accumulated in
+// batch_norm/cpu.rs, with the same formulas. Per-channel sums are accumulated in
 // double by each thread and reduced in shared memory: one block per channel, so no
 // atomics, and the result does not depend on scheduling.
 // Compiled at run time by NVRTC: no CUDA header may be included.

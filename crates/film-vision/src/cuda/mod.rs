@@ -1,5 +1,5 @@
 //! BatchNorm (and ReLU) on NVIDIA GPUs (feature `cuda`): the CPU op's passes
-//! (`batch_norm.rs`) as the kernels of `batch_norm.cu`, compiled at run time by NVRTC
+//! (`batch_norm/cpu.rs`) as the kernels of `batch_norm.cu`, compiled at run time by NVRTC
 //! through film-layer's loader.
 //!
 //! Composed from candle ops, a training BatchNorm is a dozen passes over its input forward

@@ -1,4 +1,4 @@
-// Adam's two in-place passes on NVIDIA GPUs (see adam.rs for the CPU ones, which these
+// Adam's two in-place passes on NVIDIA GPUs (see ../adam.rs for the CPU ones, which these
 // mirror operation for operation). Grid-stride loops over contiguous f32 vectors, 64-bit
 // indices: a parameter tensor may exceed 2^32 values on a large card.
 // Compiled at run time by NVRTC: no CUDA header may be included.

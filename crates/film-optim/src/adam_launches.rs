@@ -1,5 +1,5 @@
 //! How adam.cu's kernels are launched for Adam's in-place passes ([`crate::adam`]): which
-//! kernel, with which grid and which arguments. `adam_cuda.rs` puts device addresses in
+//! kernel, with which grid and which arguments. `cuda/mod.rs` puts device addresses in
 //! these calls and launches them; the tests below run the same calls on the CPU through
 //! cuda-emulator, in every build, against Adam's composed update.
 
@@ -100,7 +100,8 @@ mod tests {
 
     #[test]
     fn adam_kernels_follow_the_composed_update() -> Result<()> {
-        let module = Module::compile("adam.cu", include_str!("adam.cu")).unwrap_or_else(|e| panic!("{e}"));
+        let module =
+            Module::compile("adam.cu", include_str!("cuda/adam.cu")).unwrap_or_else(|e| panic!("{e}"));
         // More values than the capped grid has threads, so that they loop.
         let len = 3001;
         assert!(SM_COUNT * GRID_STRIDE.0 * GRID_STRIDE.1 < len as u32);

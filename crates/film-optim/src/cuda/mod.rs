@@ -1,5 +1,5 @@
 //! Adam's in-place passes ([`crate::adam`]) on NVIDIA GPUs: the kernels of `adam.cu`,
-//! compiled at run time through film-layer's NVRTC loader (feature `cuda`), launched as
+//! compiled at run time through kernel-launch's NVRTC loader (feature `cuda`), launched as
 //! `adam_launches.rs` plans them.
 //!
 //! Composed from candle ops, one variable's update was a dozen element-wise kernels, each
