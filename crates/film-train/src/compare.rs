@@ -57,13 +57,24 @@ pub struct Curve {
     pub points: Vec<Evaluation>,
 }
 
+/// Which validation score of each evaluation a curve reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Score {
+    /// `overall`: the model the run scored and kept as best (the weight average in a run
+    /// with `--weight-average`).
+    Recorded,
+    /// `trained_weights.overall`: the weights as trained, which a run with
+    /// `--weight-average` scores beside the average.
+    TrainedWeights,
+}
+
 /// Reads the evaluations of `run` from its `metrics.jsonl`; questions seen are the step
 /// times the run's batch size (from its `config.json`).
-pub fn read_curve(run: &LabelledRun) -> Result<Curve> {
+pub fn read_curve(run: &LabelledRun, score: Score) -> Result<Curve> {
     let dir = RunDir::open(&run.dir)?;
     let batch = dir.read_config()?.training.batch_size as u64;
     let path = dir.metrics_path();
-    let points = evaluations(&crate::metrics_file::read(&path)?, batch, &path)?;
+    let points = evaluations(&crate::metrics_file::read(&path)?, batch, &path, score)?;
     if points.is_empty() {
         bail!("{}: no evaluation yet", path.display());
     }
@@ -75,7 +86,12 @@ pub fn read_curve(run: &LabelledRun) -> Result<Curve> {
 
 /// The evaluations of the metrics records read from `path`, for a run of `batch` questions
 /// per step.
-fn evaluations(records: &[crate::metrics_file::Record], batch: u64, path: &Path) -> Result<Vec<Evaluation>> {
+fn evaluations(
+    records: &[crate::metrics_file::Record],
+    batch: u64,
+    path: &Path,
+    score: Score,
+) -> Result<Vec<Evaluation>> {
     let mut points = Vec::new();
     for (line, record) in records {
         let field = |name: &str| {
@@ -101,7 +117,15 @@ fn evaluations(records: &[crate::metrics_file::Record], batch: u64, path: &Path)
             step,
             questions,
             minutes: field("train_seconds")? / 60.0,
-            accuracy: field("overall")?,
+            accuracy: match score {
+                Score::Recorded => field("overall")?,
+                Score::TrainedWeights => record["trained_weights"]["overall"].as_f64().with_context(|| {
+                    format!(
+                        "{}:{line}: no numeric \"trained_weights\".\"overall\" (only a run trained with --weight-average scores its trained weights apart)",
+                        path.display()
+                    )
+                })?,
+            },
         });
     }
     Ok(points)
@@ -215,7 +239,12 @@ mod tests {
         let text = "{\"step\":500,\"overall\":0.4,\"train_seconds\":90}\n\n{\"step\":1000,\"overall\":0.5,\"train_seconds\":180}\n";
         let parse = |text: &str, batch| {
             let path = Path::new("metrics.jsonl");
-            evaluations(&crate::metrics_file::parse(text, path)?, batch, path)
+            evaluations(
+                &crate::metrics_file::parse(text, path)?,
+                batch,
+                path,
+                Score::Recorded,
+            )
         };
         let points = parse(text, 64).unwrap();
         assert_eq!(
@@ -253,6 +282,28 @@ mod tests {
         // A last line torn by a crash is skipped.
         let torn = format!("{text}{{\"step\":1500,\"ove");
         assert_eq!(parse(&torn, 64).unwrap().len(), 2);
+    }
+
+    #[test]
+    fn the_trained_weights_curve_of_an_averaged_run() {
+        let path = Path::new("metrics.jsonl");
+        let trained = |text: &str| {
+            evaluations(
+                &crate::metrics_file::parse(text, path)?,
+                64,
+                path,
+                Score::TrainedWeights,
+            )
+        };
+        let averaged =
+            "{\"step\":500,\"overall\":0.5,\"train_seconds\":60,\"trained_weights\":{\"overall\":0.45}}\n";
+        assert_eq!(trained(averaged).unwrap()[0].accuracy, 0.45);
+        let plain = "{\"step\":500,\"overall\":0.5,\"train_seconds\":60}\n";
+        let err = trained(plain).unwrap_err().to_string();
+        assert!(
+            err.contains("metrics.jsonl:1: no numeric \"trained_weights\".\"overall\""),
+            "{err}"
+        );
     }
 
     #[test]

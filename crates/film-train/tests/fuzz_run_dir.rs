@@ -8,7 +8,7 @@ mod mutate;
 
 use std::path::Path;
 
-use film_train::compare::{read_curve, LabelledRun};
+use film_train::compare::{read_curve, LabelledRun, Score};
 use film_train::presets;
 use film_train::run_dir::{RunConfig, RunDir, RunState};
 use mutate::{arbitrary_bytes, edits, mutate};
@@ -99,7 +99,7 @@ impl Run {
             label: "run".into(),
             dir: self.path().to_path_buf(),
         };
-        if let Err(err) = read_curve(&labelled) {
+        if let Err(err) = read_curve(&labelled, Score::Recorded) {
             let message = format!("{err:#}");
             assert!(
                 message.contains("metrics.jsonl") || message.contains("config.json"),

@@ -129,6 +129,10 @@ enum Command {
         /// Runs as LABEL=RUN_DIR (or RUN_DIR, labelled by its folder name).
         #[arg(required = true)]
         runs: Vec<crate::compare::LabelledRun>,
+        /// More curves, LABEL=RUN_DIR each: the weights as trained of a run made with
+        /// --weight-average (whose main curve is the average's), drawn after the runs.
+        #[arg(long = "trained-weights", value_name = "LABEL=RUN_DIR")]
+        trained_weights: Vec<crate::compare::LabelledRun>,
         /// The picture to write.
         #[arg(long, value_name = "OUT.png")]
         out: PathBuf,
@@ -266,11 +270,18 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             ask(&run, &image, &question, explain.as_deref(), &dev)?;
             Ok(ExitCode::SUCCESS)
         }
-        Some(Command::Compare { runs, out, at }) => {
-            let curves = runs
+        Some(Command::Compare {
+            runs,
+            trained_weights,
+            out,
+            at,
+        }) => {
+            use crate::compare::{read_curve, Score};
+            let recorded = runs.iter().map(|r| read_curve(r, Score::Recorded));
+            let trained = trained_weights
                 .iter()
-                .map(crate::compare::read_curve)
-                .collect::<Result<Vec<_>>>()?;
+                .map(|r| read_curve(r, Score::TrainedWeights));
+            let curves = recorded.chain(trained).collect::<Result<Vec<_>>>()?;
             crate::compare::draw(&curves, &out)?;
             print!("{}", crate::compare::table(&curves, &at));
             println!("wrote {}", out.display());
