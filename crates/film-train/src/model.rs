@@ -196,4 +196,66 @@ mod tests {
         let err = FilmModel::new(&tiny(false, true), vb).err().unwrap().to_string();
         assert!(err.contains("perception head"), "{err}");
     }
+
+    #[test]
+    fn in_evaluation_a_shared_stem_answers_as_one_stem_per_question() {
+        // Evaluation runs the stem once per distinct image; in evaluation mode that must
+        // give each question what a stem pass of its own gives it.
+        let dev = Device::Cpu;
+        let config = tiny(true, true);
+        let varmap = candle_nn::VarMap::new();
+        let model = FilmModel::new(&config, VarBuilder::from_varmap(&varmap, DType::F32, &dev)).unwrap();
+        let side = config.image_size;
+        let images = Tensor::randn(0f32, 1.0, (2, 3, side, side), &dev).unwrap();
+        let rows = Tensor::new(&[1u32, 0, 1, 1], &dev).unwrap();
+        let questions = Tensor::new(&[[1u32, 2, 3], [4, 5, 6], [7, 8, 9], [2, 2, 0]], &dev).unwrap();
+        let lengths = [3, 3, 3, 2];
+        let (shared, _) = model
+            .forward_shared_t(&images, &rows, &questions, &lengths, false)
+            .unwrap();
+        let per_question = model
+            .forward_t(
+                &images.index_select(&rows, 0).unwrap(),
+                &questions,
+                &lengths,
+                false,
+            )
+            .unwrap();
+        let largest_gap = (&shared - &per_question)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        assert!(
+            largest_gap < 1e-5,
+            "shared and per-question logits differ by {largest_gap}"
+        );
+        // In training mode the batch statistics differ, so the test above is not vacuous.
+        let (shared_train, _) = model
+            .forward_shared_t(&images, &rows, &questions, &lengths, true)
+            .unwrap();
+        let per_question_train = model
+            .forward_t(
+                &images.index_select(&rows, 0).unwrap(),
+                &questions,
+                &lengths,
+                true,
+            )
+            .unwrap();
+        let training_gap = (&shared_train - &per_question_train)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        assert!(
+            training_gap > 1e-4,
+            "batch statistics should differ: {training_gap}"
+        );
+    }
 }

@@ -63,6 +63,11 @@ pub struct TrainingConfig {
     /// with this decay per step instead of the weights as trained (`--weight-average`).
     #[serde(default)]
     pub weight_average: Option<f64>,
+    /// With a weight average, also score the weights as trained at each evaluation and
+    /// record them as `trained_weights` (`--score-trained-weights`): the paired curve of an
+    /// ablation, at the price of a second evaluation.
+    #[serde(default)]
+    pub score_trained_weights: bool,
 }
 
 impl ModelConfig {
@@ -102,6 +107,7 @@ fn paper_training(minutes: f64, eval_every: usize) -> TrainingConfig {
         perception_weight: 0.0,
         warmup_steps: 0,
         weight_average: None,
+        score_trained_weights: false,
     }
 }
 
@@ -166,6 +172,7 @@ pub fn all() -> Vec<Preset> {
                 perception_weight: 0.0,
                 warmup_steps: 0,
                 weight_average: None,
+                score_trained_weights: false,
             },
         },
         Preset {

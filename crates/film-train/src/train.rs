@@ -383,10 +383,10 @@ pub fn train(request: &TrainRequest, device: &Device) -> Result<TrainOutcome> {
                 let perception =
                     (perception_window.1 > 0).then(|| perception_window.0 / perception_window.1 as f64);
                 // With a weight average, the average is what is scored and kept as best;
-                // the trained weights' score is recorded beside it.
+                // on request the trained weights' score is recorded beside it.
                 let trained = match &average {
-                    Some(_) => Some(validate()?),
-                    None => None,
+                    Some(_) if training.score_trained_weights => Some(validate()?),
+                    _ => None,
                 };
                 let mut validate_and_record = || {
                     let eval = validate()?;

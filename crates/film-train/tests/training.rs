@@ -107,6 +107,7 @@ fn averaged_request(out: &Path, cache: &Path, epochs: usize) -> TrainRequest {
     let mut r = request(out, cache, epochs);
     r.preset.training.warmup_steps = 5;
     r.preset.training.weight_average = Some(0.9);
+    r.preset.training.score_trained_weights = true;
     r
 }
 

@@ -56,7 +56,7 @@ enum Command {
         split: String,
     },
     /// Train (or resume) a model.
-    Train(TrainArgs),
+    Train(Box<TrainArgs>),
     /// Accuracy of a trained run on a split: overall, per question type and family.
     Eval {
         #[arg(long)]

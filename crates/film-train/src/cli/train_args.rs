@@ -61,6 +61,11 @@ pub(super) struct TrainArgs {
     /// off. Training itself is unchanged.
     #[arg(long, value_name = "DECAY")]
     weight_average: Option<f64>,
+    /// With --weight-average (or a preset's), also score the weights as trained at each
+    /// evaluation, recorded as `trained_weights` in metrics.jsonl: a second evaluation each
+    /// time.
+    #[arg(long)]
+    score_trained_weights: bool,
     #[arg(long, default_value_t = 0)]
     seed: u64,
     #[arg(long, default_value = "cpu")]
@@ -101,6 +106,9 @@ pub(super) struct TrainArgs {
     /// Number of FiLMed blocks.
     #[arg(long)]
     blocks: Option<usize>,
+    /// Width of the question encoder's GRU state (the preset's by default).
+    #[arg(long, value_name = "H")]
+    question_hidden: Option<usize>,
     /// A question-only baseline: the network is given a blank image.
     #[arg(long)]
     question_only: bool,
@@ -178,6 +186,12 @@ pub(super) fn train_request(args: &TrainArgs) -> Result<TrainRequest> {
         }
         training.weight_average = (decay > 0.0).then_some(decay);
     }
+    if args.score_trained_weights {
+        if training.weight_average.is_none() {
+            bail!("--score-trained-weights scores the trained weights beside a weight average; this run has none (--weight-average DECAY)");
+        }
+        training.score_trained_weights = true;
+    }
     let block = &mut model.vision.block;
     if let Some(position) = args.film_position {
         block.film_position = position;
@@ -197,6 +211,12 @@ pub(super) fn train_request(args: &TrainArgs) -> Result<TrainRequest> {
     }
     if let Some(blocks) = args.blocks {
         model.set_blocks(blocks);
+    }
+    if let Some(hidden) = args.question_hidden {
+        if !(1..=16_384).contains(&hidden) {
+            bail!("--question-hidden {hidden}: expected a GRU width between 1 and 16384");
+        }
+        model.question.hidden_dim = hidden;
     }
     if let Some(list) = &args.condition_blocks {
         let flags: Vec<bool> = list
@@ -312,7 +332,7 @@ mod tests {
         let mut argv = vec!["film-train", "train", "--data", "d", "--out", "o"];
         argv.extend_from_slice(extra);
         match Cli::try_parse_from(argv)?.command {
-            Some(Command::Train(args)) => Ok(args),
+            Some(Command::Train(args)) => Ok(*args),
             _ => panic!("not parsed as train"),
         }
     }
@@ -332,6 +352,18 @@ mod tests {
             err.to_string().contains("--perception-weight W with W > 0"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn trained_weights_are_scored_only_on_request_and_only_beside_an_average() {
+        let default = train_request(&train_args(&[]).unwrap()).unwrap();
+        assert!(default.preset.training.weight_average.is_some());
+        assert!(!default.preset.training.score_trained_weights);
+        let paired = train_request(&train_args(&["--score-trained-weights"]).unwrap()).unwrap();
+        assert!(paired.preset.training.score_trained_weights);
+        let err = train_request(&train_args(&["--weight-average", "0", "--score-trained-weights"]).unwrap())
+            .unwrap_err();
+        assert!(err.to_string().contains("this run has none"), "{err}");
     }
 
     #[test]
