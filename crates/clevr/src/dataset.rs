@@ -240,6 +240,7 @@ impl QuestionSet {
                 question: q.question,
                 answer: q.answer,
                 question_family_index: q.question_family_index,
+                template_filename: None,
                 program,
             };
             pending.push((position, record, answer));
@@ -269,7 +270,8 @@ impl QuestionSet {
         let origin = files.questions.display().to_string();
         let mut pending: Vec<(usize, Record<P>, u32)> = Vec::with_capacity(ENCODE_CHUNK);
         let mut failure: Option<DatasetError> = None;
-        let outcome = for_each_record(&files.questions, |record: Record<P>| {
+        let mut template_families = TemplateFamilies::default();
+        let outcome = for_each_record(&files.questions, |mut record: Record<P>| {
             let position = report.read;
             report.read += 1;
             crate::layout::image_split(&record.image_filename).map_err(|e| e.to_string())?;
@@ -278,6 +280,9 @@ impl QuestionSet {
             let Some(answer) = answer_id(record.answer.as_deref(), vocab, position, &mut report) else {
                 return Ok(());
             };
+            if let Some(number) = template_families.number(&record) {
+                record.question_family_index = Some(number);
+            }
             pending.push((position, record, answer));
             if pending.len() == ENCODE_CHUNK {
                 set.append(&mut pending, &vocab.questions, &mut slots, &origin)
@@ -293,6 +298,7 @@ impl QuestionSet {
             return Err(failure.take().unwrap_or(DatasetError::Json(e)));
         }
         set.append(&mut pending, &vocab.questions, &mut slots, &origin)?;
+        template_families.finish(&mut set.families);
         report.kept = set.len();
         Ok((set, report))
     }
@@ -391,12 +397,54 @@ struct Record<P> {
     image_index: usize,
     image_filename: String,
     question: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::question::answer_text")]
     answer: Option<String>,
     #[serde(default)]
     question_family_index: Option<usize>,
+    /// Only in the official question generator's raw output, where
+    /// `question_family_index` counts within this template file.
+    #[serde(default)]
+    template_filename: Option<String>,
     #[serde(default = "none")]
     program: Option<P>,
+}
+
+/// Family numbers for the official question generator's raw output, whose
+/// `question_family_index` counts within each `template_filename`: every distinct
+/// (file, index) pair gets one number, in the order of file name, then index, so that
+/// the numbering does not depend on the order of the records.
+#[derive(Default)]
+struct TemplateFamilies {
+    /// (file, index) → provisional number, in order of first appearance.
+    seen: HashMap<(String, usize), usize>,
+}
+
+impl TemplateFamilies {
+    /// The provisional number of `record`'s family, when it names its template file.
+    fn number<P>(&mut self, record: &Record<P>) -> Option<usize> {
+        let file = record.template_filename.as_ref()?;
+        let key = (file.clone(), record.question_family_index?);
+        let next = self.seen.len();
+        Some(*self.seen.entry(key).or_insert(next))
+    }
+
+    /// Rewrites the provisional numbers in `families` to the sorted order.
+    fn finish(self, families: &mut [u16]) {
+        if self.seen.is_empty() {
+            return;
+        }
+        let mut keys: Vec<_> = self.seen.into_iter().collect();
+        keys.sort();
+        let mut sorted = vec![NO_FAMILY; keys.len()];
+        for (rank, (_, provisional)) in keys.into_iter().enumerate() {
+            sorted[provisional] = u16::try_from(rank).unwrap_or(NO_FAMILY);
+        }
+        for family in families.iter_mut().filter(|f| **f != NO_FAMILY) {
+            if let Some(&number) = sorted.get(*family as usize) {
+                *family = number;
+            }
+        }
+    }
 }
 
 fn none<P>() -> Option<P> {
@@ -475,7 +523,7 @@ pub fn build_vocabulary(train: &SplitFiles, config: TokenizerConfig) -> Result<V
     #[derive(Deserialize)]
     struct VocabRecord {
         question: String,
-        #[serde(default)]
+        #[serde(default, deserialize_with = "crate::question::answer_text")]
         answer: Option<String>,
     }
     for_each_record(&train.questions, |q: VocabRecord| {

@@ -277,3 +277,55 @@ fn a_question_longer_than_the_limit_is_an_error_naming_it() {
         "{err}"
     );
 }
+
+#[test]
+fn the_official_generators_raw_output_loads_as_a_release_file() {
+    // As `generate_questions.py` writes it: answers as JSON booleans and numbers, program
+    // nodes with `type` and `_output`, family indices counting within each template file,
+    // no `split`.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("questions")).unwrap();
+    let node = |t: &str, inputs: &str, values: &str| {
+        format!(r#"{{"type": "{t}", "inputs": [{inputs}], "value_inputs": [{values}], "_output": [0]}}"#)
+    };
+    let record = |image: usize, text: &str, answer: &str, file: &str, family: usize, last: &str| {
+        format!(
+            r#"{{"image_index": {image}, "image_filename": "CLEVR_val_00000{image}.png", "image": "CLEVR_val_00000{image}",
+            "question": "{text}", "answer": {answer}, "template_filename": "{file}", "question_family_index": {family},
+            "question_index": 0, "program": [{}, {}, {}]}}"#,
+            node("scene", "", ""),
+            node("filter_shape", "0", r#""cube""#),
+            node(last, "1", ""),
+        )
+    };
+    let raw = format!(
+        r#"{{"info": {{"split": "val", "version": "1.0"}}, "questions": [{}, {}, {}, {}]}}"#,
+        record(0, "Are there any cubes?", "true", "zero_hop.json", 1, "exist"),
+        record(1, "How many cubes are there?", "3", "zero_hop.json", 0, "count"),
+        record(
+            1,
+            "Are there any cubes?",
+            "false",
+            "compare_integer.json",
+            5,
+            "exist"
+        ),
+        record(0, "Are there any cubes?", "true", "zero_hop.json", 1, "exist"),
+    );
+    std::fs::write(dir.path().join("questions/CLEVR_val_questions.json"), raw).unwrap();
+    let files = SplitFiles::clevr(dir.path(), Release::V1, "val").unwrap();
+    let mut vocab = build_vocabulary(&split("train"), TokenizerConfig::default()).unwrap();
+    vocab.answers = AnswerIndex::build(["yes", "no", "3"]);
+    let options = LoadOptions { keep_programs: true };
+    let (set, report) = QuestionSet::load(&files, &vocab, options).unwrap();
+    assert_eq!((report.read, report.kept), (4, 4), "{report}");
+    let answer = |a: &str| vocab.answers.id(a).unwrap();
+    assert_eq!(
+        set.answers,
+        [answer("yes"), answer("3"), answer("no"), answer("yes")]
+    );
+    // (compare_integer.json, 5) < (zero_hop.json, 0) < (zero_hop.json, 1).
+    assert_eq!(set.families, [2, 1, 0, 2]);
+    assert_eq!(set.question_type(1), Some(QuestionType::Count));
+    assert_eq!(set.programs.as_ref().unwrap()[0][1].value_inputs, ["cube"]);
+}
