@@ -32,7 +32,7 @@ fn a_malformed_questions_file_exits_1_naming_file_and_field() {
     let questions = data.join("questions/CLEVR_train_questions.json");
     let mut value: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&questions).unwrap()).unwrap();
-    value["questions"][2]["answer"] = serde_json::json!(7);
+    value["questions"][2]["answer"] = serde_json::json!([7]);
     std::fs::write(&questions, serde_json::to_string(&value).unwrap()).unwrap();
 
     let run = dir.path().join("run");
