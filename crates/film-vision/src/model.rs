@@ -5,7 +5,7 @@ use std::sync::{Arc, Mutex};
 
 use candle_core::{Module, Result, Tensor, D};
 use candle_nn::{Linear, VarBuilder};
-use film_layer::{film_fused, split_film_params, ChannelLayout};
+use film_layer::{split_film_params, ChannelLayout, Film, FilmConfig};
 
 use crate::batch_norm::BatchNorm;
 use crate::config::{BlockOptions, FilmPosition, Pool, ResidualSource, Stem, VisionConfig};
@@ -88,6 +88,10 @@ pub struct FilmedResBlock {
     input_conv: Conv,
     conv: Conv,
     norm: BatchNorm,
+    /// The paper's epilogue, FiLM then ReLU then the residual add, as one fused pass.
+    film_relu: Film,
+    /// FiLM alone, for the ablations that move it elsewhere in the block.
+    film: Film,
     options: BlockOptions,
 }
 
@@ -98,6 +102,8 @@ impl FilmedResBlock {
             conv: conv2d(channels, channels, 3, 1, 1, vb.pp("conv"))?,
             // No affine parameters of its own: FiLM supplies the scale and shift.
             norm: BatchNorm::new(channels, false, vb.pp("bn"))?,
+            film_relu: film_layer(options, true),
+            film: film_layer(options, false),
             options: options.clone(),
         })
     }
@@ -151,17 +157,19 @@ impl FilmedResBlock {
     }
 
     fn film(&self, x: &Tensor, f: &BlockFilm, relu: bool, residual: Option<&Tensor>) -> Result<Tensor> {
-        let gamma = self.options.gamma.apply(f.raw_gamma)?;
-        let beta = self.options.use_beta.then_some(f.beta);
-        Ok(film_fused(
-            x,
-            &gamma,
-            beta,
-            ChannelLayout::ChannelsFirst,
-            relu,
-            residual,
-        )?)
+        let layer = if relu { &self.film_relu } else { &self.film };
+        Ok(layer.forward_with_residual(x, f.raw_gamma, f.beta, residual)?)
     }
+}
+
+/// The block's FiLM layer: its γ parametrisation and β switch, with or without the ReLU.
+fn film_layer(options: &BlockOptions, relu: bool) -> Film {
+    Film::new(FilmConfig {
+        layout: ChannelLayout::ChannelsFirst,
+        gamma: options.gamma,
+        use_beta: options.use_beta,
+        relu,
+    })
 }
 
 fn add_residual(o: Tensor, residual: Option<&Tensor>) -> Result<Tensor> {
