@@ -210,49 +210,34 @@ mod tests {
         let rows = Tensor::new(&[1u32, 0, 1, 1], &dev).unwrap();
         let questions = Tensor::new(&[[1u32, 2, 3], [4, 5, 6], [7, 8, 9], [2, 2, 0]], &dev).unwrap();
         let lengths = [3, 3, 3, 2];
-        let (shared, _) = model
-            .forward_shared_t(&images, &rows, &questions, &lengths, false)
-            .unwrap();
-        let per_question = model
-            .forward_t(
-                &images.index_select(&rows, 0).unwrap(),
-                &questions,
-                &lengths,
-                false,
-            )
-            .unwrap();
-        let largest_gap = (&shared - &per_question)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap();
+        let gap = |train: bool| {
+            let (shared, _) = model
+                .forward_shared_t(&images, &rows, &questions, &lengths, train)
+                .unwrap();
+            let per_question = model
+                .forward_t(
+                    &images.index_select(&rows, 0).unwrap(),
+                    &questions,
+                    &lengths,
+                    train,
+                )
+                .unwrap();
+            (&shared - &per_question)
+                .unwrap()
+                .abs()
+                .unwrap()
+                .max_all()
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap()
+        };
+        let largest_gap = gap(false);
         assert!(
             largest_gap < 1e-5,
             "shared and per-question logits differ by {largest_gap}"
         );
         // In training mode the batch statistics differ, so the test above is not vacuous.
-        let (shared_train, _) = model
-            .forward_shared_t(&images, &rows, &questions, &lengths, true)
-            .unwrap();
-        let per_question_train = model
-            .forward_t(
-                &images.index_select(&rows, 0).unwrap(),
-                &questions,
-                &lengths,
-                true,
-            )
-            .unwrap();
-        let training_gap = (&shared_train - &per_question_train)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap();
+        let training_gap = gap(true);
         assert!(
             training_gap > 1e-4,
             "batch statistics should differ: {training_gap}"
