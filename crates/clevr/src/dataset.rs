@@ -271,7 +271,7 @@ impl QuestionSet {
         let mut pending: Vec<(usize, Record<P>, u32)> = Vec::with_capacity(ENCODE_CHUNK);
         let mut failure: Option<DatasetError> = None;
         let mut template_families = TemplateFamilies::default();
-        let outcome = for_each_record(&files.questions, |mut record: Record<P>| {
+        let outcome = for_each_record(&files.questions, |record: Record<P>| {
             let position = report.read;
             report.read += 1;
             crate::layout::image_split(&record.image_filename).map_err(|e| e.to_string())?;
@@ -280,9 +280,7 @@ impl QuestionSet {
             let Some(answer) = answer_id(record.answer.as_deref(), vocab, position, &mut report) else {
                 return Ok(());
             };
-            if let Some(number) = template_families.number(&record) {
-                record.question_family_index = Some(number);
-            }
+            template_families.note(set.len() + pending.len(), &record);
             pending.push((position, record, answer));
             if pending.len() == ENCODE_CHUNK {
                 set.append(&mut pending, &vocab.questions, &mut slots, &origin)
@@ -413,36 +411,37 @@ struct Record<P> {
 /// `question_family_index` counts within each `template_filename`: every distinct
 /// (file, index) pair gets one number, in the order of file name, then index, so that
 /// the numbering does not depend on the order of the records.
+/// Records without a template file keep their own index.
 #[derive(Default)]
 struct TemplateFamilies {
     /// (file, index) → provisional number, in order of first appearance.
     seen: HashMap<(String, usize), usize>,
+    /// (row of the question set, provisional number) of each record that named its file.
+    rows: Vec<(usize, usize)>,
 }
 
 impl TemplateFamilies {
-    /// The provisional number of `record`'s family, when it names its template file.
-    fn number<P>(&mut self, record: &Record<P>) -> Option<usize> {
-        let file = record.template_filename.as_ref()?;
-        let key = (file.clone(), record.question_family_index?);
+    /// Notes the family of the record that becomes row `row`, when it names its template
+    /// file.
+    fn note<P>(&mut self, row: usize, record: &Record<P>) {
+        let (Some(file), Some(index)) = (&record.template_filename, record.question_family_index) else {
+            return;
+        };
         let next = self.seen.len();
-        Some(*self.seen.entry(key).or_insert(next))
+        let provisional = *self.seen.entry((file.clone(), index)).or_insert(next);
+        self.rows.push((row, provisional));
     }
 
-    /// Rewrites the provisional numbers in `families` to the sorted order.
+    /// Writes each noted row's family number, in the sorted order, into `families`.
     fn finish(self, families: &mut [u16]) {
-        if self.seen.is_empty() {
-            return;
-        }
         let mut keys: Vec<_> = self.seen.into_iter().collect();
         keys.sort();
-        let mut sorted = vec![NO_FAMILY; keys.len()];
+        let mut number = vec![NO_FAMILY; keys.len()];
         for (rank, (_, provisional)) in keys.into_iter().enumerate() {
-            sorted[provisional] = u16::try_from(rank).unwrap_or(NO_FAMILY);
+            number[provisional] = u16::try_from(rank).unwrap_or(NO_FAMILY);
         }
-        for family in families.iter_mut().filter(|f| **f != NO_FAMILY) {
-            if let Some(&number) = sorted.get(*family as usize) {
-                *family = number;
-            }
+        for (row, provisional) in self.rows {
+            families[row] = number[provisional];
         }
     }
 }

@@ -311,6 +311,11 @@ fn the_official_generators_raw_output_loads_as_a_release_file() {
             "exist"
         ),
         record(0, "Are there any cubes?", "true", "zero_hop.json", 1, "exist"),
+    )
+    // A release-format record in the same file keeps its own family index.
+    .replace(
+        r#""template_filename": "zero_hop.json", "question_family_index": 0"#,
+        r#""question_family_index": 39"#,
     );
     std::fs::write(dir.path().join("questions/CLEVR_val_questions.json"), raw).unwrap();
     let files = SplitFiles::clevr(dir.path(), Release::V1, "val").unwrap();
@@ -324,8 +329,8 @@ fn the_official_generators_raw_output_loads_as_a_release_file() {
         set.answers,
         [answer("yes"), answer("3"), answer("no"), answer("yes")]
     );
-    // (compare_integer.json, 5) < (zero_hop.json, 0) < (zero_hop.json, 1).
-    assert_eq!(set.families, [2, 1, 0, 2]);
+    // (compare_integer.json, 5) < (zero_hop.json, 1); the second record has no file.
+    assert_eq!(set.families, [1, 39, 0, 1]);
     assert_eq!(set.question_type(1), Some(QuestionType::Count));
     assert_eq!(set.programs.as_ref().unwrap()[0][1].value_inputs, ["cube"]);
 }
