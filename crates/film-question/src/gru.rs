@@ -63,7 +63,7 @@ impl Gru {
         let all = if fused {
             // The fused op projects the inputs itself and adds both biases in its gate loop.
             let packed = Tensor::cat(&[&self.weight_ih.flatten_all()?, &self.bias_ih, &self.bias_hh], 0)?;
-            recurrence::gru_layer(&inputs, &self.weight_hh, &packed)?
+            recurrence::gru_layer(&inputs, &self.weight_hh, &packed, lengths)?
         } else {
             // The input projection of every step in one matrix product, instead of one
             // per step.

@@ -597,9 +597,12 @@ mod tests {
             let packed = values(3, 3 * h * input + 6 * h, bound);
             let grad_states = values(4, rows * h, 1.0);
 
-            let (states, kept) = cpu::forward(d, &inputs, &weight_hh, &packed).unwrap();
+            // Every sequence full length: the GPU passes run through padding, so only then
+            // are all states comparable.
+            let lengths = vec![steps; batch];
+            let (states, kept) = cpu::forward(d, &lengths, &inputs, &weight_hh, &packed).unwrap();
             let (grad_projected, grad_weight_hh, grad_biases) =
-                cpu::backward(d, &weight_hh, &states, &kept, &grad_states).unwrap();
+                cpu::backward(d, &lengths, &weight_hh, &states, &kept, &grad_states).unwrap();
             let (grad_inputs, grad_weight_ih) =
                 cpu::projection_grads(d, &grad_projected, &inputs, &packed[..3 * h * input], true).unwrap();
 

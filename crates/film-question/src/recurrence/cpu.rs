@@ -27,10 +27,53 @@ fn written_buffer(len: usize) -> Result<Vec<f32>> {
 /// Rows handed to one thread at a time in the per-step gate loops.
 const ROWS_PER_TASK: usize = 8;
 
+/// Marks which rows (questions) still run at step `t`: `slot[i]` is row i's place among
+/// the running rows, or [`FINISHED`] once `t` is past its length. Returns how many run.
+fn running_rows(lengths: &[usize], t: usize, slot: &mut [usize]) -> usize {
+    let mut running = 0;
+    for (slot, &length) in slot.iter_mut().zip(lengths) {
+        *slot = if t < length {
+            running += 1;
+            running - 1
+        } else {
+            FINISHED
+        };
+    }
+    running
+}
+
+/// [`running_rows`]' mark of a row past its length.
+const FINISHED: usize = usize::MAX;
+
+/// Copies the rows of `src` (`width` values each) that still run into the first rows of
+/// `dst`, in order.
+fn gather_running(slot: &[usize], width: usize, src: &[f32], dst: &mut [f32]) {
+    for (&k, row) in slot.iter().zip(src.chunks_exact(width)) {
+        if k != FINISHED {
+            dst[k * width..][..width].copy_from_slice(row);
+        }
+    }
+}
+
+/// The inverse of [`gather_running`]: the first rows of `src` back to their running rows of
+/// `dst`.
+fn scatter_running(slot: &[usize], width: usize, src: &[f32], dst: &mut [f32]) {
+    for (&k, row) in slot.iter().zip(dst.chunks_exact_mut(width)) {
+        if k != FINISHED {
+            row.copy_from_slice(&src[k * width..][..width]);
+        }
+    }
+}
+
 /// Forward, time-major: `projected` (T, N, 3H) → states (T, N, H), plus the kept gates
-/// (T, N, 4H).
+/// (T, N, 4H). Row i runs for its first `lengths[i]` steps; after them its state stays
+/// the last one, and its kept gates are zero. The per-step products and gates skip the
+/// finished rows, so a batch's padding costs no recurrent work. (A product over fewer rows
+/// may block its sums differently, so its results can differ from a full batch's in the
+/// last bit.)
 pub(crate) fn forward(
     d: Dims,
+    lengths: &[usize],
     inputs: &[f32],
     weight_hh: &[f32],
     packed: &[f32],
@@ -76,6 +119,8 @@ pub(crate) fn forward(
     let mut weight_t = written_buffer(3 * h * h)?;
     transpose_into(weight_hh, 3 * h, h, &mut weight_t);
     let zeros = vec![0f32; batch * h];
+    let mut slot = vec![0; batch];
+    let mut running_previous = written_buffer(batch * h)?;
     for t in 0..steps {
         let (done, rest) = states.split_at_mut(t * batch * h);
         let previous = if t == 0 {
@@ -83,46 +128,67 @@ pub(crate) fn forward(
         } else {
             &done[(t - 1) * batch * h..]
         };
-        // hh = h_prev · W_hhᵀ
-        // SAFETY: `previous` is batch × h, `weight_t` is h × 3h, and `hh` is a separate
-        // batch × 3h buffer.
-        unsafe {
-            matmul(
-                (batch, 3 * h, h),
-                hh.as_mut_ptr(),
-                3 * h,
-                false,
-                View {
-                    ptr: previous.as_ptr(),
-                    row_stride: h as isize,
-                    col_stride: 1,
-                },
-                View {
-                    ptr: weight_t.as_ptr(),
-                    row_stride: (3 * h) as isize,
-                    col_stride: 1,
-                },
-                parallelism(),
-            );
+        let running = running_rows(lengths, t, &mut slot);
+        // The running rows' previous states, contiguous (all of them in place when every
+        // row runs, as in a batch of equal lengths).
+        let running_previous = if running == batch {
+            previous
+        } else {
+            gather_running(&slot, h, previous, &mut running_previous);
+            &running_previous[..running * h]
+        };
+        // hh = h_prev · W_hhᵀ for the running rows.
+        if running > 0 {
+            // SAFETY: `running_previous` is running × h, `weight_t` is h × 3h, and `hh` is
+            // a separate buffer of at least running × 3h.
+            unsafe {
+                matmul(
+                    (running, 3 * h, h),
+                    hh.as_mut_ptr(),
+                    3 * h,
+                    false,
+                    View {
+                        ptr: running_previous.as_ptr(),
+                        row_stride: h as isize,
+                        col_stride: 1,
+                    },
+                    View {
+                        ptr: weight_t.as_ptr(),
+                        row_stride: (3 * h) as isize,
+                        col_stride: 1,
+                    },
+                    parallelism(),
+                );
+            }
         }
         let x_t = &projected[t * batch * 3 * h..][..batch * 3 * h];
+        let (hh, slot) = (&hh[..], &slot[..]);
         rest[..batch * h]
             .par_chunks_mut(h)
             .zip(kept[t * batch * KEPT * h..][..batch * KEPT * h].par_chunks_mut(KEPT * h))
-            .zip(x_t.par_chunks(3 * h).zip(hh.par_chunks(3 * h)))
-            .zip(previous.par_chunks(h))
+            .zip(x_t.par_chunks(3 * h).zip(previous.par_chunks(h)))
+            .enumerate()
             .with_min_len(ROWS_PER_TASK)
-            .for_each(|(((state, kept), (x, hh)), previous)| {
-                forward_gates(h, x, hh, biases.split_at(3 * h), previous, state, kept);
+            .for_each(|(row, ((state, kept), (x, previous)))| match slot[row] {
+                FINISHED => {
+                    state.copy_from_slice(previous);
+                    kept.fill(0.0);
+                }
+                k => {
+                    let hh = &hh[k * 3 * h..][..3 * h];
+                    forward_gates(h, x, hh, biases.split_at(3 * h), previous, state, kept);
+                }
             });
     }
     Ok((states, kept))
 }
 
 /// Gradients of the recurrence, time-major: (d projected (T, N, 3H), d weight_hh (3H, H),
-/// d biases (6H): d b_ih then d b_hh).
+/// d biases (6H): d b_ih then d b_hh). A row's steps past its length pass their state's
+/// gradient on unchanged and have zero projection gradients, as [`forward`] froze them.
 pub(crate) fn backward(
     d: Dims,
+    lengths: &[usize],
     weight_hh: &[f32],
     states: &[f32],
     kept: &[f32],
@@ -138,13 +204,18 @@ pub(crate) fn backward(
     let mut grad_projected = written_buffer(steps * batch * 3 * h)?;
     let mut grad_hh = written_buffer(steps * batch * 3 * h)?;
     let mut grad_next = vec![0f32; batch * h];
+    let mut slot = vec![0; batch];
+    let mut running_grad_hh = written_buffer(batch * 3 * h)?;
+    let mut running_grad_next = written_buffer(batch * h)?;
     for t in (0..steps).rev() {
         let previous = if t == 0 {
             &zeros[..]
         } else {
             &states[(t - 1) * batch * h..][..batch * h]
         };
+        let running = running_rows(lengths, t, &mut slot);
         let rows = 3 * h * batch;
+        let slots = &slot[..];
         grad_projected[t * rows..][..rows]
             .par_chunks_mut(3 * h)
             .zip(grad_hh[t * rows..][..rows].par_chunks_mut(3 * h))
@@ -155,15 +226,34 @@ pub(crate) fn backward(
                     .par_chunks(h)
                     .zip(previous.par_chunks(h)),
             )
+            .enumerate()
             .with_min_len(ROWS_PER_TASK)
-            .for_each(|((((gp, ghh), next), kept), (gs, previous))| {
-                backward_gates(h, kept, gs, previous, gp, ghh, next);
+            .for_each(|(row, ((((gp, ghh), next), kept), (gs, previous)))| {
+                if slots[row] == FINISHED {
+                    gp.fill(0.0);
+                    ghh.fill(0.0);
+                    next.iter_mut().zip(gs).for_each(|(n, g)| *n += g);
+                } else {
+                    backward_gates(h, kept, gs, previous, gp, ghh, next);
+                }
             });
-        if t > 0 {
-            // grad_next += d hh_t · W_hh, its columns split over the threads: gemm keeps a
-            // product this small (batch × h out) on one thread.
+        if t > 0 && running > 0 {
+            // grad_next += d hh_t · W_hh over the running rows, its columns split over the
+            // threads: gemm keeps a product this small (batch × h out) on one thread.
             let step_grad_hh = &grad_hh[t * rows..][..rows];
-            column_split_matmul((batch, h, 3 * h), &mut grad_next, step_grad_hh, weight_hh);
+            if running == batch {
+                column_split_matmul((batch, h, 3 * h), &mut grad_next, step_grad_hh, weight_hh);
+            } else {
+                gather_running(slots, 3 * h, step_grad_hh, &mut running_grad_hh);
+                gather_running(slots, h, &grad_next, &mut running_grad_next);
+                column_split_matmul(
+                    (running, h, 3 * h),
+                    &mut running_grad_next,
+                    &running_grad_hh,
+                    weight_hh,
+                );
+                scatter_running(slots, h, &running_grad_next, &mut grad_next);
+            }
         }
     }
     // d W_hh = Σ_t d hh_tᵀ · h_{t-1}: one (3h × (T-1)·N) · ((T-1)·N × h) product (h_{-1} = 0

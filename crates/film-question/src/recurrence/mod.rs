@@ -38,7 +38,16 @@ use std::sync::Mutex;
 /// its (T·N, 3H) output was a graph node whose gradient candle accumulates into a
 /// zero-filled buffer, two single-threaded passes over the largest tensor of the encoder.
 /// W_ih travels packed with the biases because a custom op takes at most three tensors.
-pub fn gru_layer(inputs: &Tensor, weight_hh: &Tensor, packed: &Tensor) -> Result<Tensor> {
+///
+/// Row i is a sequence of `lengths[i]` steps; only its states up to there are defined by
+/// the GRU. On the CPU the steps past a row's length are skipped: its state stays the last
+/// one (so a batch's padding costs no recurrent work). On CUDA every row runs all T steps
+/// through its padding. The states within each row's length are the same either way.
+pub fn gru_layer(inputs: &Tensor, weight_hh: &Tensor, packed: &Tensor, lengths: &[usize]) -> Result<Tensor> {
+    let (steps, batch, _) = inputs.dims3()?;
+    if lengths.len() != batch || lengths.iter().any(|&l| l > steps) {
+        candle_core::bail!("GRU layer: lengths {lengths:?} for {batch} sequences of at most {steps} steps");
+    }
     let inputs = inputs.contiguous()?;
     let weight_hh = weight_hh.contiguous()?;
     let packed = packed.contiguous()?;
@@ -47,6 +56,7 @@ pub fn gru_layer(inputs: &Tensor, weight_hh: &Tensor, packed: &Tensor) -> Result
         &packed,
         GruLayer {
             kept: Mutex::new(None),
+            lengths: lengths.to_vec(),
         },
     )
 }
@@ -55,6 +65,8 @@ pub fn gru_layer(inputs: &Tensor, weight_hh: &Tensor, packed: &Tensor) -> Result
 /// graph node, instead of recomputing them.
 struct GruLayer {
     kept: Mutex<Option<Kept>>,
+    /// Each sequence's steps.
+    lengths: Vec<usize>,
 }
 
 /// The kept gates (T, N, 4H), where the forward ran.
@@ -124,6 +136,7 @@ impl CustomOp3 for GruLayer {
         )?;
         let (states, kept) = cpu::forward(
             d,
+            &self.lengths,
             f32_slice(inputs, inputs_layout)?,
             f32_slice(weight_hh, weight_layout)?,
             f32_slice(packed, packed_layout)?,
@@ -180,7 +193,7 @@ impl CustomOp3 for GruLayer {
         let (grad_projected, grad_weight_hh, grad_biases) = with_values(weight_hh, |weight_hh| {
             with_values(states, |states| {
                 with_values(&grad_states, |grad_states| {
-                    cpu::backward(d, weight_hh, states, kept, grad_states)
+                    cpu::backward(d, &self.lengths, weight_hh, states, kept, grad_states)
                 })
             })
         })?;
