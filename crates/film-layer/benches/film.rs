@@ -11,7 +11,7 @@ use std::mem::MaybeUninit;
 use candle_core::{DType, Device, Result, Tensor, Var};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use film_layer::reference::film_composed;
-use film_layer::{film_fused, ChannelLayout};
+use film_layer::{film_fused, ChannelLayout, FilmConfig};
 
 struct Case {
     shape: &'static [usize],
@@ -84,7 +84,13 @@ impl Op {
             Op::FilmReluResidual => (true, Some(residual)),
         };
         Ok(if fused {
-            film_fused(x, gamma, Some(beta), layout, relu, residual)?
+            film_fused(
+                x,
+                gamma,
+                Some(beta),
+                residual,
+                &FilmConfig::as_given(layout, relu),
+            )?
         } else {
             film_composed(x, gamma, Some(beta), layout, relu, residual)?
         })

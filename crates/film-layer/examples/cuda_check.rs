@@ -17,7 +17,7 @@
 use std::time::Instant;
 
 use candle_core::{DType, Device, Tensor, Var};
-use film_layer::{film_fused, reference, ChannelLayout};
+use film_layer::{film_fused, reference, ChannelLayout, FilmConfig};
 
 /// Largest error allowed, relative to the largest magnitude of the reference tensor.
 /// Half precision is bounded by one rounding of the result (2^-11, 2^-8 with margin
@@ -93,7 +93,13 @@ fn run_film(
     let residual = Var::from_tensor(&to(residual)?)?;
     let residual_arg = case.residual.then_some(residual.as_tensor());
     let y = if fused {
-        film_fused(&x, &gamma, Some(&beta), case.layout, case.relu, residual_arg)
+        film_fused(
+            &x,
+            &gamma,
+            Some(&beta),
+            residual_arg,
+            &FilmConfig::as_given(case.layout, case.relu),
+        )
     } else {
         reference::film_composed(&x, &gamma, Some(&beta), case.layout, case.relu, residual_arg)
     }
@@ -377,7 +383,7 @@ fn bench_shape(
     });
 
     let fwd = time_median(device, 3, reps, per_rep, || {
-        film_fused(&x, &gamma, Some(&beta), cf, false, None)
+        film_fused(&x, &gamma, Some(&beta), None, &FilmConfig::as_given(cf, false))
             .map(drop)
             .map_err(Into::into)
     })?;
@@ -421,7 +427,7 @@ fn bench_shape(
     for two_stage in [false, true] {
         let step = |path: Path| -> candle_core::Result<()> {
             let y = match path {
-                Path::Fused => film_fused(&xv, &gv, Some(&bv), cf, false, None)?,
+                Path::Fused => film_fused(&xv, &gv, Some(&bv), None, &FilmConfig::as_given(cf, false))?,
                 Path::Composed => reference::film_composed(&xv, &gv, Some(&bv), cf, false, None)?,
                 Path::SeedOnly => xv.as_tensor().clone(),
             };

@@ -9,41 +9,47 @@ use crate::op::FusedFilm;
 use crate::reference;
 
 /// `relu?(γ ⊙ x + β) + residual?` in one pass over memory, differentiable in x, γ, β and
-/// the residual.
+/// the residual, as `config` says: where the channel axis is, how the generator's
+/// `raw_gamma` becomes γ, whether β is used and whether the ReLU follows.
 ///
-/// `x` is (N, C, *spatial) or (N, *, C) as `layout` says; `gamma` and `beta` are (N, C);
-/// `residual`, if any, has x's shape and is added after the ReLU (the FiLMed residual
-/// block's `out = r + relu(FiLM(o))`). A missing β means β = 0. Inputs of any strides are
-/// accepted (non-contiguous ones are copied first). On the CPU, and on CUDA devices with
-/// the `cuda` feature, this runs the fused kernels; on other devices the [`reference`](mod@crate::reference)
-/// composition.
+/// `x` is (N, C, *spatial) or (N, *, C) as the layout says; `raw_gamma` and `beta` are
+/// (N, C); `residual`, if any, has x's shape and is added after the ReLU (the FiLMed
+/// residual block's `out = r + relu(FiLM(o))`). A missing β, or `use_beta` off, means
+/// β = 0. Inputs of any strides are accepted (non-contiguous ones are copied first). On the
+/// CPU, and on CUDA devices with the `cuda` feature, this runs the fused kernels; on other
+/// devices the [`reference`](mod@crate::reference) composition.
 pub fn film_fused(
     x: &Tensor,
-    gamma: &Tensor,
+    raw_gamma: &Tensor,
     beta: Option<&Tensor>,
-    layout: ChannelLayout,
-    relu: bool,
     residual: Option<&Tensor>,
+    config: &FilmConfig,
 ) -> Result<Tensor> {
-    if !has_fused_kernels(x.device()) {
-        return reference::film_composed(x, gamma, beta, layout, relu, residual);
-    }
+    let layout = config.layout;
     let geo = geometry(x, layout)?;
-    check_param(x, &geo, "gamma", gamma)?;
-    let beta = match beta {
-        Some(beta) => {
-            check_param(x, &geo, "beta", beta)?;
-            beta.clone()
-        }
-        None => gamma.zeros_like()?,
-    };
+    check_param(x, &geo, "gamma", raw_gamma)?;
+    if let Some(beta) = beta {
+        check_param(x, &geo, "beta", beta)?;
+    }
     if let Some(residual) = residual {
         check_residual(x, residual)?;
     }
+    let gamma = config.gamma.apply(raw_gamma)?;
+    let beta = beta.filter(|_| config.use_beta);
+    if !has_fused_kernels(x.device()) {
+        return reference::film_composed(x, &gamma, beta, layout, config.relu, residual);
+    }
+    let beta = match beta {
+        Some(beta) => beta.clone(),
+        None => gamma.zeros_like()?,
+    };
     // γ and β travel packed as one (N, 2C) operand: see `FusedFilm`.
-    let params = Tensor::cat(&[gamma, &beta], 1)?;
+    let params = Tensor::cat(&[&gamma, &beta], 1)?;
     let x = x.contiguous()?;
-    let op = FusedFilm { geo, relu };
+    let op = FusedFilm {
+        geo,
+        relu: config.relu,
+    };
     Ok(match residual {
         None => x.apply_op2(&params, op)?,
         Some(residual) => x.apply_op3(&params, &residual.contiguous()?, op)?,
@@ -58,20 +64,35 @@ fn has_fused_kernels(device: &Device) -> bool {
 
 /// FiLM of a channels-first feature map: γ ⊙ x + β with x (N, C, *spatial), γ and β (N, C).
 pub fn film(x: &Tensor, gamma: &Tensor, beta: &Tensor) -> Result<Tensor> {
-    film_fused(x, gamma, Some(beta), ChannelLayout::ChannelsFirst, false, None)
+    film_fused(
+        x,
+        gamma,
+        Some(beta),
+        None,
+        &FilmConfig::as_given(ChannelLayout::ChannelsFirst, false),
+    )
 }
 
 /// The FiLMed residual block's epilogue, channels-first: relu(γ ⊙ x + β), plus `residual`
 /// when given, in one pass.
 pub fn film_relu(x: &Tensor, gamma: &Tensor, beta: &Tensor, residual: Option<&Tensor>) -> Result<Tensor> {
-    film_fused(x, gamma, Some(beta), ChannelLayout::ChannelsFirst, true, residual)
+    film_fused(
+        x,
+        gamma,
+        Some(beta),
+        residual,
+        &FilmConfig::as_given(ChannelLayout::ChannelsFirst, true),
+    )
 }
 
 /// A transformer's adaptive-LayerNorm "modulate": x · (1 + scale) + shift, with x
 /// (N, *, C) channels-last and `shift`, `scale` (N, C).
 pub fn modulate(x: &Tensor, shift: &Tensor, scale: &Tensor) -> Result<Tensor> {
-    let gamma = GammaMode::OnePlusDelta.apply(scale)?;
-    film_fused(x, &gamma, Some(shift), ChannelLayout::ChannelsLast, false, None)
+    let config = FilmConfig {
+        layout: ChannelLayout::ChannelsLast,
+        ..FilmConfig::default()
+    };
+    film_fused(x, scale, Some(shift), None, &config)
 }
 
 /// Splits a FiLM generator's output of shape (N, K, 2C) into K pairs (γ_k, β_k) of shape
@@ -96,6 +117,7 @@ pub fn split_film_params(generator_output: &Tensor) -> Result<Vec<(Tensor, Tenso
 
 /// Options of a [`Film`] layer; the defaults are the FiLM paper's.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct FilmConfig {
     /// Where the channel axis is.
     pub layout: ChannelLayout,
@@ -105,6 +127,19 @@ pub struct FilmConfig {
     pub use_beta: bool,
     /// Whether a ReLU follows the modulation in the same pass.
     pub relu: bool,
+}
+
+impl FilmConfig {
+    /// γ and β used as given (γ not reparametrised), with or without the ReLU: for
+    /// [`film_fused`] on a γ computed elsewhere.
+    pub fn as_given(layout: ChannelLayout, relu: bool) -> Self {
+        FilmConfig {
+            layout,
+            gamma: GammaMode::Plain,
+            use_beta: true,
+            relu,
+        }
+    }
 }
 
 impl Default for FilmConfig {
@@ -148,11 +183,6 @@ impl Film {
         beta: &Tensor,
         residual: Option<&Tensor>,
     ) -> Result<Tensor> {
-        let geo = geometry(x, self.config.layout)?;
-        check_param(x, &geo, "gamma", raw_gamma)?;
-        check_param(x, &geo, "beta", beta)?;
-        let gamma = self.config.gamma.apply(raw_gamma)?;
-        let beta = self.config.use_beta.then_some(beta);
-        film_fused(x, &gamma, beta, self.config.layout, self.config.relu, residual)
+        film_fused(x, raw_gamma, Some(beta), residual, &self.config)
     }
 }

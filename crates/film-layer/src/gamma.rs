@@ -10,6 +10,11 @@ use crate::error::Result;
 /// Maps a generator's raw output to the FiLM scale γ. Applied to the small (N, C)
 /// parameter matrix, never to the feature map, so its cost is negligible.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Serialize, serde::Deserialize),
+    serde(rename_all = "kebab-case")
+)]
 pub enum GammaMode {
     /// γ as given.
     Plain,

@@ -9,6 +9,11 @@ use crate::error::{FilmError, Result};
 
 /// Position of the channel axis that FiLM modulates.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Serialize, serde::Deserialize),
+    serde(rename_all = "kebab-case")
+)]
 pub enum ChannelLayout {
     /// (N, C, *spatial): convolutional feature maps, as in the FiLM paper.
     #[default]

@@ -56,6 +56,13 @@
 //! - [`ChannelLayout::ChannelsLast`]: x is (N, *, C), e.g. [`modulate`] for transformers.
 //! - [`GammaMode`]: γ as given, 1 + Δγ (default), sigmoid, tanh, exp, or fixed to 1;
 //!   [`FilmConfig::use_beta`] switches β off.
+//!
+//! # Features
+//! - `generator`: `FilmGenerator`, the linear layer from a conditioning vector to every
+//!   block's (γ, β), built from a candle-nn `VarBuilder` (adds the candle-nn dependency).
+//! - `serde`: `Serialize` and `Deserialize` for [`FilmConfig`], [`GammaMode`] and
+//!   [`ChannelLayout`], in the names their `Display` gives.
+//! - `cuda`: the fused kernels on NVIDIA GPUs.
 
 mod cpu;
 #[cfg(feature = "cuda")]
@@ -63,6 +70,8 @@ mod cuda;
 mod error;
 mod film;
 mod gamma;
+#[cfg(feature = "generator")]
+mod generator;
 #[cfg(any(feature = "cuda", test))]
 mod launch_plan;
 mod layout;
@@ -72,6 +81,8 @@ pub mod reference;
 pub use error::{FilmError, Result};
 pub use film::{film, film_fused, film_relu, modulate, split_film_params, Film, FilmConfig};
 pub use gamma::GammaMode;
+#[cfg(feature = "generator")]
+pub use generator::FilmGenerator;
 pub use layout::ChannelLayout;
 
 /// Compiles the README's example as a doctest, so it cannot drift from the API.

@@ -66,9 +66,8 @@ fn channel_mismatch_names_the_layout() {
         &x,
         &zeros(&[2, 7]),
         None,
-        ChannelLayout::ChannelsLast,
-        false,
         None,
+        &FilmConfig::as_given(ChannelLayout::ChannelsLast, false),
     )
     .unwrap_err();
     assert!(
@@ -223,5 +222,54 @@ fn modulate_is_x_times_one_plus_scale_plus_shift() -> Result<()> {
         .broadcast_mul(&(&scale + 1.0)?.unsqueeze(1)?)?
         .broadcast_add(&shift.unsqueeze(1)?)?;
     assert!(rel_err(&modulate(&x, &shift, &scale).unwrap(), &want)? < 1e-6);
+    Ok(())
+}
+
+/// The configs serialize under the names the command lines use, and read back.
+#[test]
+fn configs_serialize_in_command_line_names() {
+    let config = FilmConfig {
+        layout: ChannelLayout::ChannelsLast,
+        gamma: GammaMode::OnePlusDelta,
+        use_beta: false,
+        relu: true,
+    };
+    let json = serde_json::to_string(&config).unwrap();
+    assert_eq!(
+        json,
+        r#"{"layout":"channels-last","gamma":"one-plus-delta","use_beta":false,"relu":true}"#
+    );
+    assert_eq!(serde_json::from_str::<FilmConfig>(&json).unwrap(), config);
+    for mode in GammaMode::ALL {
+        let name = serde_json::to_value(mode).unwrap();
+        assert_eq!(name, serde_json::Value::String(mode.to_string()));
+    }
+}
+
+/// The generator gives each block's (γ, β) in order: block k's are values
+/// [2kC, 2kC + C) and [2kC + C, 2(k + 1)C) of one linear map's output.
+#[test]
+fn generator_splits_one_linear_map_into_blocks() -> candle_core::Result<()> {
+    use candle_nn::{VarBuilder, VarMap};
+    use film_layer::FilmGenerator;
+    let dev = Device::Cpu;
+    let varmap = VarMap::new();
+    let generator = FilmGenerator::new(5, 3, 2, VarBuilder::from_varmap(&varmap, DType::F32, &dev))?;
+    let condition = Tensor::randn(0f32, 1.0, (4, 5), &dev)?;
+    let pairs = generator.forward(&condition)?;
+    assert_eq!(pairs.len(), 2);
+    let vars = varmap.data().lock().unwrap();
+    let (weight, bias) = (vars["weight"].as_tensor(), vars["bias"].as_tensor());
+    assert_eq!(weight.dims(), &[12, 5]);
+    let full = condition.matmul(&weight.t()?)?.broadcast_add(bias)?;
+    for (k, (gamma, beta)) in pairs.iter().enumerate() {
+        assert_eq!(gamma.dims(), &[4, 3]);
+        let err_gamma = rel_err(gamma, &full.narrow(1, 6 * k, 3)?)?;
+        let err_beta = rel_err(beta, &full.narrow(1, 6 * k + 3, 3)?)?;
+        assert!(
+            err_gamma < 1e-6 && err_beta < 1e-6,
+            "block {k}: {err_gamma} {err_beta}"
+        );
+    }
     Ok(())
 }

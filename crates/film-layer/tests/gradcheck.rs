@@ -5,7 +5,7 @@ mod common;
 
 use candle_core::{DType, Result, Tensor, Var};
 use common::Rng;
-use film_layer::{film_fused, ChannelLayout};
+use film_layer::{film_fused, ChannelLayout, FilmConfig};
 
 /// loss(x, γ, β, r) = Σ w ⊙ relu?(γ ⊙ x + β) + r, as an f64 number.
 fn loss(inputs: &[Tensor], weights: &Tensor, layout: ChannelLayout, relu: bool) -> Result<f64> {
@@ -13,9 +13,8 @@ fn loss(inputs: &[Tensor], weights: &Tensor, layout: ChannelLayout, relu: bool) 
         &inputs[0],
         &inputs[1],
         Some(&inputs[2]),
-        layout,
-        relu,
         Some(&inputs[3]),
+        &FilmConfig::as_given(layout, relu),
     )?;
     (y * weights)?.sum_all()?.to_scalar::<f64>()
 }
@@ -41,9 +40,8 @@ fn check(shape: &[usize], layout: ChannelLayout, relu: bool, seed: u64) -> Resul
         vars[0].as_tensor(),
         vars[1].as_tensor(),
         Some(vars[2].as_tensor()),
-        layout,
-        relu,
         Some(vars[3].as_tensor()),
+        &FilmConfig::as_given(layout, relu),
     )?;
     let grads = (y * &weights)?.sum_all()?.backward()?;
 

@@ -5,7 +5,7 @@ mod common;
 
 use candle_core::{DType, Result, Tensor, Var};
 use common::{rel_err, tolerance, Rng};
-use film_layer::{film_fused, reference::film_composed, ChannelLayout};
+use film_layer::{film_fused, reference::film_composed, ChannelLayout, FilmConfig};
 
 /// What one parity case computes.
 #[derive(Clone, Copy, Debug)]
@@ -48,7 +48,13 @@ fn run(case: &Case, inputs: &[Tensor; 5], dtype: DType, fused: bool) -> Result<O
     let beta = case.with_beta.then_some(beta);
     let residual = case.with_residual.then_some(residual);
     let y = if fused {
-        film_fused(x, gamma, beta, case.layout, case.relu, residual)?
+        film_fused(
+            x,
+            gamma,
+            beta,
+            residual,
+            &FilmConfig::as_given(case.layout, case.relu),
+        )?
     } else {
         film_composed(x, gamma, beta, case.layout, case.relu, residual)?
     };
@@ -204,7 +210,13 @@ fn non_contiguous_inputs() -> Result<()> {
         let pairs = film_layer::split_film_params(&generator)?;
         let (gamma, beta) = &pairs[1];
         let residual = rng.tensor(&[1, 6, 5, 6], 1.0)?.broadcast_as(x.shape())?;
-        let fused = film_fused(&x, gamma, Some(beta), layout, true, Some(&residual))?;
+        let fused = film_fused(
+            &x,
+            gamma,
+            Some(beta),
+            Some(&residual),
+            &FilmConfig::as_given(layout, true),
+        )?;
         let want = film_composed(
             &x.contiguous()?,
             &gamma.contiguous()?,

@@ -1,7 +1,8 @@
 //! The question encoder: token ids → (γ, β) for every FiLMed block.
 
 use candle_core::{Result, Tensor};
-use candle_nn::{Embedding, Init, Linear, Module, VarBuilder};
+use candle_nn::{Embedding, Init, Module, VarBuilder};
+use film_layer::FilmGenerator;
 use serde::{Deserialize, Serialize};
 
 use crate::gru::Gru;
@@ -34,24 +35,15 @@ impl QuestionEncoderConfig {
     }
 }
 
-/// Embedding → GRU → state at the last real token → linear head → (N, K, 2C).
+/// Embedding → GRU → state at the last real token → FiLM generator head → (N, K, 2C).
 ///
 /// Weight names follow the FiLM reference code: `embed`, `rnn.weight_ih_l0`…, `decoder`.
 #[derive(Clone, Debug)]
 pub struct QuestionEncoder {
     embedding: Embedding,
     rnn: Gru,
-    decoder: Linear,
+    decoder: FilmGenerator,
     config: QuestionEncoderConfig,
-}
-
-/// PyTorch's default bias initialisation, U(-1/√fan_in, 1/√fan_in).
-fn bias_init(fan_in: usize) -> Init {
-    let bound = 1.0 / (fan_in as f64).sqrt();
-    Init::Uniform {
-        lo: -bound,
-        up: bound,
-    }
 }
 
 impl QuestionEncoder {
@@ -69,18 +61,11 @@ impl QuestionEncoder {
         )?;
         let embedding = Embedding::new(table, c.embedding_dim);
         let rnn = Gru::new(c.embedding_dim, c.hidden_dim, vb.pp("rnn"))?;
-        let out_dim = c.num_blocks * 2 * c.channels;
-        let decoder_vb = vb.pp("decoder");
-        let weight = decoder_vb.get_with_hints(
-            (out_dim, c.hidden_dim),
-            "weight",
-            candle_nn::init::DEFAULT_KAIMING_UNIFORM,
-        )?;
-        let bias = decoder_vb.get_with_hints(out_dim, "bias", bias_init(c.hidden_dim))?;
+        let decoder = FilmGenerator::new(c.hidden_dim, c.channels, c.num_blocks, vb.pp("decoder"))?;
         Ok(QuestionEncoder {
             embedding,
             rnn,
-            decoder: Linear::new(weight, Some(bias)),
+            decoder,
             config: config.clone(),
         })
     }
@@ -93,11 +78,8 @@ impl QuestionEncoder {
     /// Returns the raw FiLM parameters (N, K, 2C): per block, Δγ then β
     /// (`film_layer::split_film_params` cuts them apart).
     pub fn forward(&self, tokens: &Tensor, lengths: &[usize]) -> Result<Tensor> {
-        let (batch, _) = tokens.dims2()?;
         let embedded = self.embedding.forward(tokens)?;
         let last = self.rnn.last_states(&embedded, lengths)?;
-        self.decoder
-            .forward(&last)?
-            .reshape((batch, self.config.num_blocks, 2 * self.config.channels))
+        Ok(self.decoder.params(&last)?)
     }
 }

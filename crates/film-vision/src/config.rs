@@ -1,7 +1,7 @@
 //! The vision network's shape and the paper's architecture ablations, as one serde config.
 
 use film_layer::GammaMode;
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde::{Deserialize, Serialize};
 
 /// What the network looks at.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -59,7 +59,6 @@ pub enum ResidualSource {
 pub struct BlockOptions {
     pub film_position: FilmPosition,
     /// How the generator's raw γ output becomes the scale.
-    #[serde(serialize_with = "gamma_to_str", deserialize_with = "gamma_from_str")]
     pub gamma: GammaMode,
     /// `false`: β fixed to 0.
     pub use_beta: bool,
@@ -80,15 +79,6 @@ impl Default for BlockOptions {
             residual_source: ResidualSource::Projection,
         }
     }
-}
-
-fn gamma_to_str<S: Serializer>(gamma: &GammaMode, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_str(gamma.name())
-}
-
-fn gamma_from_str<'de, D: Deserializer<'de>>(d: D) -> Result<GammaMode, D::Error> {
-    let name = String::deserialize(d)?;
-    name.parse().map_err(serde::de::Error::custom)
 }
 
 /// The FiLMed network; defaults follow the paper's CLEVR model on ResNet features.
