@@ -36,9 +36,25 @@ pub enum FilmPosition {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Pool {
+    /// The paper's: each channel's maximum over the positions.
     #[default]
     Max,
+    /// Each channel's mean over the positions.
     Mean,
+    /// Each channel's maximum and its mean side by side (twice the classifier's input).
+    /// The mean is proportional to how many positions a channel fires at, which a count
+    /// reads directly; the maximum only says whether one does.
+    MaxMean,
+}
+
+impl Pool {
+    /// Features the pool gives the classifier's hidden layer per projection channel.
+    pub fn features_per_channel(self) -> usize {
+        match self {
+            Pool::Max | Pool::Mean => 1,
+            Pool::MaxMean => 2,
+        }
+    }
 }
 
 /// What a block's residual connection adds to its FiLMed branch.

@@ -198,7 +198,7 @@ impl Classifier {
         );
         Ok(Classifier {
             projection: ConvNormRelu::new(c + 2, p, 1, 1, 0, vb.pp("proj"))?,
-            hidden: linear(p, f, vb.pp("fc1"))?,
+            hidden: linear(config.pool.features_per_channel() * p, f, vb.pp("fc1"))?,
             hidden_norm: BatchNorm::new(f, true, vb.pp("fc_bn"))?,
             output: linear(f, config.num_answers, vb.pp("fc2"))?,
             pool: config.pool,
@@ -210,6 +210,13 @@ impl Classifier {
         let pooled = match self.pool {
             Pool::Max => crate::pool::global_max_pool(&x)?,
             Pool::Mean => x.flatten_from(2)?.mean(D::Minus1)?,
+            Pool::MaxMean => Tensor::cat(
+                &[
+                    crate::pool::global_max_pool(&x)?,
+                    x.flatten_from(2)?.mean(D::Minus1)?,
+                ],
+                1,
+            )?,
         };
         let hidden = self
             .hidden_norm

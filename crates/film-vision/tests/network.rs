@@ -52,7 +52,7 @@ fn every_ablation_gives_logits_in_train_and_eval() -> Result<()> {
                 true,
                 true,
                 ResidualSource::Input,
-                Pool::Max,
+                Pool::MaxMean,
             ),
         ] {
             let config = small(
@@ -75,6 +75,43 @@ fn every_ablation_gives_logits_in_train_and_eval() -> Result<()> {
             }
         }
     }
+    Ok(())
+}
+
+/// Two maps that hold the same feature vector at one position and at two: max pooling
+/// cannot tell them apart, max-mean pooling can (its mean grows with the count).
+#[test]
+fn max_mean_pooling_sees_how_many_positions_fire() -> Result<()> {
+    use film_vision::Classifier;
+    let dev = Device::Cpu;
+    let feature = Tensor::randn(0f32, 1.0, (1, 6, 1, 1), &dev)?;
+    let once = feature.pad_with_zeros(3, 0, 3)?.pad_with_zeros(2, 0, 3)?;
+    let twice = Tensor::cat(&[&feature, &feature.zeros_like()?], 3)?
+        .pad_with_zeros(3, 0, 2)?
+        .pad_with_zeros(2, 3, 0)?
+        .add(&once)?;
+    let maps = Tensor::cat(&[&once, &twice], 0)?;
+    let coords = Tensor::zeros((2, 2, 4, 4), DType::F32, &dev)?;
+    let mut logits = Vec::new();
+    for pool in [Pool::Max, Pool::MaxMean] {
+        // Wide enough that some hidden unit passes the difference through its ReLU
+        // whatever the random initialisation.
+        let config = VisionConfig {
+            classifier_hidden: 64,
+            ..small(BlockOptions::default(), pool)
+        };
+        let varmap = VarMap::new();
+        let classifier = Classifier::new(&config, VarBuilder::from_varmap(&varmap, DType::F32, &dev))?;
+        let out = classifier.forward_t(&maps, &coords, false)?;
+        logits.push(
+            (out.get(0)? - out.get(1)?)?
+                .abs()?
+                .max_all()?
+                .to_scalar::<f32>()?,
+        );
+    }
+    assert_eq!(logits[0], 0.0, "max pooling saw a difference");
+    assert!(logits[1] > 1e-4, "max-mean pooling saw none: {}", logits[1]);
     Ok(())
 }
 

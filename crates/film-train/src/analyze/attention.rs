@@ -32,7 +32,7 @@ impl Look {
     /// The colour bar's label.
     pub fn value_label(&self) -> &'static str {
         match self.pool {
-            Pool::Max => "fraction of max-pooled features",
+            Pool::Max | Pool::MaxMean => "fraction of max-pooled features",
             Pool::Mean => "share of mean-pooled activation",
         }
     }
@@ -50,7 +50,9 @@ pub fn looks(maps: &Tensor, pool: Pool) -> Result<Vec<Look>> {
             let mut live = 0;
             for channel in example {
                 match pool {
-                    Pool::Max => {
+                    // The mean half of max-mean pooling reads every position alike; the
+                    // max half is what points at places.
+                    Pool::Max | Pool::MaxMean => {
                         let (arg, max) =
                             channel
                                 .iter()

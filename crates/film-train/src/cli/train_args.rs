@@ -100,7 +100,7 @@ pub(super) struct TrainArgs {
     /// 1x1 projection of its input) or input (the block's input unchanged).
     #[arg(long, value_parser = parse_residual, conflicts_with = "no_residual")]
     residual: Option<ResidualSource>,
-    /// Classifier pooling: max or mean.
+    /// Classifier pooling: max (the paper's), mean, or max-mean (both, side by side).
     #[arg(long, value_parser = parse_pool)]
     pool: Option<Pool>,
     /// Number of FiLMed blocks.
@@ -137,7 +137,7 @@ fn parse_residual(s: &str) -> Result<ResidualSource, String> {
 
 fn parse_pool(s: &str) -> Result<Pool, String> {
     serde_json::from_value(serde_json::Value::String(s.to_string()))
-        .map_err(|_| format!("unknown pooling {s:?}: expected max or mean"))
+        .map_err(|_| format!("unknown pooling {s:?}: expected max, mean or max-mean"))
 }
 
 pub(super) fn train_request(args: &TrainArgs) -> Result<TrainRequest> {
