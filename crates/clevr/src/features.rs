@@ -37,6 +37,8 @@ pub enum FeatureError {
         field: &'static str,
         problem: String,
     },
+    #[error("{}: an unfinished extraction cannot be continued: {problem}", path.display())]
+    Unfinished { path: PathBuf, problem: String },
     #[error("{}: holds {actual} bytes of data, but shape {shape:?} of {dtype} needs {expected}", path.display())]
     Truncated {
         path: PathBuf,
@@ -55,7 +57,7 @@ pub enum FeatureDType {
 }
 
 impl FeatureDType {
-    fn size(self) -> usize {
+    pub(crate) fn size(self) -> usize {
         match self {
             FeatureDType::F32 => 4,
             FeatureDType::F16 => 2,
@@ -316,8 +318,9 @@ fn dict_value<'a>(text: &'a str, key: &str) -> Option<&'a str> {
     Some(rest[..end].trim())
 }
 
-/// Writes `values` as an `.npy` file of `shape` in `dtype` (test fixtures and examples).
-pub fn write_npy(path: &Path, shape: &[usize], dtype: FeatureDType, values: &[f32]) -> std::io::Result<()> {
+/// The magic, version and header of an `.npy` file holding a C-ordered array of `shape` in
+/// `dtype`, padded so that the data starts on a 64-byte boundary.
+pub(crate) fn npy_header(shape: &[usize], dtype: FeatureDType) -> Vec<u8> {
     let descr = match dtype {
         FeatureDType::F32 => "<f4",
         FeatureDType::F16 => "<f2",
@@ -333,17 +336,38 @@ pub fn write_npy(path: &Path, shape: &[usize], dtype: FeatureDType, values: &[f3
         header.push(' ');
     }
     header.push('\n');
-    let mut bytes = Vec::with_capacity(10 + header.len() + values.len() * 4);
+    let mut bytes = Vec::with_capacity(10 + header.len());
     bytes.extend_from_slice(MAGIC);
     bytes.extend_from_slice(&[1, 0]);
     bytes.extend_from_slice(&(header.len() as u16).to_le_bytes());
     bytes.extend_from_slice(header.as_bytes());
-    for &v in values {
-        match dtype {
-            FeatureDType::F32 => bytes.extend_from_slice(&v.to_le_bytes()),
-            FeatureDType::F16 => bytes.extend_from_slice(&f16::from_f32(v).to_le_bytes()),
+    bytes
+}
+
+/// Writes `values` into `out` as little-endian `dtype` (`out` holds exactly their bytes).
+pub(crate) fn encode_values(values: &[f32], dtype: FeatureDType, out: &mut [u8]) {
+    debug_assert_eq!(out.len(), values.len() * dtype.size());
+    match dtype {
+        FeatureDType::F32 => {
+            for (o, v) in out.chunks_exact_mut(4).zip(values) {
+                o.copy_from_slice(&v.to_le_bytes());
+            }
+        }
+        FeatureDType::F16 => {
+            for (o, v) in out.chunks_exact_mut(2).zip(values) {
+                o.copy_from_slice(&f16::from_f32(*v).to_le_bytes());
+            }
         }
     }
+}
+
+/// Writes `values` as an `.npy` file of `shape` in `dtype` at once (test fixtures and
+/// examples; [`crate::feature_writer::FeatureWriter`] writes large files row by row).
+pub fn write_npy(path: &Path, shape: &[usize], dtype: FeatureDType, values: &[f32]) -> std::io::Result<()> {
+    let mut bytes = npy_header(shape, dtype);
+    let header_len = bytes.len();
+    bytes.resize(header_len + values.len() * dtype.size(), 0);
+    encode_values(values, dtype, &mut bytes[header_len..]);
     std::fs::write(path, bytes)
 }
 

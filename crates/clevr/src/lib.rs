@@ -10,7 +10,8 @@
 //! - [`vocab`]: the `tokenizer.json` question vocabulary and the answer index.
 //! - [`image`], [`cache`]: PNG decode, resize, normalise; the safetensors cache.
 //! - [`atomic`]: files replaced whole (temporary file, rename, folder sync).
-//! - [`features`]: pre-extracted image features (`.npy`) for the features stem.
+//! - [`features`], [`feature_writer`]: pre-extracted image features (`.npy`) for the
+//!   features stem; writing them row by row, resumably.
 //! - [`batch`]: seeded, prefetched batches as candle tensors.
 //! - [`executor`], [`verify`]: functional programs on scene graphs; dataset checks.
 //!
@@ -22,6 +23,7 @@ pub mod batch;
 pub mod cache;
 pub mod dataset;
 pub mod executor;
+pub mod feature_writer;
 pub mod features;
 pub mod image;
 pub mod json;

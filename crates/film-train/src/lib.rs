@@ -10,6 +10,7 @@ pub mod curriculum;
 pub mod data;
 pub mod epoch_plan;
 pub mod evaluate;
+pub mod extract;
 pub mod fresh_questions;
 pub mod gpu;
 pub mod limits;

@@ -2,6 +2,7 @@
 //! The argument types and the work of the larger subcommands live in the submodules.
 
 mod default_run;
+mod extract_features;
 mod generate;
 mod print;
 mod train_args;
@@ -20,6 +21,7 @@ use crate::profile::{profile, ProfileRequest};
 use crate::train::{load_eval_split, load_run, train};
 
 use default_run::default_run;
+use extract_features::{run_extract_features, ExtractFeaturesArgs};
 use generate::{run_generate, GenerateArgs};
 use print::{ask, print_evaluation};
 use train_args::{override_pixel_stem, train_request, TrainArgs};
@@ -57,6 +59,10 @@ enum Command {
     },
     /// Train (or resume) a model.
     Train(Box<TrainArgs>),
+    /// The paper's image features: ResNet-101 up to layer3 (1024 x 14 x 14 per image) for
+    /// every image of a split, as the `<split>_features.npy` that `paper-features` reads;
+    /// resumes where a killed extraction stopped.
+    ExtractFeatures(ExtractFeaturesArgs),
     /// Accuracy of a trained run on a split: overall, per question type and family.
     Eval {
         #[arg(long)]
@@ -185,6 +191,10 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         }
         Some(Command::Generate(args)) => {
             run_generate(&args)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Some(Command::ExtractFeatures(args)) => {
+            run_extract_features(&args)?;
             Ok(ExitCode::SUCCESS)
         }
         Some(Command::Verify { data, split }) => {
