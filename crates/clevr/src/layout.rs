@@ -122,21 +122,25 @@ fn check_split(release: Release, split: &str) -> Result<(), LayoutError> {
 
 /// The split named inside `CLEVR_{split}_{index}.png`.
 pub fn image_split(image_filename: &str) -> Result<&str, LayoutError> {
+    image_name_parts(image_filename).map(|(split, _)| split)
+}
+
+/// The split and the index named by `CLEVR_{split}_{index}.png`.
+pub fn image_name_parts(image_filename: &str) -> Result<(&str, usize), LayoutError> {
     let bad = || LayoutError::BadImageName(image_filename.to_string());
     let stem = image_filename
         .strip_prefix("CLEVR_")
         .and_then(|s| s.strip_suffix(".png"))
         .ok_or_else(bad)?;
     let (split, index) = stem.rsplit_once('_').ok_or_else(bad)?;
-    let valid = !split.is_empty()
-        && !split.contains(['/', '\\', '.'])
-        && !index.is_empty()
-        && index.bytes().all(|b| b.is_ascii_digit());
-    if valid {
-        Ok(split)
-    } else {
-        Err(bad())
+    let index = match index.bytes().all(|b| b.is_ascii_digit()) {
+        true => index.parse::<usize>().map_err(|_| bad())?,
+        false => return Err(bad()),
+    };
+    if split.is_empty() || split.contains(['/', '\\', '.']) {
+        return Err(bad());
     }
+    Ok((split, index))
 }
 
 #[cfg(test)]
@@ -186,12 +190,15 @@ mod tests {
     #[test]
     fn image_names_must_be_clevr_names() {
         assert_eq!(image_split("CLEVR_valA_000000.png").unwrap(), "valA");
+        assert_eq!(image_name_parts("CLEVR_train_000042.png").unwrap(), ("train", 42));
         for bad in [
             "x.png",
             "CLEVR_val_.png",
             "CLEVR_../../etc_1.png",
             "CLEVR_val_12a.png",
             "CLEVR_val_1.jpg",
+            "CLEVR_val_+1.png",
+            "CLEVR_val_99999999999999999999999.png",
         ] {
             assert!(image_split(bad).is_err(), "{bad}");
         }

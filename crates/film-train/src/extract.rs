@@ -17,7 +17,7 @@ use clevr::cache::{CacheConfig, ImageCache};
 use clevr::feature_writer::FeatureWriter;
 use clevr::features::FeatureDType;
 use clevr::image::Normalization;
-use clevr::layout::SplitFiles;
+use clevr::layout::{image_name_parts, SplitFiles};
 use indicatif::{ProgressBar, ProgressStyle};
 use resnet_features::{check_weights, ResNet, ResNetConfig};
 
@@ -73,13 +73,9 @@ pub fn split_images(files: &SplitFiles) -> Result<Vec<String>> {
             .file_name()
             .to_string_lossy()
             .into_owned();
-        let index = name
-            .strip_prefix(&prefix)
-            .and_then(|rest| rest.strip_suffix(".png"))
-            .filter(|digits| !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()))
-            .and_then(|digits| digits.parse::<usize>().ok());
-        if let Some(index) = index {
-            indexed.push((index, name));
+        match image_name_parts(&name) {
+            Ok((split, index)) if split == files.split => indexed.push((index, name)),
+            _ => {}
         }
     }
     indexed.sort();
