@@ -10,6 +10,8 @@
 //! each question reads.
 //! Questions are padded with `<NULL>` (0) to the longest question of the batch;
 //! `lengths` holds each question's true length (with `<START>` and `<END>`).
+//! With [`BatchConfig::mirror`], about half of a batch's images are mirrored left to
+//! right and the words `left` and `right` swapped in their questions (see [`Mirror`]).
 
 use crate::cache::ImageCache;
 use crate::dataset::{QuestionSet, NO_ANSWER};
@@ -53,6 +55,10 @@ pub enum BatchError {
     },
     #[error("batch_size must be at least 1")]
     EmptyBatch,
+    #[error(
+        "mirroring needs pixels: a pre-extracted feature map mirrored is not the feature map of the mirrored image"
+    )]
+    MirrorNeedsPixels,
     #[error(
         "the batch thread panicked building batch {batch} of {batches} (questions at positions {}): {message}",
         list_positions(positions)
@@ -101,6 +107,42 @@ pub struct BatchConfig {
     /// all questions). A batch of `batch_size` questions then holds about
     /// `batch_size / questions_per_image` distinct images.
     pub questions_per_image: usize,
+    /// Mirror about half of the images left to right, with their questions to match.
+    pub mirror: Option<Mirror>,
+}
+
+/// Left-right mirroring of training images, a free doubling of the scenes: the mirror
+/// image of a CLEVR scene is a CLEVR scene in which every `left` relation is a `right`
+/// one and the reverse (CLEVR's relations are offsets along the camera's left and right
+/// directions), and colours, shapes, materials, sizes, counts and front/behind are
+/// unchanged; so a question about the mirrored image is the question with the two words
+/// swapped, and its answer is the same.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Mirror {
+    /// The vocabulary ids of `left` and `right`, swapped in a mirrored image's questions.
+    pub left: u32,
+    pub right: u32,
+    /// Decides which images are mirrored, each image on its own: all questions about one
+    /// image in a batch see it the same way, and another seed (a training loop gives each
+    /// epoch its own) mirrors another half.
+    pub seed: u64,
+}
+
+impl Mirror {
+    /// Whether the image with key `key` is mirrored.
+    fn mirrors(&self, key: usize) -> bool {
+        rand::rngs::StdRng::seed_from_u64(self.seed ^ (key as u64).wrapping_mul(EPOCH_MIX)).random()
+    }
+
+    fn swap(&self, token: u32) -> u32 {
+        if token == self.left {
+            self.right
+        } else if token == self.right {
+            self.left
+        } else {
+            token
+        }
+    }
 }
 
 impl Default for BatchConfig {
@@ -113,6 +155,7 @@ impl Default for BatchConfig {
             drop_last: false,
             prefetch: 2,
             questions_per_image: 1,
+            mirror: None,
         }
     }
 }
@@ -137,6 +180,9 @@ pub struct Batch {
     pub types: Tensor,
     /// Positions of the questions in the [`QuestionSet`].
     pub positions: Vec<usize>,
+    /// Whether each row of `images` is mirrored (all false without
+    /// [`BatchConfig::mirror`]); its questions have `left` and `right` swapped.
+    pub mirrored: Vec<bool>,
 }
 
 impl Batch {
@@ -246,6 +292,9 @@ impl Batcher {
     ) -> Result<Self, BatchError> {
         if config.batch_size == 0 {
             return Err(BatchError::EmptyBatch);
+        }
+        if config.mirror.is_some() && matches!(inputs, ImageInputs::Features(_)) {
+            return Err(BatchError::MirrorNeedsPixels);
         }
         Ok(Batcher {
             questions,
@@ -364,18 +413,6 @@ impl Batcher {
     pub fn batch(&self, positions: &[usize]) -> Result<Batch, BatchError> {
         let set = &*self.questions;
         let n = positions.len();
-        let longest = positions
-            .iter()
-            .map(|&i| set.question_tokens(i).len())
-            .max()
-            .unwrap_or(0);
-        let mut ids = vec![NULL_ID; n * longest];
-        let mut lengths = Vec::with_capacity(n);
-        for (row, &i) in positions.iter().enumerate() {
-            let tokens = set.question_tokens(i);
-            ids[row * longest..row * longest + tokens.len()].copy_from_slice(tokens);
-            lengths.push(tokens.len() as u32);
-        }
         // Each distinct image once, in order of first use.
         let mut distinct: Vec<usize> = Vec::new();
         let mut rows: Vec<u32> = Vec::with_capacity(n);
@@ -390,18 +427,46 @@ impl Batcher {
             };
             rows.push(row as u32);
         }
+        let mirrored: Vec<bool> = match &self.config.mirror {
+            Some(mirror) => distinct.iter().map(|&key| mirror.mirrors(key)).collect(),
+            None => vec![false; distinct.len()],
+        };
+        let longest = positions
+            .iter()
+            .map(|&i| set.question_tokens(i).len())
+            .max()
+            .unwrap_or(0);
+        let mut ids = vec![NULL_ID; n * longest];
+        let mut lengths = Vec::with_capacity(n);
+        for (row, (&i, &image)) in positions.iter().zip(&rows).enumerate() {
+            let tokens = set.question_tokens(i);
+            let out = &mut ids[row * longest..row * longest + tokens.len()];
+            match &self.config.mirror {
+                Some(mirror) if mirrored[image as usize] => {
+                    for (o, &t) in out.iter_mut().zip(tokens) {
+                        *o = mirror.swap(t);
+                    }
+                }
+                _ => out.copy_from_slice(tokens),
+            }
+            lengths.push(tokens.len() as u32);
+        }
         let m = distinct.len();
         let cpu = &Device::Cpu;
         let images = match &self.inputs {
             ImageInputs::Pixels { cache, normalization } => {
                 let image_len = cache.image_bytes();
                 let plane = cache.width() * cache.height();
+                let width = cache.width();
                 let mut pixels = vec![0f32; m * image_len];
                 pixels
                     .par_chunks_mut(image_len)
-                    .zip(distinct.par_iter())
-                    .for_each(|(out, &slot)| {
+                    .zip(distinct.par_iter().zip(&mirrored))
+                    .for_each(|(out, (&slot, &mirror))| {
                         normalization.apply_chw(cache.image(slot), plane, out);
+                        if mirror {
+                            out.chunks_mut(width).for_each(<[f32]>::reverse);
+                        }
                     });
                 Tensor::from_vec(pixels, (m, 3, cache.height(), cache.width()), cpu)?
             }
@@ -429,6 +494,7 @@ impl Batcher {
             },
             types: Tensor::from_vec(types, n, cpu)?,
             positions: positions.to_vec(),
+            mirrored,
         })
     }
 
@@ -522,7 +588,8 @@ mod tests {
     use crate::image::{write_png, ImageConfig, RgbImage};
     use crate::layout::{Release, SplitFiles};
 
-    /// 7 questions over 3 images; question i has i % 4 + 3 tokens.
+    /// 7 questions over 3 images; question i has i % 4 + 3 tokens, 1 + i, 2 + i, …;
+    /// image i is 4 x 2 pixels of red 100·i, green 20·x (x the column) and blue 255.
     fn fixture() -> (tempfile::TempDir, Arc<QuestionSet>, Arc<ImageCache>) {
         let root = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(root.path().join("images/val")).unwrap();
@@ -531,7 +598,9 @@ mod tests {
             let image = RgbImage {
                 width: 4,
                 height: 2,
-                pixels: [(i * 100) as u8, 0, 255].repeat(8),
+                pixels: (0..8u8)
+                    .flat_map(|p| [(i * 100) as u8, 20 * (p % 4), 255])
+                    .collect(),
             };
             write_png(&root.path().join("images/val").join(name), &image).unwrap();
         }
@@ -697,6 +766,88 @@ mod tests {
         assert_eq!(images[16], 1.0, "blue plane");
     }
 
+    #[test]
+    fn mirrored_images_are_reversed_with_left_and_right_swapped_in_their_questions() {
+        let (_root, set, cache) = fixture();
+        let in_order = BatchConfig {
+            batch_size: 7,
+            shuffle: false,
+            ..BatchConfig::default()
+        };
+        let plain = Batcher::new(set.clone(), cache.clone(), Normalization::UNIT, in_order.clone())
+            .unwrap()
+            .batch(&[0, 1, 2, 3, 4, 5, 6])
+            .unwrap();
+        // Tokens 4 and 5 stand for `left` and `right`: questions 0 to 4 hold one or both.
+        let mirror = |seed| Mirror {
+            left: 4,
+            right: 5,
+            seed,
+        };
+        let mirrored_batcher = |seed| {
+            let config = BatchConfig {
+                mirror: Some(mirror(seed)),
+                ..in_order.clone()
+            };
+            Batcher::new(set.clone(), cache.clone(), Normalization::UNIT, config).unwrap()
+        };
+        let mut mirrored_images = 0;
+        let seeds = 200;
+        for seed in 0..seeds {
+            mirrored_images += mirrored_batcher(seed)
+                .batch(&[0, 1, 2])
+                .unwrap()
+                .mirrored
+                .iter()
+                .filter(|&&m| m)
+                .count();
+        }
+        // About half of 600 images; a fair coin stays within 75 of 300 with odds of
+        // about 1 in 10^9 against.
+        assert!((225..=375).contains(&mirrored_images), "{mirrored_images} of 600");
+        let seed = (0..seeds)
+            .find(|&seed| {
+                let m = mirrored_batcher(seed).batch(&[0, 1, 2]).unwrap().mirrored;
+                m.contains(&true) && m.contains(&false)
+            })
+            .unwrap();
+        let batch = mirrored_batcher(seed).batch(&[0, 1, 2, 3, 4, 5, 6]).unwrap();
+        assert_eq!(
+            batch.image_rows.to_vec1::<u32>().unwrap(),
+            plain.image_rows.to_vec1::<u32>().unwrap()
+        );
+        assert_eq!(
+            batch.answers.as_ref().unwrap().to_vec1::<u32>().unwrap(),
+            plain.answers.as_ref().unwrap().to_vec1::<u32>().unwrap()
+        );
+        let pixels = |b: &Batch| b.images.flatten_from(1).unwrap().to_vec2::<f32>().unwrap();
+        let (seen, expected) = (pixels(&batch), pixels(&plain));
+        for (row, &mirrored) in batch.mirrored.iter().enumerate() {
+            let mut image = expected[row].clone();
+            if mirrored {
+                image.chunks_mut(4).for_each(<[f32]>::reverse);
+                assert_ne!(image, expected[row], "the fixture's rows are not symmetric");
+            }
+            assert_eq!(seen[row], image, "image row {row}, mirrored: {mirrored}");
+        }
+        let rows = batch.image_rows.to_vec1::<u32>().unwrap();
+        let (ids, plain_ids) = (
+            batch.questions.to_vec2::<u32>().unwrap(),
+            plain.questions.to_vec2::<u32>().unwrap(),
+        );
+        let mut swapped = 0;
+        for (q, &row) in rows.iter().enumerate() {
+            let expected: Vec<u32> = if batch.mirrored[row as usize] {
+                plain_ids[q].iter().map(|&t| mirror(seed).swap(t)).collect()
+            } else {
+                plain_ids[q].clone()
+            };
+            assert_eq!(ids[q], expected, "question {q}");
+            swapped += usize::from(ids[q] != plain_ids[q]);
+        }
+        assert!(swapped > 0, "some mirrored question holds left or right");
+    }
+
     /// A feature file whose row i is filled with i + 0.5 in channel 0 and -(i + 0.5) in
     /// channel 1, for `rows` images of 2 x 3 x 2 maps.
     fn feature_file(dir: &std::path::Path, rows: usize) -> Arc<FeatureFile> {
@@ -738,6 +889,24 @@ mod tests {
             assert_eq!(map[..6], [v; 6], "question {q}");
             assert_eq!(map[6..], [-v; 6], "question {q}");
         }
+    }
+
+    #[test]
+    fn features_cannot_be_mirrored() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_root, set, _cache) = fixture();
+        let config = BatchConfig {
+            mirror: Some(Mirror {
+                left: 4,
+                right: 5,
+                seed: 0,
+            }),
+            ..BatchConfig::default()
+        };
+        let err = Batcher::with_features(set, feature_file(dir.path(), 3), config)
+            .err()
+            .unwrap();
+        assert!(matches!(err, BatchError::MirrorNeedsPixels), "{err}");
     }
 
     #[test]

@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
-use clevr::batch::{BatchConfig, Batcher, ImageInputs};
+use clevr::batch::{BatchConfig, Batcher, ImageInputs, Mirror};
 use clevr::cache::{CacheConfig, ImageCache};
 use clevr::dataset::{LoadOptions, QuestionSet};
 use clevr::features::FeatureFile;
@@ -141,25 +141,33 @@ pub fn load_split(root: &Path, split: &str, vocab: &Vocabulary, source: &ImageSo
 impl Split {
     /// Batches of this split: shuffled with `seed` for training, in file order otherwise.
     pub fn batcher(&self, batch_size: usize, seed: u64, shuffle: bool) -> Result<Batcher> {
-        self.grouped_batcher(batch_size, seed, shuffle, 1)
-    }
-
-    /// As [`Split::batcher`], keeping `questions_per_image` questions of one image together.
-    pub fn grouped_batcher(
-        &self,
-        batch_size: usize,
-        seed: u64,
-        shuffle: bool,
-        questions_per_image: usize,
-    ) -> Result<Batcher> {
-        let config = BatchConfig {
+        self.batcher_with(BatchConfig {
             batch_size,
             seed,
             shuffle,
-            drop_last: false,
-            prefetch: 2,
+            ..BatchConfig::default()
+        })
+    }
+
+    /// Shuffled training batches keeping `questions_per_image` questions of one image
+    /// together, with about half of the images mirrored when `mirror` is given.
+    pub fn training_batcher(
+        &self,
+        batch_size: usize,
+        seed: u64,
+        questions_per_image: usize,
+        mirror: Option<Mirror>,
+    ) -> Result<Batcher> {
+        self.batcher_with(BatchConfig {
+            batch_size,
+            seed,
             questions_per_image,
-        };
+            mirror,
+            ..BatchConfig::default()
+        })
+    }
+
+    fn batcher_with(&self, config: BatchConfig) -> Result<Batcher> {
         Ok(match &self.inputs {
             ImageInputs::Pixels { cache, normalization } => {
                 Batcher::new(self.questions.clone(), cache.clone(), *normalization, config)?

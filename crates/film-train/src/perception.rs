@@ -63,6 +63,14 @@ pub struct SceneTargets {
     scenes: HashMap<usize, Vec<Seen>>,
 }
 
+/// An image as the stem was given it: its `image_index`, and whether it was mirrored
+/// left to right (`--mirror`), which mirrors its targets too.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StemImage {
+    pub image_index: usize,
+    pub mirrored: bool,
+}
+
 /// The targets of one batch's distinct images on an h x w grid.
 pub struct Targets {
     /// 1 where an object's centre falls in the cell, else 0: (M·h·w,) f32.
@@ -110,17 +118,21 @@ impl SceneTargets {
         Ok(SceneTargets { scenes: by_image })
     }
 
-    /// Targets for the images `image_indices` (a batch's distinct images, in its order)
-    /// on an `h` x `w` grid. Where two centres share a cell, the nearer object counts.
-    pub fn batch(&self, image_indices: &[usize], (h, w): (usize, usize), device: &Device) -> Result<Targets> {
-        let mut objectness = vec![0f32; image_indices.len() * h * w];
+    /// Targets for `images` (a batch's distinct images, in its order) on an `h` x `w`
+    /// grid. Where two centres share a cell, the nearer object counts.
+    pub fn batch(&self, images: &[StemImage], (h, w): (usize, usize), device: &Device) -> Result<Targets> {
+        let mut objectness = vec![0f32; images.len() * h * w];
         let mut nearest: HashMap<usize, (f64, [u32; 4])> = HashMap::new();
-        for (row, &image) in image_indices.iter().enumerate() {
-            let Some(objects) = self.scenes.get(&image) else {
-                bail!("perception targets: no scene for image_index {image}");
+        for (row, image) in images.iter().enumerate() {
+            let Some(objects) = self.scenes.get(&image.image_index) else {
+                bail!(
+                    "perception targets: no scene for image_index {}",
+                    image.image_index
+                );
             };
             for o in objects {
-                let cx = ((o.x * w as f64) as usize).min(w - 1);
+                let column = ((o.x * w as f64) as usize).min(w - 1);
+                let cx = if image.mirrored { w - 1 - column } else { column };
                 let cy = ((o.y * h as f64) as usize).min(h - 1);
                 let cell = (row * h + cy) * w + cx;
                 objectness[cell] = 1.0;
@@ -137,7 +149,7 @@ impl SceneTargets {
             Tensor::from_vec(ids, cells.len(), device)
         };
         Ok(Targets {
-            objectness: Tensor::from_vec(objectness, image_indices.len() * h * w, device)?,
+            objectness: Tensor::from_vec(objectness, images.len() * h * w, device)?,
             attributes: [attribute(0)?, attribute(1)?, attribute(2)?, attribute(3)?],
             object_cells: Tensor::from_vec(cells.clone(), cells.len(), device)?,
         })
@@ -247,7 +259,7 @@ mod tests {
             object(470, 300, 7.0, Color::Yellow, Shape::Cylinder),
         ];
         let targets = SceneTargets::from_scenes(&[scene(objects)], (480, 320)).unwrap();
-        let t = targets.batch(&[3], (2, 2), &Device::Cpu).unwrap();
+        let t = targets.batch(&[image(3, false)], (2, 2), &Device::Cpu).unwrap();
         assert_eq!(t.objectness.to_vec1::<f32>().unwrap(), [1.0, 0.0, 0.0, 1.0]);
         assert_eq!(t.object_cells.to_vec1::<u32>().unwrap(), [0, 3]);
         let blue = Color::ALL.iter().position(|c| *c == Color::Blue).unwrap() as u32;
@@ -274,6 +286,20 @@ mod tests {
         let extreme = (scores * -20.0).unwrap();
         let value = loss(&extreme, &t).unwrap().to_scalar::<f32>().unwrap();
         assert!(value.is_finite() && value > 100.0, "{value}");
+
+        // The same image mirrored: the blue sphere moves to the top right cell, the yellow
+        // cylinder to the bottom left.
+        let m = targets.batch(&[image(3, true)], (2, 2), &Device::Cpu).unwrap();
+        assert_eq!(m.objectness.to_vec1::<f32>().unwrap(), [0.0, 1.0, 1.0, 0.0]);
+        assert_eq!(m.object_cells.to_vec1::<u32>().unwrap(), [1, 2]);
+        assert_eq!(m.attributes[0].to_vec1::<u32>().unwrap(), [blue, yellow]);
+    }
+
+    fn image(image_index: usize, mirrored: bool) -> StemImage {
+        StemImage {
+            image_index,
+            mirrored,
+        }
     }
 
     #[test]
@@ -284,7 +310,7 @@ mod tests {
             object(10, 322, 9.0, Color::Red, Shape::Cube),
         ];
         let targets = SceneTargets::from_scenes(&[scene(objects)], (480, 320)).unwrap();
-        let t = targets.batch(&[3], (2, 2), &Device::Cpu).unwrap();
+        let t = targets.batch(&[image(3, false)], (2, 2), &Device::Cpu).unwrap();
         assert_eq!(t.objectness.to_vec1::<f32>().unwrap(), [1.0, 0.0, 1.0, 0.0]);
         let objects = vec![
             object(10, 10, 9.0, Color::Red, Shape::Cube),

@@ -68,6 +68,10 @@ pub struct TrainingConfig {
     /// ablation, at the price of a second evaluation.
     #[serde(default)]
     pub score_trained_weights: bool,
+    /// Mirror about half of the training images left to right each epoch, with `left` and
+    /// `right` swapped in their questions (`--mirror`; needs pixels).
+    #[serde(default)]
+    pub mirror: bool,
 }
 
 impl ModelConfig {
@@ -108,6 +112,7 @@ fn paper_training(minutes: f64, eval_every: usize) -> TrainingConfig {
         warmup_steps: 0,
         weight_average: None,
         score_trained_weights: false,
+        mirror: false,
     }
 }
 
@@ -173,6 +178,7 @@ pub fn all() -> Vec<Preset> {
                 warmup_steps: 0,
                 weight_average: None,
                 score_trained_weights: false,
+                mirror: false,
             },
         },
         Preset {

@@ -8,6 +8,7 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarMap;
+use clevr::batch::Mirror;
 use clevr::dataset::QuestionSet;
 use clevr::vocab::{TokenizerConfig, Vocabulary};
 use film_optim::{Adam, AdamConfig};
@@ -17,7 +18,7 @@ use crate::data::{load_split, split_files, ImageSource, Split};
 use crate::evaluate::{evaluate, loss_and_accuracy, Evaluation};
 use crate::fresh_questions::FreshQuestions;
 use crate::model::FilmModel;
-use crate::perception::SceneTargets;
+use crate::perception::{SceneTargets, StemImage};
 use crate::presets::{ModelConfig, Preset};
 use crate::run_dir::{load_model, model_tensors, save_tensors, RunConfig, RunDir, RunState};
 use crate::seeded::seeded_var_builder;
@@ -167,6 +168,13 @@ pub fn train(request: &TrainRequest, device: &Device) -> Result<TrainOutcome> {
                 .expand(questions.iter().map(|q| q.question.as_str()))
                 .context("adding the generated questions' words to the vocabulary")?;
         }
+        if config.training.mirror {
+            // A mirrored question needs both words even where the questions use one.
+            vocab
+                .questions
+                .expand(["left right"])
+                .context("adding the words --mirror swaps to the vocabulary")?;
+        }
         config.model.question.vocab_size = vocab.questions.len();
         config.model.vision.num_answers = vocab.answers.len();
         vocab.save(run.path()).context("saving the vocabulary")?;
@@ -208,22 +216,31 @@ pub fn train(request: &TrainRequest, device: &Device) -> Result<TrainOutcome> {
         None => RunState::default(),
     };
 
-    let epoch_batcher = |questions: Arc<QuestionSet>| {
+    let mirror_words = match training.mirror {
+        true => Some(mirror_words(&vocab.questions)?),
+        false => None,
+    };
+    let epoch_batcher = |questions: Arc<QuestionSet>, epoch: u64| {
         Split {
             questions,
             ..train_split.clone()
         }
-        .grouped_batcher(
+        .training_batcher(
             training.batch_size,
             config.seed,
-            true,
             training.questions_per_image,
+            mirror_words.map(|(left, right)| Mirror {
+                left,
+                right,
+                seed: mirror_seed(config.seed, epoch),
+            }),
         )
+        .context("--mirror")
     };
     let mut next_questions = fresh.as_ref().map(|f| f.prepare(state.epoch, &vocab));
     let first_batcher = match next_questions.take() {
-        Some(prepared) => epoch_batcher(Arc::new(prepared.wait()?))?,
-        None => epoch_batcher(train_split.questions.clone())?,
+        Some(prepared) => epoch_batcher(Arc::new(prepared.wait()?), state.epoch)?,
+        None => epoch_batcher(train_split.questions.clone(), state.epoch)?,
     };
     let progress = progress_bar(
         &config,
@@ -257,9 +274,11 @@ pub fn train(request: &TrainRequest, device: &Device) -> Result<TrainOutcome> {
     'epochs: while !out_of_time(&state) && !out_of_epochs(&state) {
         let batcher = match (batcher.take(), next_questions.take(), &fresh) {
             (Some(b), _, _) => b,
-            (None, Some(prepared), _) => epoch_batcher(Arc::new(prepared.wait()?))?,
-            (None, None, Some(fresh)) => epoch_batcher(Arc::new(fresh.question_set(state.epoch, &vocab)?))?,
-            (None, None, None) => epoch_batcher(train_split.questions.clone())?,
+            (None, Some(prepared), _) => epoch_batcher(Arc::new(prepared.wait()?), state.epoch)?,
+            (None, None, Some(fresh)) => {
+                epoch_batcher(Arc::new(fresh.question_set(state.epoch, &vocab)?), state.epoch)?
+            }
+            (None, None, None) => epoch_batcher(train_split.questions.clone(), state.epoch)?,
         };
         // The next epoch's questions are generated while this one trains.
         next_questions = fresh.as_ref().map(|f| f.prepare(state.epoch + 1, &vocab));
@@ -325,7 +344,7 @@ pub fn train(request: &TrainRequest, device: &Device) -> Result<TrainOutcome> {
             let mut seen = None;
             if let (Some(targets), Some(head)) = (&scene_targets, &model.perception) {
                 let (_, _, h, w) = stem.dims4()?;
-                let images = stem_image_indices(&batch, &rows, batcher.questions())?;
+                let images = stem_images(&batch, &rows, batcher.questions())?;
                 let targets = targets.batch(&images, (h, w), device)?;
                 let scores = head.forward(&stem)?;
                 let perception_loss = crate::perception::loss(&scores, &targets)?;
@@ -418,23 +437,57 @@ pub fn train(request: &TrainRequest, device: &Device) -> Result<TrainOutcome> {
     })
 }
 
-/// The `image_index` of each image the stem was given, where question i read row
-/// `rows[i]`.
-fn stem_image_indices(
+/// The `image_index` of each image the stem was given, and whether it was mirrored, where
+/// question i read row `rows[i]`.
+fn stem_images(
     batch: &clevr::batch::Batch,
     rows: &Tensor,
     questions: &QuestionSet,
-) -> Result<Vec<usize>> {
+) -> Result<Vec<StemImage>> {
     let rows = rows.to_vec1::<u32>()?;
+    let batch_rows = batch.image_rows.to_vec1::<u32>()?;
     let given = rows.iter().max().map_or(0, |&r| r as usize + 1);
-    let mut images = vec![usize::MAX; given];
-    for (&row, &position) in rows.iter().zip(&batch.positions) {
-        images[row as usize] = questions.image_index[position] as usize;
+    let mut images = vec![None; given];
+    for ((&row, &batch_row), &position) in rows.iter().zip(&batch_rows).zip(&batch.positions) {
+        images[row as usize] = Some(StemImage {
+            image_index: questions.image_index[position] as usize,
+            mirrored: batch.mirrored[batch_row as usize],
+        });
     }
-    if images.contains(&usize::MAX) {
-        bail!("a batch image is read by no question");
+    images
+        .into_iter()
+        .collect::<Option<Vec<_>>>()
+        .context("a batch image is read by no question")
+}
+
+/// The seed that picks epoch `epoch`'s mirrored images: another half every epoch, apart
+/// from the run's other seeded draws.
+fn mirror_seed(seed: u64, epoch: u64) -> u64 {
+    const MIRROR_MIX: u64 = 0x6A09_E667_F3BC_C909;
+    seed ^ MIRROR_MIX ^ (epoch + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15)
+}
+
+/// The ids of `left` and `right` in `vocab`, which `--mirror` swaps. Other words about
+/// left and right (`leftmost`, as CLEVR-Humans' questions may say) would be wrong in a
+/// mirrored question and are refused.
+fn mirror_words(vocab: &clevr::vocab::QuestionVocab) -> Result<(u32, u32)> {
+    let others: Vec<&str> = (0..vocab.len() as u32)
+        .filter_map(|id| vocab.token(id))
+        .filter(|t| (t.contains("left") || t.contains("right")) && *t != "left" && *t != "right")
+        .collect();
+    if !others.is_empty() {
+        bail!(
+            "--mirror swaps only the words left and right in questions, and the run's vocabulary \
+             also has {}: a mirrored question would keep their old meaning",
+            others.join(", ")
+        );
     }
-    Ok(images)
+    let id = |word: &str| {
+        vocab.id(word).with_context(|| {
+            format!("--mirror swaps the words left and right in questions, and the run's vocabulary has no {word:?}")
+        })
+    };
+    Ok((id("left")?, id("right")?))
 }
 
 /// The metrics of the training batches since the last evaluation: mean loss and accuracy
@@ -565,4 +618,30 @@ pub fn load_eval_split(
         vocab,
         &ImageSource::for_model(model, data, None, features_dir),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clevr::vocab::QuestionVocab;
+
+    fn vocab(questions: &[&str]) -> QuestionVocab {
+        QuestionVocab::build(questions.iter().copied(), TokenizerConfig::default()).unwrap()
+    }
+
+    #[test]
+    fn the_mirror_swaps_left_and_right_and_refuses_other_words_about_them() {
+        let v = vocab(&["Is the cube left of the sphere?", "What is right of it?"]);
+        let (left, right) = mirror_words(&v).unwrap();
+        assert_eq!((v.token(left), v.token(right)), (Some("left"), Some("right")));
+
+        let err = mirror_words(&vocab(&["Is the leftmost cube left of the sphere right of it?"]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("also has leftmost"), "{err}");
+        let err = mirror_words(&vocab(&["Is the cube left of the sphere?"]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("has no \"right\""), "{err}");
+    }
 }

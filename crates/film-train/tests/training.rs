@@ -151,6 +151,47 @@ fn warmup_and_weight_average_resume_exactly_and_leave_training_alone() {
     assert!(differs, "the saved average equals the trained weights");
 }
 
+/// About half of the images mirrored every epoch.
+fn mirrored_request(out: &Path, cache: &Path, epochs: usize) -> TrainRequest {
+    let mut r = request(out, cache, epochs);
+    r.preset.training.mirror = true;
+    r
+}
+
+#[test]
+fn mirrored_training_resumes_exactly_and_adds_the_word_it_swaps_in() {
+    assert_resume_is_exact(mirrored_request);
+
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    let (mirrored, plain) = (dir.path().join("mirrored"), dir.path().join("plain"));
+    train(&mirrored_request(&mirrored, &cache, 1), &Device::Cpu).unwrap();
+    let mut without = mirrored_request(&plain, &cache, 1);
+    without.preset.training.mirror = false;
+    train(&without, &Device::Cpu).unwrap();
+    // The fixture's training questions say "left" but never "right".
+    let has_right = |run: &Path| {
+        let vocab = clevr::vocab::Vocabulary::load(run).unwrap();
+        vocab.questions.id("right").is_some()
+    };
+    assert!(has_right(&mirrored));
+    assert!(!has_right(&plain));
+}
+
+#[test]
+fn feature_maps_cannot_be_mirrored() {
+    let dir = tempfile::tempdir().unwrap();
+    let features = dir.path().join("features");
+    write_features(&features);
+    let mut request = features_request(&dir.path().join("run"), &features, 8);
+    request.preset.training.mirror = true;
+    let err = format!(
+        "{:#}",
+        train(&request, &Device::Cpu).err().expect("features mirrored")
+    );
+    assert!(err.contains("--mirror: mirroring needs pixels"), "{err}");
+}
+
 /// The last checkpoint's weights, flattened, by name.
 fn last_checkpoint(run: &Path) -> std::collections::BTreeMap<String, Vec<f32>> {
     let state: serde_json::Value =

@@ -66,6 +66,10 @@ pub(super) struct TrainArgs {
     /// time.
     #[arg(long)]
     score_trained_weights: bool,
+    /// Mirror about half of the training images left to right each epoch and swap `left`
+    /// and `right` in their questions (true or false; needs a pixel stem).
+    #[arg(long, value_name = "BOOL")]
+    mirror: Option<bool>,
     #[arg(long, default_value_t = 0)]
     seed: u64,
     #[arg(long, default_value = "cpu")]
@@ -191,6 +195,9 @@ pub(super) fn train_request(args: &TrainArgs) -> Result<TrainRequest> {
             bail!("--score-trained-weights scores the trained weights beside a weight average; this run has none (--weight-average DECAY)");
         }
         training.score_trained_weights = true;
+    }
+    if let Some(mirror) = args.mirror {
+        training.mirror = mirror;
     }
     let block = &mut model.vision.block;
     if let Some(position) = args.film_position {
