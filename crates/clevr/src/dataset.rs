@@ -197,7 +197,7 @@ impl QuestionSet {
     }
 
     /// Encodes questions held in memory (generated ones, for instance) as
-    /// [`QuestionSet::load`] encodes a file's, programs left out. Their images take the
+    /// [`QuestionSet::load`] encodes a file's, programs kept. Their images take the
     /// slots of `images`, the image list of the set whose image cache the new set will
     /// read, so a question about any other image is an error. Questions with an answer
     /// outside the index are skipped and reported.
@@ -209,6 +209,7 @@ impl QuestionSet {
         let mut set = QuestionSet {
             offsets: vec![0],
             images: images.to_vec(),
+            programs: Some(Vec::new()),
             ..QuestionSet::default()
         };
         let mut slots: HashMap<String, u32> = images
@@ -230,18 +231,14 @@ impl QuestionSet {
             let Some(answer) = answer_id(q.answer.as_deref(), vocab, position, &mut report) else {
                 continue;
             };
-            let program = q.program.as_ref().map(|nodes| LastFunction {
-                last: nodes.last().map(|node| node.function.clone()),
-                nodes: nodes.len(),
-            });
-            let record = Record {
+            let record = Record::<Vec<ProgramNode>> {
                 image_index: q.image_index,
                 image_filename: q.image_filename,
                 question: q.question,
                 answer: q.answer,
                 question_family_index: q.question_family_index,
                 template_filename: None,
-                program,
+                program: q.program,
             };
             pending.push((position, record, answer));
         }

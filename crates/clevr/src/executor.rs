@@ -181,11 +181,7 @@ impl Value {
 
 /// Runs `program` on `scene` and returns the value of its last node.
 pub fn execute(program: &[ProgramNode], scene: &Scene) -> Result<Answer, ExecError> {
-    let mut values: Vec<Value> = Vec::with_capacity(program.len());
-    for (index, node) in program.iter().enumerate() {
-        let value = execute_node(index, node, &values, scene)?;
-        values.push(value);
-    }
+    let mut values = execute_nodes(program, scene)?;
     match values.pop() {
         None => Err(ExecError::Empty),
         Some(Value::Bool(b)) => Ok(Answer::Bool(b)),
@@ -195,6 +191,39 @@ pub fn execute(program: &[ProgramNode], scene: &Scene) -> Result<Answer, ExecErr
             found: other.type_name(),
         }),
     }
+}
+
+/// The objects the answer of `program` on `scene` is about, sorted: the object sets and
+/// objects nearest the last node, found by following the inputs of every node that returns
+/// a number, a truth value or an attribute. For a count, the counted set; for a query, the
+/// queried object; for a comparison, the objects or sets on both sides.
+pub fn answer_objects(program: &[ProgramNode], scene: &Scene) -> Result<Vec<usize>, ExecError> {
+    let values = execute_nodes(program, scene)?;
+    if values.is_empty() {
+        return Err(ExecError::Empty);
+    }
+    let mut objects = std::collections::BTreeSet::new();
+    let mut pending = vec![values.len() - 1];
+    while let Some(node) = pending.pop() {
+        match &values[node] {
+            Value::Objects(set) => objects.extend(set),
+            Value::Object(object) => {
+                objects.insert(*object);
+            }
+            _ => pending.extend(&program[node].inputs),
+        }
+    }
+    Ok(objects.into_iter().collect())
+}
+
+/// The value of every node of `program` on `scene`, in order.
+fn execute_nodes(program: &[ProgramNode], scene: &Scene) -> Result<Vec<Value>, ExecError> {
+    let mut values: Vec<Value> = Vec::with_capacity(program.len());
+    for (index, node) in program.iter().enumerate() {
+        let value = execute_node(index, node, &values, scene)?;
+        values.push(value);
+    }
+    Ok(values)
 }
 
 fn execute_node(
@@ -343,6 +372,58 @@ mod tests {
         ScenesFile::read(&reference_file(REFERENCE_SCENES))
             .unwrap()
             .scenes
+    }
+
+    /// Scene 0 as described below `answers_hand_checked_questions_on_real_scene_0`.
+    #[test]
+    fn answer_objects_are_the_sets_and_objects_nearest_the_answer() {
+        let scenes = real_scenes();
+        let scene = &scenes[0];
+        let cases: Vec<(Vec<ProgramNode>, Vec<usize>)> = vec![
+            // How many cylinders are there? The cylinders.
+            (
+                vec![
+                    n("scene", &[]),
+                    v("filter_shape", &[0], "cylinder"),
+                    n("count", &[1]),
+                ],
+                vec![0, 2],
+            ),
+            // What material is the sphere? The sphere, not the filter's input.
+            (
+                vec![
+                    n("scene", &[]),
+                    v("filter_shape", &[0], "sphere"),
+                    n("unique", &[1]),
+                    n("query_material", &[2]),
+                ],
+                vec![3],
+            ),
+            // Are there more things right of the green cylinder than cubes? Both sets.
+            (
+                vec![
+                    n("scene", &[]),
+                    v("filter_color", &[0], "green"),
+                    n("unique", &[1]),
+                    v("relate", &[2], "right"),
+                    n("count", &[3]),
+                    n("scene", &[]),
+                    v("filter_shape", &[5], "cube"),
+                    n("count", &[6]),
+                    n("greater_than", &[4, 7]),
+                ],
+                vec![1, 3, 4],
+            ),
+            // Are there any red things? None: an empty set.
+            (
+                vec![n("scene", &[]), v("filter_color", &[0], "red"), n("exist", &[1])],
+                vec![],
+            ),
+        ];
+        for (program, expected) in cases {
+            assert_eq!(answer_objects(&program, scene).unwrap(), expected, "{program:?}");
+        }
+        assert!(matches!(answer_objects(&[], scene), Err(ExecError::Empty)));
     }
 
     /// Real val scene 0: 0 large brown rubber cylinder, 1 large gray rubber cube,

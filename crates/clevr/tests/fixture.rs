@@ -243,6 +243,8 @@ fn questions_in_memory_encode_as_the_file_does_and_keep_the_image_slots() {
         assert_eq!(set.answers[i], from_file.answers[j]);
         assert_eq!(set.types[i], from_file.types[j]);
     }
+    let programs: Vec<_> = questions.iter().map(|q| q.program.clone().unwrap()).collect();
+    assert_eq!(set.programs.as_ref(), Some(&programs), "the programs are kept");
 
     let mut stranger = questions[0].clone();
     stranger.image_filename = "CLEVR_train_000999.png".into();

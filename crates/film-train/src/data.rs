@@ -95,8 +95,19 @@ pub fn default_cache_dir(root: &Path) -> PathBuf {
 /// Loads `split` of `root`, reporting skipped questions on stderr, with its images from
 /// `source`.
 pub fn load_split(root: &Path, split: &str, vocab: &Vocabulary, source: &ImageSource) -> Result<Split> {
+    load_split_with(root, split, vocab, source, LoadOptions::default())
+}
+
+/// [`load_split`] with the questions' programs kept when `options` asks.
+pub fn load_split_with(
+    root: &Path,
+    split: &str,
+    vocab: &Vocabulary,
+    source: &ImageSource,
+    options: LoadOptions,
+) -> Result<Split> {
     let files = split_files(root, split)?;
-    let (questions, report) = QuestionSet::load(&files, vocab, LoadOptions::default())
+    let (questions, report) = QuestionSet::load(&files, vocab, options)
         .with_context(|| format!("loading questions of split {split:?}"))?;
     if !report.skipped.is_empty() {
         eprintln!("{split}: {report}");

@@ -3,6 +3,7 @@
 //! and the command line.
 
 pub mod analyze;
+pub mod answer_attention;
 pub mod ask;
 pub mod cli;
 pub mod compare;

@@ -5,6 +5,7 @@ use candle_nn::VarBuilder;
 use film_question::QuestionEncoder;
 use film_vision::FilmedNetwork;
 
+use crate::answer_attention::AttentionHead;
 use crate::perception::PerceptionHead;
 use crate::presets::ModelConfig;
 use crate::scene_bottleneck::SceneBottleneck;
@@ -19,7 +20,18 @@ pub struct FilmModel {
     /// The blocks read the perception head's scene probabilities (`bottleneck.` in the
     /// files); needs the perception head.
     bottleneck: Option<SceneBottleneck>,
+    /// Training-only supervision of where the answer lies on the last block's output
+    /// (`attention.` in the files).
+    pub attention: Option<AttentionHead>,
     question_only: bool,
+}
+
+/// What one training forward pass gives: the answer logits (N, answers), the stem's output
+/// for the distinct images (M, C, h, w) and the last block's output (N, C, h, w).
+pub struct SharedForward {
+    pub logits: Tensor,
+    pub stem: Tensor,
+    pub blocks: Tensor,
 }
 
 impl FilmModel {
@@ -38,6 +50,11 @@ impl FilmModel {
                 (true, false) => {
                     candle_core::bail!("the scene bottleneck needs the perception head (--perception-weight)")
                 }
+            },
+            attention: if config.attention_head {
+                Some(AttentionHead::new(config.vision.channels, vb.pp("attention"))?)
+            } else {
+                None
             },
             question_only: config.question_only,
         })
@@ -100,6 +117,19 @@ impl FilmModel {
         lengths: &[usize],
         train: bool,
     ) -> Result<(Tensor, Tensor)> {
+        let out = self.forward_shared_all_t(images, image_rows, questions, lengths, train)?;
+        Ok((out.logits, out.stem))
+    }
+
+    /// [`Self::forward_shared_t`], with the last block's output too.
+    pub fn forward_shared_all_t(
+        &self,
+        images: &Tensor,
+        image_rows: &Tensor,
+        questions: &Tensor,
+        lengths: &[usize],
+        train: bool,
+    ) -> Result<SharedForward> {
         let params = self.film_params(questions, lengths)?;
         let stem = self.stem_t(images, train)?;
         let input = self.blocks_input_t(&stem, train)?;
@@ -108,8 +138,12 @@ impl FilmModel {
         } else {
             input.index_select(image_rows, 0)?
         };
-        let x = self.network.blocks_t(&per_question, &params, train)?;
-        Ok((self.network.classifier_t(&x, train)?, stem))
+        let blocks = self.network.blocks_t(&per_question, &params, train)?;
+        Ok(SharedForward {
+            logits: self.network.classifier_t(&blocks, train)?,
+            stem,
+            blocks,
+        })
     }
 
     /// The images the network is given: `images`, or blank ones for the question-only

@@ -58,6 +58,16 @@ struct Seen {
     attributes: [u32; 4],
 }
 
+impl Seen {
+    /// Its cell on an `h` x `w` grid, row-major, in the image as given or mirrored.
+    fn cell(&self, mirrored: bool, (h, w): (usize, usize)) -> usize {
+        let column = ((self.x * w as f64) as usize).min(w - 1);
+        let column = if mirrored { w - 1 - column } else { column };
+        let row = ((self.y * h as f64) as usize).min(h - 1);
+        row * w + column
+    }
+}
+
 /// The objects of every training scene, by `image_index`.
 pub struct SceneTargets {
     scenes: HashMap<usize, Vec<Seen>>,
@@ -118,23 +128,43 @@ impl SceneTargets {
         Ok(SceneTargets { scenes: by_image })
     }
 
+    /// The cell of each of `objects` (indices into the scene's `objects`) of `image` on an
+    /// `h` x `w` grid, row-major.
+    pub fn object_cells(
+        &self,
+        image: StemImage,
+        objects: &[usize],
+        (h, w): (usize, usize),
+    ) -> Result<Vec<usize>> {
+        let seen = self.objects(image.image_index)?;
+        objects
+            .iter()
+            .map(|&i| match seen.get(i) {
+                Some(o) => Ok(o.cell(image.mirrored, (h, w))),
+                None => bail!(
+                    "scene targets: image_index {} has {} objects, no object {i}",
+                    image.image_index,
+                    seen.len()
+                ),
+            })
+            .collect()
+    }
+
+    fn objects(&self, image_index: usize) -> Result<&[Seen]> {
+        match self.scenes.get(&image_index) {
+            Some(objects) => Ok(objects),
+            None => bail!("scene targets: no scene for image_index {image_index}"),
+        }
+    }
+
     /// Targets for `images` (a batch's distinct images, in its order) on an `h` x `w`
     /// grid. Where two centres share a cell, the nearer object counts.
     pub fn batch(&self, images: &[StemImage], (h, w): (usize, usize), device: &Device) -> Result<Targets> {
         let mut objectness = vec![0f32; images.len() * h * w];
         let mut nearest: HashMap<usize, (f64, [u32; 4])> = HashMap::new();
         for (row, image) in images.iter().enumerate() {
-            let Some(objects) = self.scenes.get(&image.image_index) else {
-                bail!(
-                    "perception targets: no scene for image_index {}",
-                    image.image_index
-                );
-            };
-            for o in objects {
-                let column = ((o.x * w as f64) as usize).min(w - 1);
-                let cx = if image.mirrored { w - 1 - column } else { column };
-                let cy = ((o.y * h as f64) as usize).min(h - 1);
-                let cell = (row * h + cy) * w + cx;
+            for o in self.objects(image.image_index)? {
+                let cell = row * h * w + o.cell(image.mirrored, (h, w));
                 objectness[cell] = 1.0;
                 let entry = nearest.entry(cell).or_insert((f64::INFINITY, o.attributes));
                 if o.depth < entry.0 {
@@ -192,7 +222,7 @@ pub fn loss(scores: &Tensor, targets: &Targets) -> candle_core::Result<Tensor> {
 /// Mean binary cross-entropy of logits `x` against 0/1 targets `t`, as
 /// max(x, 0) − x·t + log(1 + e^−|x|): the form that stays finite for large |x|, where
 /// log(sigmoid(x)) underflows to −∞.
-fn stable_binary_cross_entropy(x: &Tensor, t: &Tensor) -> candle_core::Result<Tensor> {
+pub(crate) fn stable_binary_cross_entropy(x: &Tensor, t: &Tensor) -> candle_core::Result<Tensor> {
     let softplus_of_minus_abs = x.abs()?.neg()?.exp()?.affine(1.0, 1.0)?.log()?;
     (x.relu()? - (x * t)?)?.add(&softplus_of_minus_abs)?.mean_all()
 }
@@ -222,12 +252,12 @@ pub fn attribute_accuracy(scores: &Tensor, targets: &Targets) -> candle_core::Re
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use clevr::scene::{Directions, Relationships};
     use clevr::Object;
 
-    fn object(x: i64, y: i64, depth: f64, color: Color, shape: Shape) -> Object {
+    pub(crate) fn object(x: i64, y: i64, depth: f64, color: Color, shape: Shape) -> Object {
         Object {
             color,
             size: Size::Small,
@@ -239,7 +269,8 @@ mod tests {
         }
     }
 
-    fn scene(objects: Vec<Object>) -> Scene {
+    /// Scene `CLEVR_train_000003.png` (image_index 3) of `objects`, rendered at 480x320.
+    pub(crate) fn scene(objects: Vec<Object>) -> Scene {
         Scene {
             image_index: 3,
             objects,

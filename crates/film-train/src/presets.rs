@@ -26,6 +26,11 @@ pub struct ModelConfig {
     /// instead of the stem's features (`--scene-bottleneck`; see `scene_bottleneck.rs`).
     #[serde(default)]
     pub scene_bottleneck: bool,
+    /// A head on the last block's output that predicts, for each cell, whether an object
+    /// the answer is about is centred there, during training (`--attention-weight`; see
+    /// `answer_attention.rs`).
+    #[serde(default)]
+    pub attention_head: bool,
 }
 
 /// How a preset trains by default.
@@ -55,6 +60,10 @@ pub struct TrainingConfig {
     /// needs the scene file).
     #[serde(default)]
     pub perception_weight: f64,
+    /// Weight of the answer-attention head's loss, added to the answer's
+    /// (`--attention-weight`; needs programs and the scene file).
+    #[serde(default)]
+    pub attention_weight: f64,
     /// Raise the learning rate linearly from 0 to `learning_rate` over this many steps
     /// (`--warmup-steps`; 0: the full rate from the first step).
     #[serde(default)]
@@ -109,6 +118,7 @@ fn paper_training(minutes: f64, eval_every: usize) -> TrainingConfig {
         questions_per_image: 1,
         curriculum_steps: None,
         perception_weight: 0.0,
+        attention_weight: 0.0,
         warmup_steps: 0,
         weight_average: None,
         score_trained_weights: false,
@@ -147,6 +157,7 @@ fn pixels(
         },
         question_only: false,
         perception_head: false,
+        attention_head: false,
         scene_bottleneck: false,
     }
 }
@@ -175,6 +186,7 @@ pub fn all() -> Vec<Preset> {
                 questions_per_image: 1,
                 curriculum_steps: None,
                 perception_weight: 0.0,
+                attention_weight: 0.0,
                 warmup_steps: 0,
                 weight_average: None,
                 score_trained_weights: false,
@@ -215,6 +227,7 @@ pub fn all() -> Vec<Preset> {
                 vision: VisionConfig::paper_features(0),
                 question_only: false,
                 perception_head: false,
+                attention_head: false,
                 scene_bottleneck: false,
             },
             training: paper_training(600.0, 2000),
@@ -291,6 +304,12 @@ mod tests {
             assert_eq!(
                 preset.model.perception_head,
                 preset.training.perception_weight > 0.0,
+                "{}",
+                preset.name
+            );
+            assert_eq!(
+                preset.model.attention_head,
+                preset.training.attention_weight > 0.0,
                 "{}",
                 preset.name
             );

@@ -9,15 +9,16 @@ use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarMap;
 use clevr::batch::Mirror;
-use clevr::dataset::QuestionSet;
+use clevr::dataset::{LoadOptions, QuestionSet};
 use clevr::vocab::{TokenizerConfig, Vocabulary};
 use film_optim::{Adam, AdamConfig};
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::data::{load_split, split_files, ImageSource, Split};
+use crate::answer_attention::AnswerTargets;
+use crate::data::{load_split, load_split_with, split_files, ImageSource, Split};
 use crate::evaluate::{evaluate, loss_and_accuracy, Evaluation};
 use crate::fresh_questions::FreshQuestions;
-use crate::model::FilmModel;
+use crate::model::{FilmModel, SharedForward};
 use crate::perception::{SceneTargets, StemImage};
 use crate::presets::{ModelConfig, Preset};
 use crate::run_dir::{load_model, model_tensors, save_tensors, RunConfig, RunDir, RunState};
@@ -134,13 +135,23 @@ pub fn train(request: &TrainRequest, device: &Device) -> Result<TrainOutcome> {
         request.cache_dir.as_deref(),
         request.features_dir.as_deref(),
     );
-    let train_split = load_split(&config.data, "train", &vocab, &source)?;
+    // Attention targets run the programs of the questions trained on: the file's, unless
+    // fresh questions (which always carry theirs) replace them.
+    let keep_programs = config.training.attention_weight > 0.0 && config.training.fresh_questions.is_none();
+    let train_split = load_split_with(
+        &config.data,
+        "train",
+        &vocab,
+        &source,
+        LoadOptions { keep_programs },
+    )?;
     let train_files = split_files(&config.data, "train")?;
     // The switches that learn from the scene graphs share one read of the scene file.
     let scene_users: Vec<&str> = [
         (config.training.fresh_questions.is_some(), "--fresh-questions"),
         (config.training.curriculum_steps.is_some(), "--curriculum-steps"),
         (config.training.perception_weight > 0.0, "--perception-weight"),
+        (config.training.attention_weight > 0.0, "--attention-weight"),
     ]
     .into_iter()
     .filter_map(|(on, name)| on.then_some(name))
@@ -250,17 +261,26 @@ pub fn train(request: &TrainRequest, device: &Device) -> Result<TrainOutcome> {
     );
     let mut batcher = Some(first_batcher);
     let curriculum = training.curriculum_steps.map(crate::curriculum::curriculum);
-    let scene_targets = match (&model.perception, training.perception_weight > 0.0) {
-        (Some(_), true) => {
+    let scene_targets = match (
+        &model.perception,
+        training.perception_weight > 0.0,
+        training.attention_weight > 0.0,
+    ) {
+        (None, true, _) => bail!("--perception-weight needs a model with a perception head"),
+        (_, true, _) | (_, _, true) => {
             let first = train_split
                 .questions
                 .images
                 .first()
                 .context("the training split has no images")?;
             let size = crate::perception::png_size(&train_files.image_path(first)?)?;
-            Some(SceneTargets::from_scenes(&scenes, size).context("perception targets")?)
+            Some(SceneTargets::from_scenes(&scenes, size).context("scene targets")?)
         }
-        (None, true) => bail!("--perception-weight needs a model with a perception head"),
+        _ => None,
+    };
+    let answer_targets = match (&model.attention, training.attention_weight > 0.0) {
+        (Some(_), true) => Some(AnswerTargets::new(&scenes)),
+        (None, true) => bail!("--attention-weight needs a model with an attention head"),
         _ => None,
     };
     let object_counts = curriculum.map(|_| crate::curriculum::object_counts(&scenes));
@@ -333,7 +353,7 @@ pub fn train(request: &TrainRequest, device: &Device) -> Result<TrainOutcome> {
             } else {
                 Tensor::arange(0u32, lengths.len() as u32, &candle_core::Device::Cpu)?
             };
-            let (logits, stem) = model.forward_shared_t(
+            let SharedForward { logits, stem, blocks } = model.forward_shared_all_t(
                 &images.to_device(device)?,
                 &rows.to_device(device)?,
                 &batch.questions.to_device(device)?,
@@ -342,7 +362,27 @@ pub fn train(request: &TrainRequest, device: &Device) -> Result<TrainOutcome> {
             )?;
             let (mut loss, accuracy) = loss_and_accuracy(&logits, &answers)?;
             let mut seen = None;
-            if let (Some(targets), Some(head)) = (&scene_targets, &model.perception) {
+            if let (Some(targets), Some(head), Some(cells)) =
+                (&answer_targets, &model.attention, &scene_targets)
+            {
+                let (_, _, h, w) = blocks.dims4()?;
+                let images = question_images(&batch, batcher.questions())?;
+                let targets = targets.batch(
+                    batcher.questions(),
+                    &batch.positions,
+                    &images,
+                    cells,
+                    (h, w),
+                    device,
+                )?;
+                let attention_loss = crate::answer_attention::loss(&head.forward(&blocks)?, &targets)?;
+                loss = (loss + (attention_loss * training.attention_weight)?)?;
+            }
+            if let (Some(targets), Some(head), true) = (
+                &scene_targets,
+                &model.perception,
+                training.perception_weight > 0.0,
+            ) {
                 let (_, _, h, w) = stem.dims4()?;
                 let images = stem_images(&batch, &rows, batcher.questions())?;
                 let targets = targets.batch(&images, (h, w), device)?;
@@ -445,19 +485,28 @@ fn stem_images(
     questions: &QuestionSet,
 ) -> Result<Vec<StemImage>> {
     let rows = rows.to_vec1::<u32>()?;
-    let batch_rows = batch.image_rows.to_vec1::<u32>()?;
     let given = rows.iter().max().map_or(0, |&r| r as usize + 1);
     let mut images = vec![None; given];
-    for ((&row, &batch_row), &position) in rows.iter().zip(&batch_rows).zip(&batch.positions) {
-        images[row as usize] = Some(StemImage {
-            image_index: questions.image_index[position] as usize,
-            mirrored: batch.mirrored[batch_row as usize],
-        });
+    for (&row, image) in rows.iter().zip(question_images(batch, questions)?) {
+        images[row as usize] = Some(image);
     }
     images
         .into_iter()
         .collect::<Option<Vec<_>>>()
         .context("a batch image is read by no question")
+}
+
+/// The image each question of `batch` read, as the stem was given it.
+fn question_images(batch: &clevr::batch::Batch, questions: &QuestionSet) -> Result<Vec<StemImage>> {
+    let rows = batch.image_rows.to_vec1::<u32>()?;
+    Ok(rows
+        .iter()
+        .zip(&batch.positions)
+        .map(|(&row, &position)| StemImage {
+            image_index: questions.image_index[position] as usize,
+            mirrored: batch.mirrored[row as usize],
+        })
+        .collect())
 }
 
 /// The seed that picks epoch `epoch`'s mirrored images: another half every epoch, apart

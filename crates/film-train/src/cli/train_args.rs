@@ -49,6 +49,12 @@ pub(super) struct TrainArgs {
     /// (training only); 0 turns it off. Needs scenes/CLEVR_train_scenes.json.
     #[arg(long, value_name = "W")]
     perception_weight: Option<f64>,
+    /// Supervise where the answer lies: a head on the last block's output predicts, for each
+    /// cell, whether an object the answer is about (found by running the question's program
+    /// on its scene) is centred there, its loss weighted by W and added to the answer's
+    /// (training only); 0 turns it off. Needs programs and scenes/CLEVR_train_scenes.json.
+    #[arg(long, value_name = "W")]
+    attention_weight: Option<f64>,
     /// The blocks read the perception head's per-cell object and attribute probabilities
     /// instead of the stem's features (needs --perception-weight; see docs/training.md).
     #[arg(long)]
@@ -168,6 +174,13 @@ pub(super) fn train_request(args: &TrainArgs) -> Result<TrainRequest> {
         }
         training.perception_weight = weight;
         model.perception_head = weight > 0.0;
+    }
+    if let Some(weight) = args.attention_weight {
+        if !(weight >= 0.0 && weight.is_finite()) {
+            bail!("--attention-weight {weight}: expected a finite weight of 0 or more");
+        }
+        training.attention_weight = weight;
+        model.attention_head = weight > 0.0;
     }
     model.scene_bottleneck |= args.scene_bottleneck;
     if model.scene_bottleneck && !model.perception_head {
