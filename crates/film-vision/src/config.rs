@@ -83,6 +83,11 @@ pub struct BlockOptions {
     /// What the residual connection adds; absent in configs written before it existed.
     #[serde(default)]
     pub residual_source: ResidualSource,
+    /// Each block also reads a summary of its whole input map, so that a cell can relate
+    /// itself to objects beyond its receptive field (see [`crate::GlobalContext`]); off in
+    /// the paper's block and in configs written before it existed.
+    #[serde(default)]
+    pub global_context: bool,
 }
 
 impl Default for BlockOptions {
@@ -93,6 +98,7 @@ impl Default for BlockOptions {
             use_beta: true,
             residual: true,
             residual_source: ResidualSource::Projection,
+            global_context: false,
         }
     }
 }

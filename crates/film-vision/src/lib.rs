@@ -12,12 +12,14 @@ mod config;
 mod conv_norm;
 #[cfg(feature = "cuda")]
 mod cuda;
+mod global_context;
 mod layers;
 mod model;
 mod pool;
 
 pub use batch_norm::BatchNorm;
 pub use config::{BlockOptions, FilmPosition, Pool, ResidualSource, Stem, VisionConfig};
+pub use global_context::GlobalContext;
 pub use layers::coordinate_maps;
 pub use model::{Classifier, ConvNormRelu, FilmedNetwork, FilmedResBlock};
 pub use pool::global_max_pool;

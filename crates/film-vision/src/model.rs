@@ -10,6 +10,7 @@ use film_layer::{split_film_params, ChannelLayout, Film, FilmConfig};
 use crate::batch_norm::BatchNorm;
 use crate::config::{BlockOptions, FilmPosition, Pool, ResidualSource, Stem, VisionConfig};
 use crate::conv_norm::ConvNormReluOp;
+use crate::global_context::GlobalContext;
 use crate::layers::{conv2d, coordinate_maps, linear, Conv};
 
 /// conv → BatchNorm → ReLU, the unit of both stems; public so that a model can put one
@@ -92,6 +93,8 @@ pub struct FilmedResBlock {
     film_relu: Film,
     /// FiLM alone, for the ablations that move it elsewhere in the block.
     film: Film,
+    /// A summary of the whole input added at every cell ([`BlockOptions::global_context`]).
+    context: Option<GlobalContext>,
     options: BlockOptions,
 }
 
@@ -104,6 +107,10 @@ impl FilmedResBlock {
             norm: BatchNorm::new(channels, false, vb.pp("bn"))?,
             film_relu: film_layer(options, true),
             film: film_layer(options, false),
+            context: match options.global_context {
+                true => Some(GlobalContext::new(channels, vb.pp("context"))?),
+                false => None,
+            },
             options: options.clone(),
         })
     }
@@ -128,10 +135,14 @@ impl FilmedResBlock {
             }
         };
         let input = x;
+        let x = match &self.context {
+            Some(context) => context.forward(x, coords)?,
+            None => x.clone(),
+        };
         let x = if position == BeforeInputConv {
-            modulate(x, false, None)?
+            modulate(&x, false, None)?
         } else {
-            x.clone()
+            x
         };
         let r = self.input_conv.forward_relu(&Tensor::cat(&[&x, coords], 1)?)?;
         let o = self.conv.forward(&r)?;

@@ -62,6 +62,7 @@ fn every_ablation_gives_logits_in_train_and_eval() -> Result<()> {
                     use_beta,
                     residual,
                     residual_source,
+                    global_context: false,
                 },
                 pool,
             );

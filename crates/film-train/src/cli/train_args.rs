@@ -106,6 +106,10 @@ pub(super) struct TrainArgs {
     /// Remove the residual connection of each block.
     #[arg(long)]
     no_residual: bool,
+    /// Each block also reads each channel's mean, maximum and coordinate-weighted means
+    /// over its whole input, added at every cell (true or false).
+    #[arg(long, value_name = "BOOL")]
+    global_context: Option<bool>,
     /// What each block's residual connection adds: projection (the paper: the block's
     /// 1x1 projection of its input) or input (the block's input unchanged).
     #[arg(long, value_parser = parse_residual, conflicts_with = "no_residual")]
@@ -223,6 +227,9 @@ pub(super) fn train_request(args: &TrainArgs) -> Result<TrainRequest> {
     block.residual &= !args.no_residual;
     if let Some(source) = args.residual {
         block.residual_source = source;
+    }
+    if let Some(context) = args.global_context {
+        block.global_context = context;
     }
     model.question_only |= args.question_only;
     override_pixel_stem(model, args.image_size, args.downsamplings, &args.preset)?;
