@@ -247,9 +247,10 @@ impl Asker {
             let tokens = Tensor::from_vec(padded, (encoded.len(), width), &self.device)?;
             let rows = Tensor::zeros(encoded.len(), candle_core::DType::U32, &self.device)?;
             let images = self.image_tensor(image)?;
-            let (logits, _) = self
+            let logits = self
                 .model
-                .forward_shared_t(&images, &rows, &tokens, &lengths, false)?;
+                .forward_shared_t(&images, &rows, &tokens, &lengths, false)?
+                .logits;
             let probs = candle_nn::ops::softmax(&logits, D::Minus1)?.to_vec2::<f32>()?;
             Ok(probs.iter().map(|p| self.ranked(p, 1).swap_remove(0)).collect())
         };

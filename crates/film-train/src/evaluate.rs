@@ -97,13 +97,15 @@ pub fn evaluate(
         // In evaluation mode BatchNorm uses its running statistics, so an image's stem
         // output does not depend on its batch: one stem pass per distinct image gives each
         // question the same input as a pass per question, for a fraction of the work.
-        let (logits, _) = model.forward_shared_t(
-            &batch.images.to_device(device)?,
-            &batch.image_rows.to_device(device)?,
-            &batch.questions.to_device(device)?,
-            &lengths,
-            false,
-        )?;
+        let logits = model
+            .forward_shared_t(
+                &batch.images.to_device(device)?,
+                &batch.image_rows.to_device(device)?,
+                &batch.questions.to_device(device)?,
+                &lengths,
+                false,
+            )?
+            .logits;
         let predicted = logits
             .argmax(D::Minus1)?
             .to_device(&Device::Cpu)?

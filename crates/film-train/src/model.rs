@@ -105,24 +105,11 @@ impl FilmModel {
         self.blocks_input_t(&self.stem_t(images, train)?, train)
     }
 
-    /// Answer logits (N, answers) for N questions about M <= N distinct `images`, and the
-    /// stem's output for those images (M, C, h, w): question i reads image
-    /// `image_rows[i]` (u32, (N,)). The stem runs once per distinct image, so several
-    /// questions about one image share its cost, forward and backward.
+    /// For N questions about M <= N distinct `images`: the answer logits (N, answers), the
+    /// stem's output for those images (M, C, h, w) and the last block's output (N, C, h, w).
+    /// Question i reads image `image_rows[i]` (u32, (N,)). The stem runs once per distinct
+    /// image, so several questions about one image share its cost, forward and backward.
     pub fn forward_shared_t(
-        &self,
-        images: &Tensor,
-        image_rows: &Tensor,
-        questions: &Tensor,
-        lengths: &[usize],
-        train: bool,
-    ) -> Result<(Tensor, Tensor)> {
-        let out = self.forward_shared_all_t(images, image_rows, questions, lengths, train)?;
-        Ok((out.logits, out.stem))
-    }
-
-    /// [`Self::forward_shared_t`], with the last block's output too.
-    pub fn forward_shared_all_t(
         &self,
         images: &Tensor,
         image_rows: &Tensor,
@@ -205,9 +192,10 @@ mod tests {
         // The answers' loss reaches the perception head through the bottleneck.
         let questions = Tensor::new(&[[1u32, 2, 3], [4, 5, 6]], &dev).unwrap();
         let rows = Tensor::new(&[0u32, 1], &dev).unwrap();
-        let (logits, _) = model
+        let logits = model
             .forward_shared_t(&images, &rows, &questions, &[3, 3], true)
-            .unwrap();
+            .unwrap()
+            .logits;
         let grads = logits.sum_all().unwrap().backward().unwrap();
         let head_weight = varmap
             .data()
@@ -245,9 +233,10 @@ mod tests {
         let questions = Tensor::new(&[[1u32, 2, 3], [4, 5, 6], [7, 8, 9], [2, 2, 0]], &dev).unwrap();
         let lengths = [3, 3, 3, 2];
         let gap = |train: bool| {
-            let (shared, _) = model
+            let shared = model
                 .forward_shared_t(&images, &rows, &questions, &lengths, train)
-                .unwrap();
+                .unwrap()
+                .logits;
             let per_question = model
                 .forward_t(
                     &images.index_select(&rows, 0).unwrap(),

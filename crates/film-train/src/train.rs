@@ -227,6 +227,12 @@ pub fn train(request: &TrainRequest, device: &Device) -> Result<TrainOutcome> {
         None => RunState::default(),
     };
 
+    if training.mirror && matches!(source, ImageSource::Features { .. }) {
+        bail!(
+            "--mirror needs pixels: a mirrored pre-extracted feature map is not the feature map of \
+             the mirrored image"
+        );
+    }
     let mirror_words = match training.mirror {
         true => Some(mirror_words(&vocab.questions)?),
         false => None,
@@ -246,7 +252,6 @@ pub fn train(request: &TrainRequest, device: &Device) -> Result<TrainOutcome> {
                 seed: mirror_seed(config.seed, epoch),
             }),
         )
-        .context("--mirror")
     };
     let mut next_questions = fresh.as_ref().map(|f| f.prepare(state.epoch, &vocab));
     let first_batcher = match next_questions.take() {
@@ -353,7 +358,7 @@ pub fn train(request: &TrainRequest, device: &Device) -> Result<TrainOutcome> {
             } else {
                 Tensor::arange(0u32, lengths.len() as u32, &candle_core::Device::Cpu)?
             };
-            let SharedForward { logits, stem, blocks } = model.forward_shared_all_t(
+            let SharedForward { logits, stem, blocks } = model.forward_shared_t(
                 &images.to_device(device)?,
                 &rows.to_device(device)?,
                 &batch.questions.to_device(device)?,
