@@ -42,14 +42,14 @@ impl AttentionHead {
 }
 
 /// The training scenes, by `image_index`, whose objects the programs select.
-pub struct AnswerTargets {
-    scenes: HashMap<usize, Scene>,
+pub struct AnswerTargets<'a> {
+    scenes: HashMap<usize, &'a Scene>,
 }
 
-impl AnswerTargets {
-    pub fn new(scenes: &[Scene]) -> Self {
+impl<'a> AnswerTargets<'a> {
+    pub fn new(scenes: &'a [Scene]) -> Self {
         AnswerTargets {
-            scenes: scenes.iter().map(|s| (s.image_index, s.clone())).collect(),
+            scenes: scenes.iter().map(|s| (s.image_index, s)).collect(),
         }
     }
 

@@ -227,12 +227,6 @@ pub fn train(request: &TrainRequest, device: &Device) -> Result<TrainOutcome> {
         None => RunState::default(),
     };
 
-    if training.mirror && matches!(source, ImageSource::Features { .. }) {
-        bail!(
-            "--mirror needs pixels: a mirrored pre-extracted feature map is not the feature map of \
-             the mirrored image"
-        );
-    }
     let mirror_words = match training.mirror {
         true => Some(mirror_words(&vocab.questions)?),
         false => None,

@@ -189,7 +189,7 @@ fn feature_maps_cannot_be_mirrored() {
         "{:#}",
         train(&request, &Device::Cpu).err().expect("features mirrored")
     );
-    assert!(err.contains("--mirror needs pixels"), "{err}");
+    assert!(err.contains("mirroring needs pixels"), "{err}");
 }
 
 /// A dataset the embedded generator renders: 4 training and 2 validation scenes at 96x64,
