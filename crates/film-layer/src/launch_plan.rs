@@ -279,10 +279,8 @@ pub(crate) fn backward_channels_last(
 /// layouts, packed and scalar accesses, 32- and 64-bit indices, ReLU and residual.
 #[cfg(test)]
 mod tests {
-    use std::sync::OnceLock;
-
-    use cuda_emulator::{Arg, DeviceBuffer, Module};
     use half::{bf16, f16};
+    use kernel_launch::emulator::{self, Arg, DeviceBuffer, Element, Module};
 
     use super::*;
 
@@ -290,16 +288,13 @@ mod tests {
     const SM_COUNT: u32 = 1;
 
     fn film_kernels() -> &'static Module {
-        static MODULE: OnceLock<Module> = OnceLock::new();
-        MODULE.get_or_init(|| {
-            Module::compile("film.cu", include_str!("cuda/film.cu")).unwrap_or_else(|e| panic!("{e}"))
-        })
+        kernel_launch::emulated_kernels!("film.cu", include_str!("cuda/film.cu"))
     }
 
     /// One dtype of the kernels: its storage on the device and its accumulator.
     trait Kind {
-        type Stored: cuda_emulator::Element;
-        type Acc: cuda_emulator::Element;
+        type Stored: Element;
+        type Acc: Element;
         const NAME: &'static str;
         /// Bound on the error relative to the largest value of an output.
         const TOLERANCE: f64;
@@ -409,10 +404,7 @@ mod tests {
 
     /// Runs `call` on the emulator, each buffer it names given by `buffer`.
     fn run<'a>(call: &Launch, buffer: impl Fn(FilmBuffer) -> Arg<'a>) {
-        let args = call.args_as(|&b| buffer(b));
-        film_kernels()
-            .launch_with_shared(&call.kernel, call.grid, call.block, call.shared_bytes, &args)
-            .unwrap_or_else(|e| panic!("{e}"));
+        emulator::launch(film_kernels(), call, |&b| buffer(b)).unwrap_or_else(|e| panic!("{e}"));
     }
 
     /// Forward and backward of one case against the reference, with `variant` (what

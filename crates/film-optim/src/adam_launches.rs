@@ -78,7 +78,7 @@ impl ParameterUpdate {
 #[cfg(test)]
 mod tests {
     use candle_core::{Device, Result, Tensor, Var};
-    use cuda_emulator::{Arg, DeviceBuffer, Module};
+    use kernel_launch::emulator::{self, Arg, DeviceBuffer, Module};
 
     use super::*;
     use crate::adam::{Adam, AdamConfig, InPlacePasses};
@@ -92,16 +92,12 @@ mod tests {
         call: &KernelCall<AdamBuffer>,
         buffer: impl Fn(AdamBuffer) -> &'a DeviceBuffer,
     ) {
-        let args = call.args_as(|&b| Arg::buffer(buffer(b)));
-        module
-            .launch_with_shared(&call.kernel, call.grid, call.block, call.shared_bytes, &args)
-            .unwrap_or_else(|e| panic!("{e}"));
+        emulator::launch(module, call, |&b| Arg::buffer(buffer(b))).unwrap_or_else(|e| panic!("{e}"));
     }
 
     #[test]
     fn adam_kernels_follow_the_composed_update() -> Result<()> {
-        let module =
-            Module::compile("adam.cu", include_str!("cuda/adam.cu")).unwrap_or_else(|e| panic!("{e}"));
+        let module = kernel_launch::emulated_kernels!("adam.cu", include_str!("cuda/adam.cu"));
         // More values than the capped grid has threads, so that they loop.
         let len = 3001;
         assert!(SM_COUNT * GRID_STRIDE.0 * GRID_STRIDE.1 < len as u32);
@@ -126,7 +122,7 @@ mod tests {
 
             let passes = InPlacePasses::of_step(&config, step);
             for (moment, pass) in [(&m, &passes.first_moment), (&v, &passes.second_moment)] {
-                run(&module, &pass.kernel_call(len, SM_COUNT), |b| match b {
+                run(module, &pass.kernel_call(len, SM_COUNT), |b| match b {
                     AdamBuffer::Moment => moment,
                     AdamBuffer::Grad => &grad,
                     AdamBuffer::Param => &param,
@@ -134,7 +130,7 @@ mod tests {
                 });
             }
             run(
-                &module,
+                module,
                 &passes.parameter.kernel_call(len, SM_COUNT),
                 |b| match b {
                     AdamBuffer::Param => &param,

@@ -384,10 +384,8 @@ pub(crate) fn backward(d: Dims, want_inputs: bool, machine: &mut impl Machine) -
 
 #[cfg(test)]
 mod tests {
+    use kernel_launch::emulator::{self, Arg, DeviceBuffer, Module};
     use std::collections::HashMap;
-    use std::sync::OnceLock;
-
-    use cuda_emulator::{Arg, DeviceBuffer, Module};
 
     use super::*;
     use crate::recurrence::{cpu, gates};
@@ -402,10 +400,7 @@ mod tests {
 
     /// gru.cu, compiled once for the CPU.
     fn gru_kernels() -> &'static Module {
-        static MODULE: OnceLock<Module> = OnceLock::new();
-        MODULE.get_or_init(|| {
-            Module::compile("gru.cu", include_str!("cuda/gru.cu")).unwrap_or_else(|e| panic!("{e}"))
-        })
+        kernel_launch::emulated_kernels!("gru.cu", include_str!("cuda/gru.cu"))
     }
 
     /// A small device, so that the gate kernels' capped grids loop over the larger shapes.
@@ -430,11 +425,8 @@ mod tests {
                     DeviceBuffer::from_slice(&format!("{:?}", at.buffer), &self.buffers[&at.buffer])
                 });
             }
-            let args = call.args_as(|at| Arg::at(&device[&at.buffer], at.offset));
-            module
-                .launch_with_shared(&call.kernel, call.grid, call.block, call.shared_bytes, &args)
+            emulator::launch(module, &call, |at| Arg::at(&device[&at.buffer], at.offset))
                 .map_err(candle_core::Error::wrap)?;
-            drop(args);
             for (buffer, values) in device {
                 assert_eq!(values.guard_report(), None, "{}", call.kernel);
                 self.buffers.insert(buffer, values.values());

@@ -157,11 +157,10 @@ pub(crate) fn backward(
 #[cfg(test)]
 mod tests {
     use std::collections::HashMap;
-    use std::sync::OnceLock;
 
     use candle_core::{DType, Device, Tensor, Var};
     use candle_nn::{VarBuilder, VarMap};
-    use cuda_emulator::{Arg, DeviceBuffer, Module};
+    use kernel_launch::emulator::{self, Arg, DeviceBuffer, Module};
 
     use super::*;
     use crate::BatchNorm;
@@ -171,11 +170,7 @@ mod tests {
     const EPS: f32 = 1e-5;
 
     fn kernels() -> &'static Module {
-        static MODULE: OnceLock<Module> = OnceLock::new();
-        MODULE.get_or_init(|| {
-            Module::compile("batch_norm.cu", include_str!("cuda/batch_norm.cu"))
-                .unwrap_or_else(|e| panic!("{e}"))
-        })
+        kernel_launch::emulated_kernels!("batch_norm.cu", include_str!("cuda/batch_norm.cu"))
     }
 
     fn max_relative_error(got: &[f32], want: &[f32]) -> f32 {
@@ -220,10 +215,7 @@ mod tests {
 
     /// Runs `call` on the emulator with the buffers of `device`.
     fn run(call: &KernelCall<BnBuffer>, device: &HashMap<BnBuffer, DeviceBuffer>) {
-        let args = call.args_as(|b| Arg::buffer(&device[b]));
-        kernels()
-            .launch_with_shared(&call.kernel, call.grid, call.block, call.shared_bytes, &args)
-            .unwrap_or_else(|e| panic!("{e}"));
+        emulator::launch(kernels(), call, |b| Arg::buffer(&device[b])).unwrap_or_else(|e| panic!("{e}"));
     }
 
     fn check(shape: [usize; 4], affine: bool, relu: bool, train: bool) -> Result<()> {

@@ -6,11 +6,15 @@
 //! - [`kernel_call`]: one kernel launch as plain data (name, grid, typed arguments). The
 //!   CUDA launchers build these, and their tests run the very same descriptions through
 //!   `cuda-emulator` on the CPU, so argument lists are checked in every build.
+//! - `emulator` (feature `emulator`, for tests): the same kernel calls run on the CPU by
+//!   `cuda-emulator`, and each source compiled for it once per process.
 //! - `nvrtc` (feature `cuda`): CUDA C sources compiled at run time for the device they run
 //!   on, loaded once per device, and the launch of a [`kernel_call::KernelCall`] with each
 //!   buffer at its device address.
 
 pub mod cpu;
+#[cfg(feature = "emulator")]
+pub mod emulator;
 pub mod kernel_call;
 #[cfg(feature = "cuda")]
 pub mod nvrtc;

@@ -219,6 +219,19 @@ impl Drop for Program {
     }
 }
 
+/// Panics unless `source` compiles to a cubin for Hopper (sm_90), the GPUs the workspace
+/// targets: each kernel crate's test of its source. Needs libnvrtc, not a GPU, so a CUDA
+/// build checks it on any machine (`cargo test --features cuda` with the CUDA libraries on
+/// the path).
+pub fn assert_compiles_for_hopper(source: &'static CudaSource) {
+    let cubin = compile(source, (9, 0)).unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        cubin.starts_with(b"\x7fELF"),
+        "{}: a cubin is an ELF file",
+        source.name
+    );
+}
+
 /// `source` compiled to a cubin for compute capability `major.minor`. Needs libnvrtc, not
 /// a GPU.
 pub fn compile(source: &'static CudaSource, (major, minor): (i32, i32)) -> Result<Vec<u8>, NvrtcError> {
