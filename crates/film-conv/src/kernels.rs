@@ -8,6 +8,7 @@
 //! themselves are parallel.
 
 use gemm::Parallelism;
+use kernel_launch::cpu::{gemm_f32, Strided};
 use rayon::prelude::*;
 
 use crate::geometry::ConvGeometry;
@@ -70,29 +71,22 @@ fn matmul(
     assert!(last_index(m, n, dst.rs, dst.cs) < dst.data.len());
     assert!(last_index(m, k, lhs.rs, lhs.cs) < lhs.data.len());
     assert!(last_index(k, n, rhs.rs, rhs.cs) < rhs.data.len());
+    let view = |m: &MatRef<'_>| Strided {
+        ptr: m.data.as_ptr(),
+        row_stride: m.rs as isize,
+        col_stride: m.cs as isize,
+    };
     // SAFETY: the three views are in bounds (asserted above), `dst` is a
     // unique borrow that does not alias the shared `lhs`/`rhs` borrows, and
     // the strides fit in isize because they index into live slices.
     unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
+        gemm_f32(
+            (m, n, k),
             dst.data.as_mut_ptr(),
-            dst.cs as isize,
-            dst.rs as isize,
+            (dst.rs as isize, dst.cs as isize),
             accumulate,
-            lhs.data.as_ptr(),
-            lhs.cs as isize,
-            lhs.rs as isize,
-            rhs.data.as_ptr(),
-            rhs.cs as isize,
-            rhs.rs as isize,
-            1.0,
-            1.0,
-            false,
-            false,
-            false,
+            view(&lhs),
+            view(&rhs),
             parallelism,
         );
     }

@@ -1,5 +1,6 @@
 //! What every fused CPU op of the workspace does with candle's storage: read an operand as
-//! one contiguous slice, and allocate an output without zero-filling it.
+//! one contiguous slice, allocate an output without zero-filling it, and multiply strided
+//! matrices with the `gemm` crate.
 
 use candle_core::backend::{BackendDevice, BackendStorage};
 use candle_core::cpu_backend::CpuDevice;
@@ -35,10 +36,94 @@ pub unsafe fn output_buffer(len: usize) -> Result<Vec<f32>> {
     }
 }
 
+/// A strided f32 matrix: element (i, j) at `ptr + i * row_stride + j * col_stride`, so
+/// that a transposed operand is the same memory with its strides swapped.
+#[derive(Clone, Copy, Debug)]
+pub struct Strided {
+    pub ptr: *const f32,
+    pub row_stride: isize,
+    pub col_stride: isize,
+}
+
+/// dst (m × n) = lhs (m × k) · rhs (k × n), or dst += that product with `accumulate`, with
+/// dst at `dst` with strides (`row_stride`, `col_stride`). `parallelism` is gemm's: the
+/// callers choose between one multi-threaded product and several single-threaded ones.
+///
+/// # Safety
+/// Every element the three views address must be inside a live allocation, and `dst` must
+/// not overlap `lhs` or `rhs`.
+pub unsafe fn gemm_f32(
+    (m, n, k): (usize, usize, usize),
+    dst: *mut f32,
+    (row_stride, col_stride): (isize, isize),
+    accumulate: bool,
+    lhs: Strided,
+    rhs: Strided,
+    parallelism: gemm::Parallelism,
+) {
+    // SAFETY: the caller's contract. alpha (1) scales what dst held when `accumulate` is
+    // set, beta (1) the product; nothing is conjugated.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst,
+            col_stride,
+            row_stride,
+            accumulate,
+            lhs.ptr,
+            lhs.col_stride,
+            lhs.row_stride,
+            rhs.ptr,
+            rhs.col_stride,
+            rhs.row_stride,
+            1.0,
+            1.0,
+            false,
+            false,
+            false,
+            parallelism,
+        )
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use candle_core::{Device, Tensor};
+
+    #[test]
+    fn gemm_f32_multiplies_strided_views_and_accumulates() {
+        // lhs 2 x 3 row-major; rhs 3 x 2 read transposed from a row-major 2 x 3.
+        let lhs = [1f32, 2., 3., 4., 5., 6.];
+        let rhs_t = [1f32, 0., 2., 0., 1., 1.];
+        let view = |data: &[f32], row_stride, col_stride| Strided {
+            ptr: data.as_ptr(),
+            row_stride,
+            col_stride,
+        };
+        // dst 2 x 2 in a 2 x 3 row-major buffer, its last column untouched.
+        let mut dst = [9f32; 6];
+        let multiply = |dst: &mut [f32], accumulate| {
+            // SAFETY: every view stays inside its 6-element array; dst is separate.
+            unsafe {
+                gemm_f32(
+                    (2, 2, 3),
+                    dst.as_mut_ptr(),
+                    (3, 1),
+                    accumulate,
+                    view(&lhs, 3, 1),
+                    view(&rhs_t, 1, 3),
+                    gemm::Parallelism::None,
+                )
+            }
+        };
+        multiply(&mut dst, false);
+        assert_eq!(dst, [7., 5., 9., 16., 11., 9.]);
+        multiply(&mut dst, true);
+        assert_eq!(dst, [14., 10., 9., 32., 22., 9.]);
+    }
 
     #[test]
     fn contiguous_honours_the_start_offset_and_refuses_strides() -> Result<()> {

@@ -2,6 +2,7 @@
 //! a GEMM with its columns split over the threads, a tiled transpose and column sums.
 
 use gemm::Parallelism;
+use kernel_launch::cpu::gemm_f32;
 use rayon::prelude::*;
 
 pub(super) fn parallelism() -> Parallelism {
@@ -11,21 +12,16 @@ pub(super) fn parallelism() -> Parallelism {
     }
 }
 
-/// A row-major matrix view: element (i, j) at `data[i * row_stride + j * col_stride]`.
-pub(super) struct View {
-    pub ptr: *const f32,
-    pub row_stride: isize,
-    pub col_stride: isize,
-}
+/// A row-major matrix view: element (i, j) at `ptr + i * row_stride + j * col_stride`.
+pub(super) use kernel_launch::cpu::Strided as View;
 
 /// dst (m × n, row-major with `dst_row_stride`) (+)= lhs (m × k) · rhs (k × n).
 ///
 /// # Safety
 /// Every element the views address must be inside a live allocation, and `dst` must not
 /// overlap `lhs` or `rhs`.
-#[allow(clippy::too_many_arguments)]
 pub(super) unsafe fn matmul(
-    (m, n, k): (usize, usize, usize),
+    mnk: (usize, usize, usize),
     dst: *mut f32,
     dst_row_stride: usize,
     accumulate: bool,
@@ -33,27 +29,18 @@ pub(super) unsafe fn matmul(
     rhs: View,
     parallelism: Parallelism,
 ) {
-    gemm::gemm(
-        m,
-        n,
-        k,
-        dst,
-        1,
-        dst_row_stride as isize,
-        accumulate,
-        lhs.ptr,
-        lhs.col_stride,
-        lhs.row_stride,
-        rhs.ptr,
-        rhs.col_stride,
-        rhs.row_stride,
-        1.0,
-        1.0,
-        false,
-        false,
-        false,
-        parallelism,
-    );
+    // SAFETY: the caller's contract.
+    unsafe {
+        gemm_f32(
+            mnk,
+            dst,
+            (dst_row_stride as isize, 1),
+            accumulate,
+            lhs,
+            rhs,
+            parallelism,
+        )
+    }
 }
 
 /// `dst` (cols × rows) = `src` (rows × cols)ᵀ, both row-major, in square tiles spread over
