@@ -40,6 +40,49 @@ struct MatMut<'a> {
     cs: usize,
 }
 
+impl<'a> MatRef<'a> {
+    /// A row-major matrix whose rows start `row_stride` apart.
+    fn rows(data: &'a [f32], row_stride: usize) -> Self {
+        MatRef {
+            data,
+            rs: row_stride,
+            cs: 1,
+        }
+    }
+
+    /// The transpose of [`MatRef::rows`]: the same memory read column by column.
+    fn transposed(data: &'a [f32], row_stride: usize) -> Self {
+        MatRef {
+            data,
+            rs: 1,
+            cs: row_stride,
+        }
+    }
+}
+
+impl<'a> MatMut<'a> {
+    /// A row-major matrix whose rows start `row_stride` apart.
+    fn rows(data: &'a mut [f32], row_stride: usize) -> Self {
+        MatMut {
+            data,
+            rs: row_stride,
+            cs: 1,
+        }
+    }
+}
+
+/// Calls `f(rows, cols)` for each band of [`band_rows`] output rows, `rows` the band's
+/// output rows and `cols` a scratch buffer of K x (the band's output pixels), where the
+/// patches of an im2col go.
+fn for_each_band(g: &ConvGeometry, mut f: impl FnMut(std::ops::Range<usize>, &mut [f32])) {
+    let (k, rows) = (g.patch_len(), band_rows(g));
+    let mut cols = ScratchBuf::take(k * rows * g.out_w);
+    for oy0 in (0..g.out_h).step_by(rows) {
+        let oy1 = (oy0 + rows).min(g.out_h);
+        f(oy0..oy1, &mut cols[..k * (oy1 - oy0) * g.out_w]);
+    }
+}
+
 fn last_index(rows: usize, cols: usize, rs: usize, cs: usize) -> usize {
     (rows - 1) * rs + (cols - 1) * cs
 }
@@ -171,22 +214,10 @@ fn forward_image(
             row.fill(b);
         }
     }
-    let weight = MatRef {
-        data: w,
-        rs: k,
-        cs: 1,
-    };
+    let weight = MatRef::rows(w, k);
     if g.is_pointwise() {
-        let out = MatMut {
-            data: out,
-            rs: plane,
-            cs: 1,
-        };
-        let image = MatRef {
-            data: image,
-            rs: plane,
-            cs: 1,
-        };
+        let out = MatMut::rows(out, plane);
+        let image = MatRef::rows(image, plane);
         matmul(
             (g.out_channels, plane, k),
             out,
@@ -197,30 +228,20 @@ fn forward_image(
         );
         return;
     }
-    let rows = band_rows(g);
-    let mut cols = ScratchBuf::take(k * rows * g.out_w);
-    for oy0 in (0..g.out_h).step_by(rows) {
-        let oy1 = (oy0 + rows).min(g.out_h);
-        let band = (oy1 - oy0) * g.out_w;
-        let cols = &mut cols[..k * band];
-        im2col(g, image, oy0, oy1, cols);
-        let out = MatMut {
-            data: &mut out[oy0 * g.out_w..],
-            rs: plane,
-            cs: 1,
-        };
-        let cols = MatRef {
-            data: cols,
-            rs: band,
-            cs: 1,
-        };
-        let weight = MatRef {
-            data: w,
-            rs: k,
-            cs: 1,
-        };
-        matmul((g.out_channels, band, k), out, bias.is_some(), weight, cols, par);
-    }
+    for_each_band(g, |rows, cols| {
+        let band = cols.len() / k;
+        im2col(g, image, rows.start, rows.end, cols);
+        let out = MatMut::rows(&mut out[rows.start * g.out_w..], plane);
+        let cols = MatRef::rows(cols, band);
+        matmul(
+            (g.out_channels, band, k),
+            out,
+            bias.is_some(),
+            MatRef::rows(w, k),
+            cols,
+            par,
+        );
+    });
 }
 
 /// With stride 1 the input gradient is itself a forward convolution: of
@@ -310,60 +331,36 @@ fn input_grad_image(
     };
     let (k, plane) = (g.patch_len(), g.out_plane());
     // W read transposed: (K x C_out).
-    let weight_t = MatRef {
-        data: w,
-        rs: 1,
-        cs: k,
-    };
+    let weight_t = MatRef::transposed(w, k);
     if g.is_pointwise() {
-        let dx = MatMut {
-            data: dx,
-            rs: plane,
-            cs: 1,
-        };
-        let dy = MatRef {
-            data: dy,
-            rs: plane,
-            cs: 1,
-        };
+        let dx = MatMut::rows(dx, plane);
+        let dy = MatRef::rows(dy, plane);
         matmul((k, plane, g.out_channels), dx, false, weight_t, dy, par);
         return;
     }
     dx.fill(0.0);
-    let rows = band_rows(g);
-    let mut cols = ScratchBuf::take(k * rows * g.out_w);
-    for oy0 in (0..g.out_h).step_by(rows) {
-        let oy1 = (oy0 + rows).min(g.out_h);
-        let band = (oy1 - oy0) * g.out_w;
-        let cols = &mut cols[..k * band];
-        let dcols = MatMut {
-            data: &mut *cols,
-            rs: band,
-            cs: 1,
-        };
-        let dy = MatRef {
-            data: &dy[oy0 * g.out_w..],
-            rs: plane,
-            cs: 1,
-        };
-        let weight_t = MatRef {
-            data: w,
-            rs: 1,
-            cs: k,
-        };
-        matmul((k, band, g.out_channels), dcols, false, weight_t, dy, par);
-        col2im_add(g, cols, oy0, oy1, dx);
-    }
+    for_each_band(g, |rows, cols| {
+        let band = cols.len() / k;
+        let dcols = MatMut::rows(&mut *cols, band);
+        let dy = MatRef::rows(&dy[rows.start * g.out_w..], plane);
+        matmul(
+            (k, band, g.out_channels),
+            dcols,
+            false,
+            MatRef::transposed(w, k),
+            dy,
+            par,
+        );
+        col2im_add(g, cols, rows.start, rows.end, dx);
+    });
 }
 
 /// Whether [`accumulate_param_grad`] keeps the weight gradient transposed, K x C_out (row
 /// `kk` holds patch element `kk` of every output channel), instead of C_out x K.
 ///
 /// Why: the product is dy (C_out x plane) · colsᵀ, whose right operand is read across its
-/// rows, and gemm runs it fastest when the destination's rows are the longer side. One core
-/// here, weight gradients of the `mini` preset's layers (GFLOP/s, C_out x K row-major →
-/// K x C_out): stem 64 → 64 (K = 1024) 110 → 190, block 3x3 (K = 576) 135 → 180; but the
-/// first stem layer (K = 48) 114 → 91 and the classifier's 1x1 64 → 256 177 → 138.
+/// rows, and gemm runs it fastest when the destination's rows are the longer side (measured
+/// per layer in docs/benchmarks.md, "The training step", change 20).
 fn weight_grad_transposed(g: &ConvGeometry) -> bool {
     g.patch_len() > g.out_channels
 }
@@ -396,16 +393,8 @@ fn accumulate_param_grad(
         }
     }
     if g.is_pointwise() {
-        let dy = MatRef {
-            data: dy,
-            rs: plane,
-            cs: 1,
-        };
-        let image_t = MatRef {
-            data: image,
-            rs: 1,
-            cs: plane,
-        };
+        let dy = MatRef::rows(dy, plane);
+        let image_t = MatRef::transposed(image, plane);
         matmul(
             (g.out_channels, k, plane),
             weight_grad_view(g, dw),
@@ -416,23 +405,11 @@ fn accumulate_param_grad(
         );
         return;
     }
-    let rows = band_rows(g);
-    let mut cols = ScratchBuf::take(k * rows * g.out_w);
-    for oy0 in (0..g.out_h).step_by(rows) {
-        let oy1 = (oy0 + rows).min(g.out_h);
-        let band = (oy1 - oy0) * g.out_w;
-        let cols = &mut cols[..k * band];
-        im2col(g, image, oy0, oy1, cols);
-        let dy = MatRef {
-            data: &dy[oy0 * g.out_w..],
-            rs: plane,
-            cs: 1,
-        };
-        let cols_t = MatRef {
-            data: cols,
-            rs: 1,
-            cs: band,
-        };
+    for_each_band(g, |rows, cols| {
+        let band = cols.len() / k;
+        im2col(g, image, rows.start, rows.end, cols);
+        let dy = MatRef::rows(&dy[rows.start * g.out_w..], plane);
+        let cols_t = MatRef::transposed(cols, band);
         matmul(
             (g.out_channels, k, band),
             weight_grad_view(g, &mut *dw),
@@ -441,7 +418,7 @@ fn accumulate_param_grad(
             cols_t,
             par,
         );
-    }
+    });
 }
 
 /// Adds `partial` (an accumulator of [`accumulate_param_grad`]) onto `out` (C_out x K
