@@ -191,6 +191,17 @@ impl Batch {
     pub fn question_images(&self) -> candle_core::Result<Tensor> {
         self.images.index_select(&self.image_rows, 0)
     }
+
+    /// The questions' true lengths as numbers, for the question encoder's
+    /// padding-skipping recurrence.
+    pub fn question_lengths(&self) -> candle_core::Result<Vec<usize>> {
+        Ok(self
+            .lengths
+            .to_vec1::<u32>()?
+            .into_iter()
+            .map(|l| l as usize)
+            .collect())
+    }
 }
 
 /// Easy questions first: the first `steps` training steps draw their batches from the
@@ -584,8 +595,7 @@ impl Drop for Prefetch {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cache::CacheConfig;
-    use crate::image::{write_png, ImageConfig, RgbImage};
+    use crate::image::{write_png, RgbImage};
     use crate::layout::{Release, SplitFiles};
 
     /// 7 questions over 3 images; question i has i % 4 + 3 tokens, 1 + i, 2 + i, …;
@@ -620,17 +630,7 @@ mod tests {
             set.types.push((i % 5) as u8);
         }
         let files = SplitFiles::clevr(root.path(), Release::V1, "val").unwrap();
-        let config = ImageConfig {
-            width: 4,
-            height: 2,
-            ..ImageConfig::default()
-        };
-        let cache = CacheConfig {
-            dir: root.path().join("cache"),
-            shard_images: 2,
-            progress: false,
-        };
-        let (cache, _) = ImageCache::open_or_build(&files, &images, &config, &cache).unwrap();
+        let cache = crate::testing::small_cache(root.path(), &files, &images, (4, 2));
         (root, Arc::new(set), Arc::new(cache))
     }
 

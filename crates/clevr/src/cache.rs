@@ -447,16 +447,7 @@ mod tests {
         let root = tempfile::tempdir().unwrap();
         let images = write_images(root.path(), count);
         let files = SplitFiles::clevr(root.path(), Release::V1, "val").unwrap();
-        let config = ImageConfig {
-            width: 6,
-            height: 4,
-            ..ImageConfig::default()
-        };
-        let cache = CacheConfig {
-            dir: root.path().join("cache"),
-            shard_images: 2,
-            progress: false,
-        };
+        let (config, cache) = crate::testing::small_cache_config(root.path(), (6, 4));
         (root, files, images, config, cache)
     }
 
@@ -538,17 +529,7 @@ mod tests {
             )
             .unwrap();
         }
-        let config = ImageConfig {
-            width: 32,
-            height: 32,
-            ..ImageConfig::default()
-        };
-        let cache = CacheConfig {
-            dir: root.path().join("cache"),
-            shard_images: 2,
-            progress: false,
-        };
-        let (cache, _) = ImageCache::open_or_build(&files, &images, &config, &cache).unwrap();
+        let cache = crate::testing::small_cache(root.path(), &files, &images, (32, 32));
         assert_eq!(cache.len(), 3);
         for (slot, name) in images.iter().enumerate() {
             let chw = cache.image(slot);

@@ -1,6 +1,10 @@
 //! Helpers shared by the unit tests.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+
+use crate::cache::{CacheConfig, ImageCache};
+use crate::image::ImageConfig;
+use crate::layout::SplitFiles;
 
 /// The workspace root (two levels above this crate's manifest).
 pub fn workspace_root() -> PathBuf {
@@ -21,4 +25,33 @@ pub fn reference_file(name: &str) -> PathBuf {
         path.display()
     );
     path
+}
+
+/// A cache of `images` (files of `files`) at `width` x `height`, built quietly under
+/// `root/cache` in shards of two images, so that the tests cross shard boundaries.
+pub fn small_cache(
+    root: &Path,
+    files: &SplitFiles,
+    images: &[String],
+    (width, height): (usize, usize),
+) -> ImageCache {
+    let (config, cache) = small_cache_config(root, (width, height));
+    ImageCache::open_or_build(files, images, &config, &cache)
+        .unwrap()
+        .0
+}
+
+/// The configurations [`small_cache`] builds with.
+pub fn small_cache_config(root: &Path, (width, height): (usize, usize)) -> (ImageConfig, CacheConfig) {
+    let config = ImageConfig {
+        width,
+        height,
+        ..ImageConfig::default()
+    };
+    let cache = CacheConfig {
+        dir: root.join("cache"),
+        shard_images: 2,
+        progress: false,
+    };
+    (config, cache)
 }

@@ -88,12 +88,7 @@ pub fn evaluate(
                 split.name
             );
         };
-        let lengths: Vec<usize> = batch
-            .lengths
-            .to_vec1::<u32>()?
-            .into_iter()
-            .map(|l| l as usize)
-            .collect();
+        let lengths = batch.question_lengths()?;
         // In evaluation mode BatchNorm uses its running statistics, so an image's stem
         // output does not depend on its batch: one stem pass per distinct image gives each
         // question the same input as a pass per question, for a fraction of the work.

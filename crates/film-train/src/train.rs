@@ -332,12 +332,7 @@ pub fn train(request: &TrainRequest, device: &Device) -> Result<TrainOutcome> {
                 .as_ref()
                 .context("a training question has no answer")?
                 .to_device(device)?;
-            let lengths: Vec<usize> = batch
-                .lengths
-                .to_vec1::<u32>()?
-                .into_iter()
-                .map(|l| l as usize)
-                .collect();
+            let lengths = batch.question_lengths()?;
             let step_start = Instant::now();
             // With one question per image the stem sees one image per question, as in the
             // paper: BatchNorm's statistics then count an image drawn twice twice, and a
