@@ -12,7 +12,7 @@ use crate::analyze::attention::{forward_with_looks_from_params, Look};
 use crate::analyze::params::{applied_from_raw, FilmShape};
 use crate::data::image_config;
 use crate::model::FilmModel;
-use crate::plots::{heat_overlay_png, PlotError};
+use crate::plots::{heat_overlay_png, Captions, PlotError};
 use crate::run_dir::RunConfig;
 
 /// Answers listed by [`Asker::ask`] and the page: the paper's figures show five.
@@ -273,13 +273,16 @@ impl Asker {
     /// The heat map of `reply` over `image`, titled with `question`, as `ask --explain`
     /// draws it, as PNG bytes.
     pub fn explain_png(&self, image: &RgbImage, question: &str, reply: &Reply) -> Result<Vec<u8>, AskError> {
+        let captions = Captions {
+            title: question,
+            subtitle: &reply.subtitle(),
+            value_label: reply.look.value_label(),
+        };
         Ok(heat_overlay_png(
             Path::new("heat map"),
             image,
             &reply.look.heat,
-            question,
-            &reply.subtitle(),
-            reply.look.value_label(),
+            &captions,
         )?)
     }
 }

@@ -180,17 +180,7 @@ pub fn all() -> Vec<Preset> {
                 batch_size: 16,
                 learning_rate: 3e-3,
                 weight_decay: 0.0,
-                minutes: 1.0,
-                eval_every: 50,
-                fresh_questions: None,
-                questions_per_image: 1,
-                curriculum_steps: None,
-                perception_weight: 0.0,
-                attention_weight: 0.0,
-                warmup_steps: 0,
-                weight_average: None,
-                score_trained_weights: false,
-                mirror: false,
+                ..paper_training(1.0, 50)
             },
         },
         Preset {

@@ -16,7 +16,7 @@ use candle_core::{Device, Tensor};
 use film_vision::Pool;
 
 use crate::model::FilmModel;
-use crate::plots::{heat_overlay, HeatGrid};
+use crate::plots::{heat_overlay, Captions, HeatGrid};
 
 /// The positions one example's pooled features come from.
 #[derive(Clone, Debug)]
@@ -121,7 +121,12 @@ pub fn forward_with_looks_from_params(
 /// Writes `look` over the image file `image` to `out` as a PNG.
 pub fn write_look(out: &Path, image: &Path, look: &Look, title: &str, subtitle: &str) -> Result<()> {
     let picture = clevr::image::decode_png(image).with_context(|| format!("reading {}", image.display()))?;
-    heat_overlay(out, &picture, &look.heat, title, subtitle, look.value_label())?;
+    let captions = Captions {
+        title,
+        subtitle,
+        value_label: look.value_label(),
+    };
+    heat_overlay(out, &picture, &look.heat, &captions)?;
     Ok(())
 }
 

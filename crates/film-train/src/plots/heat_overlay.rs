@@ -43,17 +43,23 @@ pub fn overlay_size(image: &RgbImage) -> (u32, u32) {
     )
 }
 
-/// Writes `image` with `heat` over it to `path` ([`overlay_size`] pixels). `title` and
-/// `subtitle` head the picture; `value_label` names the colour bar.
+/// The words around a heat map: `title` and `subtitle` head the picture, `value_label`
+/// names the colour bar.
+#[derive(Clone, Copy, Debug)]
+pub struct Captions<'a> {
+    pub title: &'a str,
+    pub subtitle: &'a str,
+    pub value_label: &'a str,
+}
+
+/// Writes `image` with `heat` over it to `path` ([`overlay_size`] pixels).
 pub fn heat_overlay(
     path: &Path,
     image: &RgbImage,
     heat: &HeatGrid,
-    title: &str,
-    subtitle: &str,
-    value_label: &str,
+    captions: &Captions,
 ) -> Result<(), PlotError> {
-    let bytes = heat_overlay_png(path, image, heat, title, subtitle, value_label)?;
+    let bytes = heat_overlay_png(path, image, heat, captions)?;
     crate::run_dir::write_atomic(path, &bytes).map_err(|e| PlotError::Write {
         path: path.to_path_buf(),
         message: format!("{e:#}"),
@@ -65,9 +71,11 @@ pub fn heat_overlay_png(
     path: &Path,
     image: &RgbImage,
     heat: &HeatGrid,
-    title: &str,
-    subtitle: &str,
-    value_label: &str,
+    &Captions {
+        title,
+        subtitle,
+        value_label,
+    }: &Captions,
 ) -> Result<Vec<u8>, PlotError> {
     if heat.width == 0 || heat.height == 0 || heat.values.len() != heat.width * heat.height {
         return Err(PlotError::Empty {

@@ -12,7 +12,7 @@ use std::sync::Once;
 use plotters::coord::Shift;
 use plotters::prelude::*;
 
-pub use heat_overlay::{heat_overlay, heat_overlay_png, overlay_size, HeatGrid};
+pub use heat_overlay::{heat_overlay, heat_overlay_png, overlay_size, Captions, HeatGrid};
 pub use histograms::{histogram_grid, HistogramColumn, HistogramPanel};
 pub use lines::{line_charts, LineChart, Series};
 pub use scatter::{scatter_panels, ScatterPanel};
@@ -242,7 +242,12 @@ mod tests {
             height: 2,
             values: vec![0.0, 0.1, 0.2, 0.3, 0.0, 0.4],
         };
-        heat_overlay(&path("o.png"), &image, &heat, "question", "answer", "fraction").unwrap();
+        let captions = Captions {
+            title: "question",
+            subtitle: "answer",
+            value_label: "fraction",
+        };
+        heat_overlay(&path("o.png"), &image, &heat, &captions).unwrap();
         assert_eq!(png_size(&path("o.png")), overlay_size(&image));
         // 48 px scaled by 10 to 480, plus the colour bar, margins and the title.
         assert_eq!(overlay_size(&image), (480 + 150 + 24, 320 + 118 + 24));
