@@ -368,15 +368,9 @@ mod tests {
 
     /// Deterministic values in [lo, hi), rounded to what `K` stores.
     fn values<K: Kind>(seed: u64, len: usize, lo: f64, hi: f64) -> Vec<f64> {
-        let mut state = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-        (0..len)
-            .map(|_| {
-                state ^= state << 13;
-                state ^= state >> 7;
-                state ^= state << 17;
-                let unit = (state >> 11) as f64 / (1u64 << 53) as f64;
-                K::load(K::store(lo + (hi - lo) * unit))
-            })
+        emulator::unit_values(seed, len)
+            .into_iter()
+            .map(|unit| K::load(K::store(lo + (hi - lo) * unit)))
             .collect()
     }
 

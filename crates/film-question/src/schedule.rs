@@ -530,14 +530,9 @@ mod tests {
 
     /// Deterministic values in [-scale, scale).
     fn values(seed: u64, len: usize, scale: f32) -> Vec<f32> {
-        let mut state = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-        (0..len)
-            .map(|_| {
-                state ^= state << 13;
-                state ^= state >> 7;
-                state ^= state << 17;
-                ((state >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0) * scale
-            })
+        emulator::unit_values(seed, len)
+            .into_iter()
+            .map(|unit| (unit as f32 * 2.0 - 1.0) * scale)
             .collect()
     }
 
