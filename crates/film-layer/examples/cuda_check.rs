@@ -18,6 +18,7 @@ use std::time::Instant;
 
 use candle_core::{DType, Device, Tensor, Var};
 use film_layer::{film_fused, reference, ChannelLayout, FilmConfig};
+use kernel_launch::test_values::Stream;
 
 /// Largest error allowed, relative to the largest magnitude of the reference tensor.
 /// Half precision is bounded by one rounding of the result (2^-11, 2^-8 with margin
@@ -33,20 +34,11 @@ fn bound(dtype: DType) -> f64 {
 }
 
 /// Deterministic uniform values in [-1, 1): the check must be reproducible.
-struct Rng(u64);
+struct Rng(Stream);
 
 impl Rng {
     fn values(&mut self, n: usize) -> Vec<f32> {
-        (0..n)
-            .map(|_| {
-                // xorshift64*
-                self.0 ^= self.0 >> 12;
-                self.0 ^= self.0 << 25;
-                self.0 ^= self.0 >> 27;
-                let v = self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 40;
-                (v as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-            })
-            .collect()
+        self.0.uniform(n, -1.0, 1.0)
     }
 
     fn tensor(&mut self, dims: &[usize], dtype: DType) -> candle_core::Result<Tensor> {
@@ -168,7 +160,7 @@ fn check_parity(device: &Device) -> candle_core::Result<usize> {
         "{:<18} {:<15} {:>4} {:>4} {:>5} {:<5} {:>9} {:>9} {:>9} {:>9} {:>9}  ok",
         "shape", "layout", "relu", "res", "unal", "dtype", "y", "dx", "dgamma", "dbeta", "dres"
     );
-    let mut rng = Rng(0x5eed_f11e);
+    let mut rng = Rng(Stream::new(0x5eed_f11e));
     let mut failures = 0;
     let mut worst = std::collections::BTreeMap::<&str, f64>::new();
     for case in parity_cases() {
@@ -291,32 +283,6 @@ fn json_line(pool: &str, shape: &[usize], what: &str, ms: f64, extra: &str) {
     );
 }
 
-/// Sets the release threshold of the device's default memory pool, from which candle
-/// allocates every tensor (`cuMemAllocAsync`): 0, the driver's default, returns all free
-/// memory to the driver at each synchronisation; `u64::MAX` keeps it for reuse, as
-/// PyTorch's caching allocator does and as `film-train --device cuda` sets it.
-fn set_pool_release_threshold(device: &Device, bytes: u64) -> candle_core::Result<()> {
-    use candle_core::cuda_backend::cudarc::driver::sys;
-    use candle_core::cuda_backend::WrapErr;
-    let context = device.as_cuda_device()?.cuda_stream().context().clone();
-    let mut pool: sys::CUmemoryPool = std::ptr::null_mut();
-    let mut threshold = bytes;
-    // SAFETY: an out-pointer query of the default pool, then a write of an attribute the
-    // driver reads as a u64.
-    unsafe {
-        sys::cuDeviceGetDefaultMemPool(&mut pool, context.cu_device())
-            .result()
-            .w()?;
-        sys::cuMemPoolSetAttribute(
-            pool,
-            sys::CUmemPool_attribute::CU_MEMPOOL_ATTR_RELEASE_THRESHOLD,
-            (&mut threshold as *mut u64).cast(),
-        )
-        .result()
-        .w()
-    }
-}
-
 /// The card's device-to-device copy bandwidth: `cuMemcpyDtoDAsync` between two buffers
 /// allocated once, so no allocation is timed. Seconds per copy of `numel` f32.
 fn raw_copy_seconds(device: &Device, numel: usize, reps: usize, per_rep: usize) -> candle_core::Result<f64> {
@@ -339,7 +305,7 @@ fn bench_shape(
     let numel: usize = dims.iter().product();
     // Fewer calls per timed batch for the large shape keep the run short.
     let (reps, per_rep) = if numel > 100_000_000 { (7, 3) } else { (11, 10) };
-    let mut rng = Rng(0xbe_0c4);
+    let mut rng = Rng(Stream::new(0xbe_0c4));
     let on_device = |t: Tensor| t.to_device(device);
     let x = on_device(rng.tensor(&dims, DType::F32)?)?;
     let gamma = on_device(rng.tensor(&[dims[0], dims[1]], DType::F32)?)?;
@@ -538,7 +504,7 @@ fn main() -> candle_core::Result<()> {
     // pool that keeps it, as film-train runs.
     let mut rows = Vec::new();
     for (pool, threshold) in [("release", 0), ("keep", u64::MAX)] {
-        set_pool_release_threshold(&device, threshold)?;
+        kernel_launch::nvrtc::set_pool_release_threshold(device.as_cuda_device()?, threshold)?;
         for dims in [[64, 128, 56, 56], [256, 256, 56, 56], [64, 128, 14, 14]] {
             if let Err(e) = bench_shape(&device, pool, dims, &mut rows) {
                 println!("ERROR timing {dims:?} (pool {pool}): {e}");

@@ -368,7 +368,7 @@ mod tests {
 
     /// Deterministic values in [lo, hi), rounded to what `K` stores.
     fn values<K: Kind>(seed: u64, len: usize, lo: f64, hi: f64) -> Vec<f64> {
-        emulator::unit_values(seed, len)
+        kernel_launch::test_values::unit_values(seed, len)
             .into_iter()
             .map(|unit| K::load(K::store(lo + (hi - lo) * unit)))
             .collect()

@@ -530,7 +530,7 @@ mod tests {
 
     /// Deterministic values in [-scale, scale).
     fn values(seed: u64, len: usize, scale: f32) -> Vec<f32> {
-        emulator::unit_values(seed, len)
+        kernel_launch::test_values::unit_values(seed, len)
             .into_iter()
             .map(|unit| (unit as f32 * 2.0 - 1.0) * scale)
             .collect()

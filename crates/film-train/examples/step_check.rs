@@ -37,6 +37,7 @@ use film_conv::ConvParams;
 use film_optim::{Adam, AdamConfig};
 use film_question::Gru;
 use film_vision::BatchNorm;
+use kernel_launch::test_values::Stream;
 
 /// Largest error allowed, relative to the largest magnitude of the f64 reference: f32
 /// rounding accumulated over 46 steps and sums of up to 2 944 rows, with margin.
@@ -53,20 +54,11 @@ const BN_BOUND: f64 = 1e-4;
 const CONV_BOUND: f64 = 1e-4;
 
 /// Deterministic uniform values in [-1, 1): the check must be reproducible.
-struct Rng(u64);
+struct Rng(Stream);
 
 impl Rng {
     fn values(&mut self, n: usize) -> Vec<f32> {
-        (0..n)
-            .map(|_| {
-                // xorshift64*
-                self.0 ^= self.0 >> 12;
-                self.0 ^= self.0 << 25;
-                self.0 ^= self.0 >> 27;
-                let v = self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 40;
-                (v as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-            })
-            .collect()
+        self.0.uniform(n, -1.0, 1.0)
     }
 
     fn tensor(&mut self, dims: &[usize], scale: f32) -> candle_core::Result<Tensor> {
@@ -186,7 +178,7 @@ fn check_parity(device: &Device) -> candle_core::Result<usize> {
     ];
     let mut failures = 0;
     for size in sizes {
-        let mut rng = Rng(0x6e0_1234 + size.hidden as u64);
+        let mut rng = Rng(Stream::new(0x6e0_1234 + size.hidden as u64));
         // PyTorch's initialisation range, U(-1/√H, 1/√H).
         let scale = 1.0 / (size.hidden as f32).sqrt();
         let (h, e) = (size.hidden, size.input);
@@ -264,7 +256,7 @@ fn bench(device: &Device) -> candle_core::Result<()> {
         ),
     ];
     for (label, size) in sizes {
-        let mut rng = Rng(0xbe_0c4);
+        let mut rng = Rng(Stream::new(0xbe_0c4));
         let (gru, _varmap) = gru_with(
             size,
             &[
@@ -342,7 +334,7 @@ fn adam_run(device: &Device, start: &Tensor, target: &Tensor) -> candle_core::Re
 }
 
 fn check_adam(device: &Device) -> candle_core::Result<usize> {
-    let mut rng = Rng(0xada_0001);
+    let mut rng = Rng(Stream::new(0xada_0001));
     // An odd length, so that the grid-stride loop's last turn is partial.
     let start = rng.tensor(&[3, 70_001], 1.0)?;
     let target = rng.tensor(&[3, 70_001], 1.0)?;
@@ -365,7 +357,7 @@ fn check_adam(device: &Device) -> candle_core::Result<usize> {
 /// 40 tensors): the in-place kernels against candle's composed update
 /// ([`Adam::step_composed`]).
 fn bench_adam(device: &Device) -> candle_core::Result<()> {
-    let mut rng = Rng(0xada_0002);
+    let mut rng = Rng(Stream::new(0xada_0002));
     let vars: Vec<(String, Var)> = (0..40)
         .map(|i| {
             let values = rng.tensor(&[1_475_000], 0.1)?.to_device(device)?;
@@ -439,7 +431,7 @@ fn conv_run(
         // warning) for a shape cuDNN cannot plan.
         film_conv::cudnn::conv2d(x, w, Some(b), case.params())?
     };
-    let mut upstream_rng = Rng(0xc0_4f);
+    let mut upstream_rng = Rng(Stream::new(0xc0_4f));
     let upstream = upstream_rng
         .tensor(y.dims(), 1.0)?
         .to_dtype(dtype)?
@@ -509,7 +501,7 @@ fn check_conv(device: &Device) -> candle_core::Result<usize> {
     let names = ["output", "d input", "d weight", "d bias"];
     let mut failures = 0;
     for case in cases {
-        let values = conv_values(case, &mut Rng(0xc0_0001))?;
+        let values = conv_values(case, &mut Rng(Stream::new(0xc0_0001)))?;
         let reference = conv_run(case, &values, &Device::Cpu, DType::F64, true)?;
         let got = conv_run(case, &values, device, DType::F32, false)?;
         for (i, name) in names.iter().enumerate() {
@@ -578,7 +570,7 @@ fn bench_conv(device: &Device) -> candle_core::Result<()> {
         ),
     ];
     for (label, case) in cases {
-        let values = conv_values(case, &mut Rng(0xc0_0002))?;
+        let values = conv_values(case, &mut Rng(Stream::new(0xc0_0002)))?;
         let vars = values
             .iter()
             .map(|v| Var::from_tensor(&v.to_device(device)?))
@@ -689,7 +681,7 @@ fn check_batch_norm(device: &Device) -> candle_core::Result<usize> {
     let names = ["output", "d input", "d scale", "d shift", "evaluation output"];
     let mut failures = 0;
     for (dims, relu) in cases {
-        let values = batch_norm_values(dims, &mut Rng(0xb0_0001))?;
+        let values = batch_norm_values(dims, &mut Rng(Stream::new(0xb0_0001)))?;
         let reference = batch_norm_run(dims, relu, &values, &Device::Cpu, DType::F64, true)?;
         let got = batch_norm_run(dims, relu, &values, device, DType::F32, false)?;
         for (i, name) in names.iter().enumerate() {
@@ -712,7 +704,7 @@ fn check_batch_norm(device: &Device) -> candle_core::Result<usize> {
 /// kernels against candle-nn's composition.
 fn bench_batch_norm(device: &Device) -> candle_core::Result<()> {
     let dims = [64, 128, 112, 112];
-    let mut rng = Rng(0xb0_0002);
+    let mut rng = Rng(Stream::new(0xb0_0002));
     let values = batch_norm_values(&dims, &mut rng)?;
     let (norm, _varmap) = batch_norm_with(
         dims[1],

@@ -12,29 +12,8 @@ use candle_core::{Device, Result};
 /// the pool stays at the step's peak (as [`crate::runtime::keep_freed_memory`] does for the CPU).
 #[cfg(feature = "cuda")]
 pub fn cuda_device(ordinal: usize) -> Result<Device> {
-    use candle_core::cuda_backend::cudarc::driver::sys;
-    use candle_core::cuda_backend::WrapErr;
-
     let device = Device::new_cuda(ordinal)?;
-    let context = device.as_cuda_device()?.cuda_stream().context().clone();
-    if context.has_async_alloc() {
-        let mut pool: sys::CUmemoryPool = std::ptr::null_mut();
-        let mut threshold = u64::MAX;
-        // SAFETY: an out-pointer query of the device's default pool, then a write of the
-        // release threshold, an attribute the driver reads as a u64.
-        unsafe {
-            sys::cuDeviceGetDefaultMemPool(&mut pool, context.cu_device())
-                .result()
-                .w()?;
-            sys::cuMemPoolSetAttribute(
-                pool,
-                sys::CUmemPool_attribute::CU_MEMPOOL_ATTR_RELEASE_THRESHOLD,
-                (&mut threshold as *mut u64).cast(),
-            )
-            .result()
-            .w()?;
-        }
-    }
+    kernel_launch::nvrtc::set_pool_release_threshold(device.as_cuda_device()?, u64::MAX)?;
     Ok(device)
 }
 

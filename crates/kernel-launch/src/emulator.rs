@@ -29,20 +29,6 @@ macro_rules! emulated_kernels {
     }};
 }
 
-/// `len` deterministic values in [0, 1) from `seed` (xorshift64), the same on every machine:
-/// inputs for kernel tests that must not depend on a random number crate's version.
-pub fn unit_values(seed: u64, len: usize) -> Vec<f64> {
-    let mut state = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-    (0..len)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            (state >> 11) as f64 / (1u64 << 53) as f64
-        })
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -55,16 +41,6 @@ extern "C" __global__ void scale(float *x, unsigned int n, float by) {
     }
 }
 "#;
-
-    #[test]
-    fn unit_values_are_reproducible_and_in_range() {
-        let values = unit_values(3, 1000);
-        assert_eq!(values, unit_values(3, 1000));
-        assert_ne!(values, unit_values(4, 1000));
-        assert!(values.iter().all(|v| (0.0..1.0).contains(v)));
-        let mean = values.iter().sum::<f64>() / 1000.0;
-        assert!((mean - 0.5).abs() < 0.05, "{mean}");
-    }
 
     #[test]
     fn a_kernel_call_runs_on_the_emulator_with_its_buffers_and_scalars() {

@@ -8,6 +8,7 @@
 //!   `cuda-emulator` on the CPU, so argument lists are checked in every build.
 //! - `emulator` (feature `emulator`, for tests): the same kernel calls run on the CPU by
 //!   `cuda-emulator`, and each source compiled for it once per process.
+//! - [`test_values`]: deterministic inputs for the kernels' checks.
 //! - `nvrtc` (feature `cuda`): CUDA C sources compiled at run time for the device they run
 //!   on, loaded once per device, and the launch of a [`kernel_call::KernelCall`] with each
 //!   buffer at its device address.
@@ -18,3 +19,4 @@ pub mod emulator;
 pub mod kernel_call;
 #[cfg(feature = "cuda")]
 pub mod nvrtc;
+pub mod test_values;

@@ -219,6 +219,35 @@ impl Drop for Program {
     }
 }
 
+/// Sets the release threshold of `device`'s default memory pool, from which candle allocates
+/// every tensor (`cuMemAllocAsync`). 0, the driver's default, hands all free memory back to
+/// the driver at each synchronisation, so the next step maps it again; `u64::MAX` keeps it
+/// for reuse, as PyTorch's caching allocator does in effect. Does nothing on a device
+/// without asynchronous allocation.
+pub fn set_pool_release_threshold(device: &CudaDevice, bytes: u64) -> candle_core::Result<()> {
+    use candle_core::cuda_backend::cudarc::driver::sys as driver;
+    let context = device.cuda_stream().context().clone();
+    if !context.has_async_alloc() {
+        return Ok(());
+    }
+    let mut pool: driver::CUmemoryPool = std::ptr::null_mut();
+    let mut threshold = bytes;
+    // SAFETY: an out-pointer query of the device's default pool, then a write of the
+    // release threshold, an attribute the driver reads as a u64.
+    unsafe {
+        driver::cuDeviceGetDefaultMemPool(&mut pool, context.cu_device())
+            .result()
+            .w()?;
+        driver::cuMemPoolSetAttribute(
+            pool,
+            driver::CUmemPool_attribute::CU_MEMPOOL_ATTR_RELEASE_THRESHOLD,
+            (&mut threshold as *mut u64).cast(),
+        )
+        .result()
+        .w()
+    }
+}
+
 /// Panics unless `source` compiles to a cubin for Hopper (sm_90), the GPUs the workspace
 /// targets: each kernel crate's test of its source. Needs libnvrtc, not a GPU, so a CUDA
 /// build checks it on any machine (`cargo test --features cuda` with the CUDA libraries on
