@@ -28,6 +28,7 @@ fn band_rows(g: &ConvGeometry) -> usize {
 
 /// A strided view of a matrix inside a slice: element (i, j) lives at
 /// `data[i * rs + j * cs]`.
+#[derive(Clone, Copy)]
 struct MatRef<'a> {
     data: &'a [f32],
     rs: usize,
@@ -233,14 +234,7 @@ fn forward_image(
         im2col(g, image, rows.start, rows.end, cols);
         let out = MatMut::rows(&mut out[rows.start * g.out_w..], plane);
         let cols = MatRef::rows(cols, band);
-        matmul(
-            (g.out_channels, band, k),
-            out,
-            bias.is_some(),
-            MatRef::rows(w, k),
-            cols,
-            par,
-        );
+        matmul((g.out_channels, band, k), out, bias.is_some(), weight, cols, par);
     });
 }
 
