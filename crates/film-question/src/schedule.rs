@@ -384,8 +384,9 @@ pub(crate) fn backward(d: Dims, want_inputs: bool, machine: &mut impl Machine) -
 
 #[cfg(test)]
 mod tests {
-    use kernel_launch::emulator::{self, Arg, DeviceBuffer, Module};
     use std::collections::HashMap;
+
+    use kernel_launch::emulator::{self, Arg, DeviceBuffer, Module};
 
     use super::*;
     use crate::recurrence::{cpu, gates};

@@ -52,6 +52,7 @@ pub struct Strided {
 /// # Safety
 /// Every element the three views address must be inside a live allocation, and `dst` must
 /// not overlap `lhs` or `rhs`.
+#[inline]
 pub unsafe fn gemm_f32(
     (m, n, k): (usize, usize, usize),
     dst: *mut f32,
