@@ -1,12 +1,13 @@
 //! Prints the question-type and answer distributions of one split of a
-//! CLEVR-layout dataset, per question type and per family, and the longest
-//! relate chain of each question (the figures in docs/embedded-dataset.md).
+//! CLEVR-layout dataset, the share of each of CLEVR's template constructions and of
+//! "There is …;" questions, and the longest relate chain of each question (the figures
+//! in docs/embedded-dataset.md).
 //!
 //! cargo run --release -p clevr-synth --example dataset_stats -- DIR SPLIT
 
 use clevr::stream::for_each_question;
 use clevr::QuestionType;
-use clevr_synth::questions::families::FAMILIES;
+use clevr_synth::templates::construction;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
@@ -30,7 +31,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .join("questions")
         .join(format!("CLEVR_{split}_questions.json"));
     let mut by_type: BTreeMap<QuestionType, BTreeMap<String, usize>> = BTreeMap::new();
-    let mut by_family: BTreeMap<usize, BTreeMap<String, usize>> = BTreeMap::new();
+    let mut by_construction: BTreeMap<&str, BTreeMap<String, usize>> = BTreeMap::new();
+    let mut there_is = 0usize;
     let mut hops: BTreeMap<usize, usize> = BTreeMap::new();
     let mut total = 0usize;
     for_each_question(&path, |q| {
@@ -41,9 +43,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         if let Some(t) = QuestionType::of_program(&program) {
             *by_type.entry(t).or_default().entry(answer.clone()).or_default() += 1;
         }
-        if let Some(f) = q.question_family_index {
-            *by_family.entry(f).or_default().entry(answer).or_default() += 1;
-        }
+        *by_construction
+            .entry(construction(&program))
+            .or_default()
+            .entry(answer)
+            .or_default() += 1;
+        there_is += usize::from(q.question.starts_with("There is") && q.question.contains(';'));
         let mut depth = vec![0usize; program.len()];
         for (i, node) in program.iter().enumerate() {
             let below = node.inputs.iter().map(|&j| depth[j]).max().unwrap_or(0);
@@ -59,14 +64,18 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let n: usize = answers.values().sum();
         println!("| {} | {:.1} % | {} |", t.name(), pct(n), shares(answers));
     }
-    println!("\n| family | questions | most frequent answer | answers seen |\n|---|---|---|---|");
-    for (f, answers) in &by_family {
+    println!("\n| construction | share | most frequent answer | answers seen |\n|---|---|---|---|");
+    for (name, answers) in &by_construction {
         let n: usize = answers.values().sum();
         let (top, c) = answers.iter().max_by_key(|(_, c)| **c).expect("non-empty");
-        let name = FAMILIES.get(*f).copied().unwrap_or("?");
         let share = 100.0 * *c as f64 / n as f64;
-        println!("| {f} {name} | {n} | {top} ({share:.1} %) | {} |", answers.len());
+        println!(
+            "| {name} | {:.1} % | {top} ({share:.1} %) | {} |",
+            pct(n),
+            answers.len()
+        );
     }
+    println!("\n\"There is …; …\" questions: {:.1} %", pct(there_is));
     let chains: Vec<String> = hops
         .iter()
         .map(|(h, n)| format!("{h} hops {:.1} %", pct(*n)))

@@ -16,10 +16,10 @@ use crate::attributes::Cogent;
 use crate::camera::Camera;
 use crate::camera::CameraModel;
 use crate::png_out::encode_png;
-use crate::questions::{QuestionConfig, QuestionStream};
 use crate::render::{pixel_count, Renderer};
 use crate::sampler::{SamplerConfig, SceneSampler};
 use crate::scene_graph::{fitted_camera, render_objects, to_scene_graph};
+use crate::templates::{TemplateConfig, TemplateError, TemplateSet, TemplateStream};
 use clevr::scene::{Info, ScenesFile};
 use clevr::Scene;
 use indicatif::ProgressBar;
@@ -46,6 +46,9 @@ pub struct GenerateConfig {
     /// Render and ask about an existing scenes file instead of sampling:
     /// (scenes JSON, split name to write it as).
     pub scenes: Option<(PathBuf, String)>,
+    /// A folder of question templates in the official generator's format, asked instead
+    /// of the built-in ones.
+    pub templates: Option<PathBuf>,
 }
 
 impl Default for GenerateConfig {
@@ -61,6 +64,7 @@ impl Default for GenerateConfig {
             seed: 0,
             cogent: None,
             scenes: None,
+            templates: None,
         }
     }
 }
@@ -94,6 +98,8 @@ pub enum GenerateError {
         crate::render::MAX_PIXELS
     )]
     BadSize { width: u32, height: u32 },
+    #[error(transparent)]
+    Templates(#[from] TemplateError),
     #[error("{path}: {source}")]
     Render {
         path: PathBuf,
@@ -159,9 +165,13 @@ fn generate_in_batches(
     );
     let plans = plan_splits(config)?;
     progress.set_length(plans.iter().map(|p| p.len() as u64).sum());
-    let question_config = QuestionConfig {
+    let template_set = match &config.templates {
+        Some(folder) => TemplateSet::read_dir(folder)?,
+        None => TemplateSet::builtin(),
+    };
+    let template_config = TemplateConfig {
         per_image: config.questions_per_image,
-        ..QuestionConfig::default()
+        ..TemplateConfig::default()
     };
 
     let mut summary = GenerateSummary { splits: Vec::new() };
@@ -182,18 +192,30 @@ fn generate_in_batches(
             "questions",
         )?;
         let seed = config.seed ^ QUESTION_STREAM ^ split_number as u64;
-        let mut asker = QuestionStream::new(split, &question_config, seed);
+        let mut asker = TemplateStream::new(&template_set, split, &template_config, seed);
+        // The questions about one batch are asked (on one thread: the answer balance is
+        // sequential) while the next batch renders on the others.
+        let mut unasked: Vec<Scene> = Vec::new();
         for start in (0..plan.len()).step_by(batch) {
             let range = start..(start + batch).min(plan.len());
-            let rendered = plan.scenes(range, &sampler, &camera_model, config);
-            write_images(&images, &rendered, &renderer, progress)?;
-            let scenes: Vec<Scene> = rendered.into_iter().map(|(scene, _)| scene).collect();
-            for scene in &scenes {
-                scenes_file.push(scene)?;
-            }
-            for question in asker.ask(&scenes) {
+            let (rendered, asked) = rayon::join(
+                || -> Result<Vec<Scene>, GenerateError> {
+                    let rendered = plan.scenes(range, &sampler, &camera_model, config);
+                    write_images(&images, &rendered, &renderer, progress)?;
+                    Ok(rendered.into_iter().map(|(scene, _)| scene).collect())
+                },
+                || asker.ask(&unasked),
+            );
+            for question in asked {
                 questions_file.push(&question)?;
             }
+            unasked = rendered?;
+            for scene in &unasked {
+                scenes_file.push(scene)?;
+            }
+        }
+        for question in asker.ask(&unasked) {
+            questions_file.push(&question)?;
         }
         let images = scenes_file.finish()?;
         let questions = questions_file.finish()?;
@@ -402,7 +424,6 @@ impl RecordsWriter {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::questions::generate_questions;
     use clevr::Question;
 
     /// The files written batch by batch are those of the in-memory writer this module had
@@ -422,6 +443,7 @@ mod tests {
             seed: 9,
             cogent: None,
             scenes: None,
+            templates: None,
         };
         let summary = generate_in_batches(&config, &ProgressBar::hidden(), 4).unwrap();
         let renderer = Renderer::default();
@@ -435,9 +457,10 @@ mod tests {
             model.clone(),
             &renderer,
         );
-        let question_config = QuestionConfig {
+        let set = TemplateSet::builtin();
+        let question_config = TemplateConfig {
             per_image: 3,
-            ..QuestionConfig::default()
+            ..TemplateConfig::default()
         };
         #[derive(Serialize)]
         struct QuestionsFile<'a> {
@@ -455,7 +478,7 @@ mod tests {
                 .map(|(scene, _)| scene)
                 .collect();
             let seed = config.seed ^ QUESTION_STREAM ^ number;
-            let questions = generate_questions(&scenes, split, &question_config, seed);
+            let questions = TemplateStream::new(&set, split, &question_config, seed).ask(&scenes);
             assert_eq!(
                 summary.splits[number as usize],
                 (split.to_string(), count, questions.len())

@@ -20,6 +20,7 @@ fn tiny(out: &Path, seed: u64) -> GenerateConfig {
         seed,
         cogent: None,
         scenes: None,
+        templates: None,
     }
 }
 
@@ -124,4 +125,30 @@ fn an_image_size_beyond_the_renderer_limit_is_refused_up_front() {
         err.to_string().contains("--size 70000x70000: both sides must be at least 16 pixels, and the image at most 67108864 pixels"),
         "{err}"
     );
+}
+
+#[test]
+fn a_template_folder_asks_the_questions_and_bad_folders_are_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let builtin = tmp.path().join("builtin");
+    generate(&tiny(&builtin, 3), &ProgressBar::hidden()).unwrap();
+    // The built-in templates read from their folder (metadata and synonyms in its parent,
+    // the official generator's layout) give the built-in dataset.
+    let from_folder = tmp.path().join("folder");
+    let mut config = tiny(&from_folder, 3);
+    config.templates = Some(Path::new(env!("CARGO_MANIFEST_DIR")).join("templates/families"));
+    generate(&config, &ProgressBar::hidden()).unwrap();
+    assert!(
+        read_all(&builtin) == read_all(&from_folder),
+        "the folder's questions differ"
+    );
+
+    let mut config = tiny(&tmp.path().join("missing"), 3);
+    config.templates = Some(tmp.path().join("no-such-folder"));
+    let shown = generate(&config, &ProgressBar::hidden()).unwrap_err().to_string();
+    assert!(
+        shown.contains("no metadata.json in") && shown.contains("no-such-folder"),
+        "{shown}"
+    );
+    assert!(!tmp.path().join("missing").exists() && !tmp.path().join("missing.partial").exists());
 }

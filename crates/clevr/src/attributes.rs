@@ -131,7 +131,7 @@ impl FromStr for AttributeKind {
 }
 
 /// One value of one attribute, e.g. `Color(Red)`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum AttributeValue {
     Color(Color),
     Shape(Shape),

@@ -1,4 +1,4 @@
-//! Fresh training questions every epoch: the project's question generator asks new
+//! Fresh training questions every epoch: the built-in question templates ask new
 //! questions about the training scenes, so that a long run does not memorise a fixed set.
 //!
 //! Epoch `e`'s questions depend only on the run's seed and `e`, so a resumed run sees
@@ -13,7 +13,7 @@ use anyhow::{bail, Context, Result};
 use clevr::dataset::QuestionSet;
 use clevr::vocab::Vocabulary;
 use clevr::Scene;
-use clevr_synth::questions::{generate_questions, QuestionConfig};
+use clevr_synth::templates::{TemplateConfig, TemplateSet, TemplateStream};
 
 /// Keeps epoch seeds apart from the dataset generator's own seeds.
 const EPOCH_MIX: u64 = 0xD1B5_4A32_D192_ED03;
@@ -24,7 +24,8 @@ pub struct FreshQuestions {
     scenes: Arc<Vec<Scene>>,
     /// The training set's image list: generated questions read the same image cache.
     images: Arc<Vec<String>>,
-    config: QuestionConfig,
+    templates: Arc<TemplateSet>,
+    config: TemplateConfig,
     seed: u64,
 }
 
@@ -47,9 +48,10 @@ impl FreshQuestions {
         Ok(FreshQuestions {
             scenes: Arc::new(scenes),
             images: Arc::new(images.to_vec()),
-            config: QuestionConfig {
+            templates: Arc::new(TemplateSet::builtin()),
+            config: TemplateConfig {
                 per_image,
-                ..QuestionConfig::default()
+                ..TemplateConfig::default()
             },
             seed,
         })
@@ -63,7 +65,7 @@ impl FreshQuestions {
     /// Epoch `epoch`'s questions, as text and programs.
     pub fn questions(&self, epoch: u64) -> Vec<clevr::Question> {
         let seed = self.seed ^ (epoch + 1).wrapping_mul(EPOCH_MIX);
-        generate_questions(&self.scenes, "train", &self.config, seed)
+        TemplateStream::new(&self.templates, "train", &self.config, seed).ask(&self.scenes)
     }
 
     /// Epoch `epoch`'s questions, encoded with `vocab` against the training image cache.

@@ -32,6 +32,11 @@ pub(super) struct GenerateArgs {
     /// The split name to write `--scenes` as.
     #[arg(long)]
     split: Option<String>,
+    /// Ask questions from the templates in this folder (the official CLEVR generator's
+    /// format, with its metadata.json and synonyms.json here or in the parent folder)
+    /// instead of the built-in ones.
+    #[arg(long)]
+    templates: Option<PathBuf>,
 }
 
 pub(super) fn run_generate(args: &GenerateArgs) -> Result<()> {
@@ -56,6 +61,7 @@ pub(super) fn run_generate(args: &GenerateArgs) -> Result<()> {
         seed: args.seed,
         cogent,
         scenes: args.scenes.clone().zip(args.split.clone()),
+        templates: args.templates.clone(),
     };
     generate_with_progress(&config)
 }
