@@ -106,7 +106,18 @@ pub fn load_split_with(
     source: &ImageSource,
     options: LoadOptions,
 ) -> Result<Split> {
-    let files = split_files(root, split)?;
+    load_split_files(split_files(root, split)?, vocab, source, options)
+}
+
+/// [`load_split_with`] for split files located already (e.g. with another questions file
+/// about the split's images).
+pub fn load_split_files(
+    files: SplitFiles,
+    vocab: &Vocabulary,
+    source: &ImageSource,
+    options: LoadOptions,
+) -> Result<Split> {
+    let split = files.split.as_str();
     let (questions, report) = QuestionSet::load(&files, vocab, options)
         .with_context(|| format!("loading questions of split {split:?}"))?;
     if !report.skipped.is_empty() {

@@ -15,7 +15,7 @@ use film_optim::{Adam, AdamConfig};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::answer_attention::AnswerTargets;
-use crate::data::{load_split, load_split_with, split_files, ImageSource, Split};
+use crate::data::{load_split, load_split_files, load_split_with, split_files, ImageSource, Split};
 use crate::evaluate::{evaluate, loss_and_accuracy, Evaluation};
 use crate::fresh_questions::FreshQuestions;
 use crate::model::{FilmModel, SharedForward};
@@ -646,20 +646,27 @@ pub fn load_run(run_path: &Path, device: &Device) -> Result<(RunConfig, Vocabula
     Ok((config, vocab, model))
 }
 
-/// A split of `data` prepared for a run's model, for `eval`: pixels through the default
-/// cache, or features from `features_dir` (default `<data>/features`).
+/// `split` of the dataset `data` as a trained model reads it, for `eval`: pixels through
+/// the default cache, or features from `features_dir` (default `<data>/features`). With
+/// `questions`, that file's questions about the split's images replace the split's own
+/// (e.g. the official generator's questions about the same scenes).
 pub fn load_eval_split(
     data: &Path,
     split: &str,
+    questions: Option<&Path>,
     vocab: &Vocabulary,
     model: &ModelConfig,
     features_dir: Option<&Path>,
 ) -> Result<Split> {
-    load_split(
-        data,
-        split,
+    let mut files = split_files(data, split)?;
+    if let Some(path) = questions {
+        files.questions = path.to_path_buf();
+    }
+    load_split_files(
+        files,
         vocab,
         &ImageSource::for_model(model, data, None, features_dir),
+        LoadOptions::default(),
     )
 }
 

@@ -53,7 +53,7 @@ pub(super) fn default_run() -> Result<ExitCode> {
     let dev = Device::Cpu;
     train(&request, &dev)?;
     let (config, vocab, model) = load_run(Path::new(DEFAULT_RUN), &dev)?;
-    let split = load_eval_split(&data, "val", &vocab, &config.model, None)?;
+    let split = load_eval_split(&data, "val", None, &vocab, &config.model, None)?;
     let eval = evaluate(&model, &split, 64, None, &dev)?;
     println!();
     println!("{:<20} {:>9}", "question type", "accuracy");

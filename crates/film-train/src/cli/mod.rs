@@ -72,6 +72,10 @@ enum Command {
         data: Option<PathBuf>,
         #[arg(long, default_value = "val")]
         split: String,
+        /// Another questions file about the split's images to score instead of the split's
+        /// own (CLEVR's format; the official generator's raw output is read as it is).
+        #[arg(long)]
+        questions: Option<PathBuf>,
         /// For a features preset: the folder of `<split>_features.npy` (default: DATA/features).
         #[arg(long)]
         features: Option<PathBuf>,
@@ -224,6 +228,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             run,
             data,
             split,
+            questions,
             features,
             json,
             device: dev,
@@ -231,7 +236,24 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             let dev = device(&dev)?;
             let (config, vocab, model) = load_run(&run, &dev)?;
             let data = data.unwrap_or(config.data.clone());
-            let split_data = load_eval_split(&data, &split, &vocab, &config.model, features.as_deref())?;
+            let split_data = load_eval_split(
+                &data,
+                &split,
+                questions.as_deref(),
+                &vocab,
+                &config.model,
+                features.as_deref(),
+            )?;
+            let set = &split_data.questions;
+            let unknown = (0..set.len())
+                .filter(|&i| set.question_tokens(i).contains(&clevr::vocab::UNK_ID))
+                .count();
+            if unknown > 0 {
+                eprintln!(
+                    "{unknown} of {} questions have words outside the run's vocabulary (read as <UNK>)",
+                    set.len()
+                );
+            }
             let eval = evaluate(&model, &split_data, 64, None, &dev)?;
             if json {
                 println!("{}", eval.summary_json());
