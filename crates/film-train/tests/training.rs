@@ -420,3 +420,63 @@ fn an_epoch_without_batches_is_an_error_not_an_endless_loop() {
         "{err}"
     );
 }
+
+/// `eval --questions`: another questions file about the validation images, in the official
+/// generator's raw form, is scored, and its words outside the run's vocabulary counted.
+#[test]
+fn eval_scores_another_questions_file_about_the_split_images() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = fixture_copy(dir.path());
+    let run = dir.path().join("run");
+    let mut trained = request(&run, &dir.path().join("cache"), 1);
+    trained.data = data.clone();
+    train(&trained, &Device::Cpu).unwrap();
+
+    let mut file: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(data.join("questions/CLEVR_val_questions.json")).unwrap(),
+    )
+    .unwrap();
+    let questions = file["questions"].as_array_mut().unwrap();
+    let kept = questions.len() - 1;
+    questions.truncate(kept);
+    for q in questions.iter_mut() {
+        // The raw output's spelling: no split, `type` / `side_inputs` in programs, answers
+        // as JSON values.
+        q.as_object_mut().unwrap().remove("split");
+        let answer = q["answer"].as_str().unwrap().to_string();
+        q["answer"] = match answer.as_str() {
+            "yes" => true.into(),
+            "no" => false.into(),
+            other => other.parse::<u64>().map_or(other.into(), Into::into),
+        };
+    }
+    let text = questions[0]["question"]
+        .as_str()
+        .unwrap()
+        .replace("How many", "How zorbly many");
+    questions[0]["question"] = text.into();
+    let other = dir.path().join("other_questions.json");
+    std::fs::write(&other, serde_json::to_string(&file).unwrap()).unwrap();
+
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_film-train"))
+        .args([
+            "eval",
+            "--run",
+            run.to_str().unwrap(),
+            "--questions",
+            other.to_str().unwrap(),
+            "--json",
+        ])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "1 of {kept} questions have words outside the run's vocabulary"
+        )),
+        "{stderr}"
+    );
+    let summary: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(summary["n"].as_u64(), Some(kept as u64), "{summary}");
+}
