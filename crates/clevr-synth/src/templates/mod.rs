@@ -1,7 +1,7 @@
 //! Questions from templates in the official CLEVR generator's format
 //! (facebookresearch/clevr-dataset-gen, `question_generation/`), by its rules: the
 //! templates are tried on each scene in order of how few questions each has produced so
-//! far, each is filled in by a depth-first search over its slots ([`instantiate`]), the
+//! far, each is filled in by a depth-first search over its slots ([`mod@instantiate`]), the
 //! first ones that fit give the scene's questions, and per-template answer counts (reset
 //! every few hundred scenes) hold back answers that run ahead. Every question's answer
 //! comes from the clevr crate's executor.
