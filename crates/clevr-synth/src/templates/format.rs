@@ -109,17 +109,38 @@ pub enum SlotKind {
     Relation,
 }
 
+/// The metadata's names of the slot types.
+const SLOT_TYPES: [(&str, SlotKind); 5] = [
+    ("Size", SlotKind::Attribute(AttributeKind::Size)),
+    ("Color", SlotKind::Attribute(AttributeKind::Color)),
+    ("Material", SlotKind::Attribute(AttributeKind::Material)),
+    ("Shape", SlotKind::Attribute(AttributeKind::Shape)),
+    ("Relation", SlotKind::Relation),
+];
+
 impl SlotKind {
     fn parse(type_name: &str) -> Option<SlotKind> {
-        match type_name {
-            "Relation" => Some(SlotKind::Relation),
-            "Size" => Some(SlotKind::Attribute(AttributeKind::Size)),
-            "Color" => Some(SlotKind::Attribute(AttributeKind::Color)),
-            "Material" => Some(SlotKind::Attribute(AttributeKind::Material)),
-            "Shape" => Some(SlotKind::Attribute(AttributeKind::Shape)),
-            _ => None,
-        }
+        SLOT_TYPES
+            .iter()
+            .find(|(name, _)| *name == type_name)
+            .map(|&(_, kind)| kind)
     }
+
+    fn type_name(self) -> &'static str {
+        SLOT_TYPES
+            .iter()
+            .find(|(_, kind)| *kind == self)
+            .map_or("", |&(name, _)| name)
+    }
+}
+
+/// A constraint with its slots and nodes as indices (into the template's `params` and
+/// `nodes`), resolved when the template is read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rule {
+    Null(usize),
+    NotEqual(usize, usize),
+    OutputsDiffer(usize, usize),
 }
 
 /// What is wrong with a template folder; each names the file, and where it applies the
@@ -166,8 +187,11 @@ pub struct LoadedTemplate {
     pub file: String,
     pub index_in_file: usize,
     pub template: Template,
-    /// Each slot's kind, by slot name.
-    pub slots: HashMap<String, SlotKind>,
+    /// Each slot's kind, in the order of `template.params`.
+    pub slot_kinds: Vec<SlotKind>,
+    /// Each node's slots, as indices into `template.params`.
+    pub node_slots: Vec<Vec<usize>>,
+    pub rules: Vec<Rule>,
     /// Every answer the template can give, for the answer balance.
     pub answers: Vec<String>,
 }
@@ -177,8 +201,6 @@ pub struct LoadedTemplate {
 #[derive(Debug, Clone)]
 pub struct TemplateSet {
     pub templates: Vec<LoadedTemplate>,
-    /// The values each slot kind takes, in the metadata's order.
-    pub values: HashMap<String, Vec<String>>,
     /// The attribute values by kind (in `AttributeKind::ALL` order) and the relations,
     /// parsed.
     attribute_values: [Vec<AttributeValue>; 4],
@@ -257,13 +279,17 @@ impl TemplateSet {
                     file: file.clone(),
                     index_in_file: index,
                     template,
-                    slots: checked.slots,
+                    slot_kinds: checked.slot_kinds,
+                    node_slots: checked.node_slots,
+                    rules: checked.rules,
                     answers: checked.answers,
                 });
             }
         }
         let attribute_values = AttributeKind::ALL.map(|kind| {
-            let list = values.get(type_name(kind)).map_or(&[][..], Vec::as_slice);
+            let list = values
+                .get(SlotKind::Attribute(kind).type_name())
+                .map_or(&[][..], Vec::as_slice);
             list.iter().filter_map(|v| kind.parse_value(v).ok()).collect()
         });
         let relations = values
@@ -274,29 +300,16 @@ impl TemplateSet {
             .collect();
         Ok(TemplateSet {
             templates,
-            values,
             attribute_values,
             relations,
             synonyms,
         })
     }
-}
 
-impl TemplateSet {
     /// The values an attribute slot of `kind` takes, in the metadata's order.
     pub fn attribute_values(&self, kind: AttributeKind) -> &[AttributeValue] {
         let at = AttributeKind::ALL.iter().position(|&k| k == kind).unwrap_or(0);
         &self.attribute_values[at]
-    }
-}
-
-/// The metadata's name of an attribute slot type.
-fn type_name(kind: AttributeKind) -> &'static str {
-    match kind {
-        AttributeKind::Size => "Size",
-        AttributeKind::Color => "Color",
-        AttributeKind::Material => "Material",
-        AttributeKind::Shape => "Shape",
     }
 }
 
@@ -331,7 +344,9 @@ fn slot_values(path: &Path, metadata: &Metadata) -> Result<HashMap<String, Vec<S
 }
 
 struct Checked {
-    slots: HashMap<String, SlotKind>,
+    slot_kinds: Vec<SlotKind>,
+    node_slots: Vec<Vec<usize>>,
+    rules: Vec<Rule>,
     answers: Vec<String>,
 }
 
@@ -351,7 +366,7 @@ fn check_template(
         return Err(template_error("no text".into()));
     }
     let mut param_types: HashMap<&str, &str> = HashMap::new();
-    let mut slots = HashMap::new();
+    let mut slot_kinds = Vec::with_capacity(template.params.len());
     for param in &template.params {
         let slot = SlotKind::parse(&param.kind)
             .filter(|_| values.contains_key(&param.kind))
@@ -364,7 +379,7 @@ fn check_template(
         if param_types.insert(&param.name, &param.kind).is_some() {
             return Err(template_error(format!("slot {} is declared twice", param.name)));
         }
-        slots.insert(param.name.clone(), slot);
+        slot_kinds.push(slot);
     }
     let mut output_types: Vec<&str> = Vec::with_capacity(template.nodes.len());
     for (n, node) in template.nodes.iter().enumerate() {
@@ -439,23 +454,34 @@ fn check_template(
             "the first node must take no inputs (a `scene`)".into(),
         ));
     }
+    let slot = |name: &str| template.params.iter().position(|p| p.name == name);
+    let node_slots = template
+        .nodes
+        .iter()
+        .map(|node| node.side_inputs.iter().filter_map(|name| slot(name)).collect())
+        .collect();
+    let slot_of = |name: &str| {
+        slot(name).ok_or_else(|| {
+            template_error(format!(
+                "constraint on slot {name}, which is not among the params"
+            ))
+        })
+    };
+    let mut rules = Vec::with_capacity(template.constraints.len());
     for constraint in &template.constraints {
-        match constraint {
-            Constraint::Null([name]) | Constraint::NotEqual([name, _]) | Constraint::NotEqual([_, name])
-                if !param_types.contains_key(name.as_str()) =>
-            {
-                return Err(template_error(format!(
-                    "constraint on slot {name}, which is not among the params"
-                )));
+        rules.push(match constraint {
+            Constraint::Null([name]) => Rule::Null(slot_of(name)?),
+            Constraint::NotEqual([a, b]) => Rule::NotEqual(slot_of(a)?, slot_of(b)?),
+            &Constraint::OutputsDiffer([i, j]) if i.max(j) < template.nodes.len() => {
+                Rule::OutputsDiffer(i, j)
             }
-            Constraint::OutputsDiffer(pair) if pair.iter().any(|&i| i >= template.nodes.len()) => {
+            Constraint::OutputsDiffer(pair) => {
                 return Err(template_error(format!(
                     "OUT_NEQ on nodes {pair:?}; the template has {} nodes",
                     template.nodes.len()
                 )));
             }
-            _ => {}
-        }
+        });
     }
     let answer_type = *output_types.last().unwrap_or(&"");
     let answers = match answer_type {
@@ -471,7 +497,12 @@ fn check_template(
             }
         },
     };
-    Ok(Checked { slots, answers })
+    Ok(Checked {
+        slot_kinds,
+        node_slots,
+        rules,
+        answers,
+    })
 }
 
 #[cfg(test)]

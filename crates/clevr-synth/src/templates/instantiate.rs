@@ -13,7 +13,7 @@
 //! object sets are bit masks and a partial program is a list of parsed functions. Scenes
 //! of more than 64 objects (CLEVR has at most 10) get no questions.
 
-use super::format::{Constraint, LoadedTemplate, SlotKind, TemplateSet};
+use super::format::{LoadedTemplate, Rule, SlotKind, TemplateSet};
 use clevr::executor::Function;
 use clevr::{AttributeKind, AttributeValue, ProgramNode, Relation, Scene};
 use rand::seq::SliceRandom;
@@ -258,7 +258,6 @@ pub fn instantiate(
     rng: &mut impl Rng,
 ) -> Option<Instance> {
     let template = &loaded.template;
-    let param = |name: &str| template.params.iter().position(|p| p.name == name);
     let mut first = State {
         steps: Vec::new(),
         outputs: Vec::new(),
@@ -277,7 +276,7 @@ pub fn instantiate(
         if visited > max_states {
             return None;
         }
-        if !satisfies_constraints(loaded, &state, &param) {
+        if !satisfies_rules(loaded, &state) {
             continue;
         }
         let next = state.input_map.len();
@@ -310,9 +309,14 @@ pub fn instantiate(
             });
         }
         let node = &template.nodes[next];
-        let inputs: Vec<usize> = node.inputs.iter().map(|&i| state.input_map[i]).collect();
+        // Checked against the metadata when read: CLEVR's functions take one or two inputs.
+        let mut input_array = [0usize; 2];
+        for (to, &from) in input_array.iter_mut().zip(&node.inputs) {
+            *to = state.input_map[from];
+        }
+        let inputs = &input_array[..node.inputs.len().min(2)];
         let function = node.function.as_str();
-        let slots: Vec<usize> = node.side_inputs.iter().filter_map(|name| param(name)).collect();
+        let slots = &loaded.node_slots[next];
         if let Some(terminal) = composite_terminal(function) {
             let mut options = match (function.starts_with("relate_"), state.outputs[inputs[0]]) {
                 (true, Output::Object(object)) => {
@@ -354,35 +358,33 @@ pub fn instantiate(
                 stack.push(child);
             }
         } else if let Some(&slot) = slots.first() {
-            let kind = loaded.slots.get(&template.params[slot].name).copied();
-            let mut values: Vec<SlotValue> = match kind {
-                Some(SlotKind::Relation) => set.relations.iter().map(|&r| SlotValue::Relation(r)).collect(),
-                Some(SlotKind::Attribute(kind)) => set
+            let mut values: Vec<SlotValue> = match loaded.slot_kinds[slot] {
+                SlotKind::Relation => set.relations.iter().map(|&r| SlotValue::Relation(r)).collect(),
+                SlotKind::Attribute(kind) => set
                     .attribute_values(kind)
                     .iter()
                     .map(|&v| SlotValue::Attribute(kind, Some(v)))
                     .collect(),
-                None => continue,
             };
             values.shuffle(rng);
             for value in values {
-                let node = ProgramNode::with_value(function, &inputs, value.text());
+                let node = ProgramNode::with_value(function, inputs, value.text());
                 let Ok(parsed) = Function::parse(&node) else {
                     continue;
                 };
                 let mut child = state.clone();
-                if child.push(index, parsed, &inputs) {
+                if child.push(index, parsed, inputs) {
                     child.filled.push((slot, value));
                     child.input_map.push(child.steps.len() - 1);
                     stack.push(child);
                 }
             }
         } else {
-            let Some(parsed) = plain_function(function, &inputs) else {
+            let Some(parsed) = plain_function(function, inputs) else {
                 continue;
             };
             let mut child = state;
-            if child.push(index, parsed, &inputs) {
+            if child.push(index, parsed, inputs) {
                 child.input_map.push(child.steps.len() - 1);
                 stack.push(child);
             }
@@ -417,32 +419,23 @@ fn answer_text(output: Output) -> Option<String> {
     }
 }
 
-fn satisfies_constraints(
-    loaded: &LoadedTemplate,
-    state: &State,
-    param: &impl Fn(&str) -> Option<usize>,
-) -> bool {
-    let value = |name: &str| param(name).and_then(|slot| state.value(slot));
-    loaded
-        .template
-        .constraints
-        .iter()
-        .all(|constraint| match constraint {
-            Constraint::Null([slot]) => !matches!(
-                value(slot),
-                Some(SlotValue::Attribute(_, Some(_))) | Some(SlotValue::Relation(_))
-            ),
-            // The official generator's check of this (unused by CLEVR v1.0's templates)
-            // constraint is inverted; here it means what its name says.
-            Constraint::NotEqual([a, b]) => match (value(a), value(b)) {
-                (Some(x), Some(y)) => x.text() != y.text(),
-                _ => true,
-            },
-            Constraint::OutputsDiffer([i, j]) => match (state.input_map.get(*i), state.input_map.get(*j)) {
-                (Some(&x), Some(&y)) => state.outputs[x] != state.outputs[y],
-                _ => true,
-            },
-        })
+fn satisfies_rules(loaded: &LoadedTemplate, state: &State) -> bool {
+    loaded.rules.iter().all(|&rule| match rule {
+        Rule::Null(slot) => !matches!(
+            state.value(slot),
+            Some(SlotValue::Attribute(_, Some(_))) | Some(SlotValue::Relation(_))
+        ),
+        // The official generator's check of this (unused by CLEVR v1.0's templates)
+        // constraint is inverted; here it means what its name says.
+        Rule::NotEqual(a, b) => match (state.value(a), state.value(b)) {
+            (Some(x), Some(y)) => x.text() != y.text(),
+            _ => true,
+        },
+        Rule::OutputsDiffer(i, j) => match (state.input_map.get(i), state.input_map.get(j)) {
+            (Some(&x), Some(&y)) => state.outputs[x] != state.outputs[y],
+            _ => true,
+        },
+    })
 }
 
 /// Filter combinations to try on `objects`: those this scene has, narrowed to single
