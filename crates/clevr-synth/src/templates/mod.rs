@@ -88,6 +88,28 @@ impl TemplateSet {
     }
 }
 
+impl TemplateSet {
+    /// Positions of the templates that look one object up by its attributes and ask for
+    /// one of its attributes ("What color is the large metal cube?"): no relation, no
+    /// comparison, no set operation. The simplest question whose answer depends on the
+    /// image, which `--lookups-first` trains on alone before the rest.
+    pub fn lookups(&self) -> Vec<usize> {
+        const LOOKUP_STEPS: [&str; 4] = ["scene", "filter", "filter_unique", "unique"];
+        self.templates
+            .iter()
+            .enumerate()
+            .filter(|(_, t)| match t.template.nodes.split_last() {
+                Some((last, before)) => {
+                    last.function.starts_with("query_")
+                        && before.iter().all(|n| LOOKUP_STEPS.contains(&n.function.as_str()))
+                }
+                None => false,
+            })
+            .map(|(i, _)| i)
+            .collect()
+    }
+}
+
 /// How many questions to ask and how the balance is kept.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TemplateConfig {
@@ -98,6 +120,13 @@ pub struct TemplateConfig {
     pub reset_every: usize,
     /// Search steps one template may take on one scene before it is given up there.
     pub max_states: usize,
+    /// The templates asked from, as positions in the set; all of them when `None`.
+    pub only: Option<Vec<usize>>,
+    /// Fill a template in more than once on a scene (other values, never the same
+    /// question twice) until `per_image` questions are found. The official generator asks
+    /// each template at most once per scene; a few templates need this to give a scene
+    /// as many questions as all of them do.
+    pub repeat: bool,
 }
 
 impl Default for TemplateConfig {
@@ -106,6 +135,8 @@ impl Default for TemplateConfig {
             per_image: 10,
             reset_every: 250,
             max_states: 2_000,
+            only: None,
+            repeat: false,
         }
     }
 }
@@ -162,38 +193,55 @@ impl<'a> TemplateStream<'a> {
                 continue;
             };
             // The least used templates first; a stable sort keeps file order among equals.
-            let mut order: Vec<usize> = (0..self.set.templates.len()).collect();
+            let mut order: Vec<usize> = match &self.config.only {
+                Some(only) => only.clone(),
+                None => (0..self.set.templates.len()).collect(),
+            };
             order.sort_by_key(|&t| self.template_counts[t]);
-            let mut asked_here = 0;
-            for family in order {
-                if asked_here == self.config.per_image {
+            let rounds = if self.config.repeat {
+                self.config.per_image
+            } else {
+                1
+            };
+            let mut asked_here: Vec<Vec<clevr::ProgramNode>> = Vec::new();
+            'rounds: for _ in 0..rounds {
+                let before = asked_here.len();
+                for &family in &order {
+                    if asked_here.len() == self.config.per_image {
+                        break 'rounds;
+                    }
+                    let loaded = &self.set.templates[family];
+                    let found = instantiate(
+                        self.set,
+                        loaded,
+                        &index,
+                        &mut self.answer_counts[family],
+                        self.config.max_states,
+                        &mut rng,
+                    );
+                    let Some(found) = found else { continue };
+                    if self.config.repeat && asked_here.contains(&found.program) {
+                        continue;
+                    }
+                    let question =
+                        text::realise(&loaded.template.text, &found.filled, &self.set.synonyms, &mut rng);
+                    asked_here.push(found.program.clone());
+                    questions.push(Question {
+                        image_index: scene.image_index,
+                        program: Some(found.program),
+                        question_index: Some(self.asked),
+                        image_filename: scene.image_filename.clone(),
+                        question_family_index: Some(family),
+                        split: self.split.to_string(),
+                        answer: Some(found.answer),
+                        question,
+                    });
+                    self.asked += 1;
+                    self.template_counts[family] += 1;
+                }
+                if asked_here.len() == before {
                     break;
                 }
-                let loaded = &self.set.templates[family];
-                let found = instantiate(
-                    self.set,
-                    loaded,
-                    &index,
-                    &mut self.answer_counts[family],
-                    self.config.max_states,
-                    &mut rng,
-                );
-                let Some(found) = found else { continue };
-                let question =
-                    text::realise(&loaded.template.text, &found.filled, &self.set.synonyms, &mut rng);
-                questions.push(Question {
-                    image_index: scene.image_index,
-                    program: Some(found.program),
-                    question_index: Some(self.asked),
-                    image_filename: scene.image_filename.clone(),
-                    question_family_index: Some(family),
-                    split: self.split.to_string(),
-                    answer: Some(found.answer),
-                    question,
-                });
-                self.asked += 1;
-                self.template_counts[family] += 1;
-                asked_here += 1;
             }
         }
         questions
@@ -361,6 +409,52 @@ mod tests {
             if answers.keys().all(|a| a == "yes" || a == "no") && total >= 20 {
                 let top = answers.values().max().copied().unwrap_or(0);
                 assert!(top as f64 <= 0.65 * total as f64, "family {family}: {answers:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn lookups_alone_repeated_fill_a_scene_with_distinct_lookups() {
+        let set = TemplateSet::builtin();
+        let lookups = set.lookups();
+        // CLEVR's four zero-hop queries: size, colour, material and shape.
+        assert_eq!(lookups.len(), 4);
+        let scenes = scenes(20);
+        let ask_with = |repeat| {
+            let config = TemplateConfig {
+                per_image: 8,
+                only: Some(lookups.clone()),
+                repeat,
+                ..TemplateConfig::default()
+            };
+            TemplateStream::new(&set, "train", &config, 5).ask(&scenes)
+        };
+        let once = ask_with(false);
+        assert!(once.len() <= 4 * scenes.len());
+        let repeated = ask_with(true);
+        assert!(repeated.len() > 6 * scenes.len(), "{} lookups", repeated.len());
+        for q in &repeated {
+            assert!(lookups.contains(&q.question_family_index.unwrap()));
+            let program = q.program.as_ref().unwrap();
+            assert!(
+                program.last().unwrap().function.starts_with("query_"),
+                "{}",
+                q.question
+            );
+            assert!(program.iter().all(|n| n.function != "relate"), "{}", q.question);
+        }
+        for scene in &scenes {
+            let programs: Vec<_> = repeated
+                .iter()
+                .filter(|q| q.image_index == scene.image_index)
+                .map(|q| q.program.clone())
+                .collect();
+            for (i, p) in programs.iter().enumerate() {
+                assert!(
+                    !programs[..i].contains(p),
+                    "scene {} asked twice",
+                    scene.image_index
+                );
             }
         }
     }
