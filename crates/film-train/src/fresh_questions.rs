@@ -26,13 +26,23 @@ pub struct FreshQuestions {
     images: Arc<Vec<String>>,
     templates: Arc<TemplateSet>,
     config: TemplateConfig,
+    /// Epochs before this one ask lookups alone.
+    lookups_first: u64,
     seed: u64,
 }
 
 impl FreshQuestions {
     /// Asks `per_image` questions every epoch about those of `scenes` whose images the
     /// training set `images` holds.
-    pub fn new(scenes: Vec<Scene>, images: &[String], per_image: usize, seed: u64) -> Result<Self> {
+    /// The first `lookups_first` epochs ask only the templates that look one object up
+    /// ([`TemplateSet::lookups`]), each as often as a scene allows.
+    pub fn new(
+        scenes: Vec<Scene>,
+        images: &[String],
+        per_image: usize,
+        lookups_first: u64,
+        seed: u64,
+    ) -> Result<Self> {
         let known: std::collections::HashSet<&str> = images.iter().map(String::as_str).collect();
         let total = scenes.len();
         let scenes: Vec<Scene> = scenes
@@ -53,6 +63,7 @@ impl FreshQuestions {
                 per_image,
                 ..TemplateConfig::default()
             },
+            lookups_first,
             seed,
         })
     }
@@ -65,6 +76,25 @@ impl FreshQuestions {
     /// Epoch `epoch`'s questions, as text and programs.
     pub fn questions(&self, epoch: u64) -> Vec<clevr::Question> {
         let seed = self.seed ^ (epoch + 1).wrapping_mul(EPOCH_MIX);
+        let lookups;
+        let config = match epoch < self.lookups_first {
+            true => {
+                lookups = TemplateConfig {
+                    only: Some(self.templates.lookups()),
+                    repeat: true,
+                    ..self.config.clone()
+                };
+                &lookups
+            }
+            false => &self.config,
+        };
+        TemplateStream::new(&self.templates, "train", config, seed).ask(&self.scenes)
+    }
+
+    /// Questions of every kind, for the vocabulary: epoch 0's questions, as a run
+    /// without lookups first asks them.
+    pub fn every_kind(&self) -> Vec<clevr::Question> {
+        let seed = self.seed ^ EPOCH_MIX;
         TemplateStream::new(&self.templates, "train", &self.config, seed).ask(&self.scenes)
     }
 

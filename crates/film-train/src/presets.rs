@@ -48,6 +48,12 @@ pub struct TrainingConfig {
     /// training on the questions file (`--fresh-questions`; needs the scene file).
     #[serde(default)]
     pub fresh_questions: Option<usize>,
+    /// The first this many epochs of fresh questions are lookups alone ("What color is
+    /// the large metal cube?"), so that the blocks learn to find an object by its
+    /// attributes before everything else is asked (`--lookups-first`; 0 or absent: every
+    /// question from the first epoch).
+    #[serde(default)]
+    pub lookups_first: u64,
     /// Keep this many questions about one image together in a batch, so that the stem
     /// runs once for them (`--questions-per-image`; 1: the paper's plain shuffle).
     #[serde(default = "one")]
@@ -115,6 +121,7 @@ fn paper_training(minutes: f64, eval_every: usize) -> TrainingConfig {
         minutes,
         eval_every,
         fresh_questions: None,
+        lookups_first: 0,
         questions_per_image: 1,
         curriculum_steps: None,
         perception_weight: 0.0,
@@ -308,6 +315,12 @@ mod tests {
             );
             assert!(
                 preset.model.perception_head || !preset.model.scene_bottleneck,
+                "{}",
+                preset.name
+            );
+            // Lookups first are fresh questions of one kind.
+            assert!(
+                preset.training.lookups_first == 0 || preset.training.fresh_questions.is_some(),
                 "{}",
                 preset.name
             );

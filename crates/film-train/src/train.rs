@@ -165,6 +165,7 @@ pub fn train(request: &TrainRequest, device: &Device) -> Result<TrainOutcome> {
             scenes.clone(),
             &train_split.questions.images,
             per_image,
+            config.training.lookups_first,
             config.seed,
         )?),
         None => None,
@@ -173,7 +174,7 @@ pub fn train(request: &TrainRequest, device: &Device) -> Result<TrainOutcome> {
         if let Some(fresh) = &fresh {
             // Words the generator uses that the questions file never does get ids of their
             // own (appended, so the file's ids keep their meaning) instead of <UNK>.
-            let questions = fresh.questions(0);
+            let questions = fresh.every_kind();
             vocab
                 .questions
                 .expand(questions.iter().map(|q| q.question.as_str()))
@@ -441,9 +442,16 @@ pub fn train(request: &TrainRequest, device: &Device) -> Result<TrainOutcome> {
                     Some(_) if training.score_trained_weights => Some(validate()?),
                     _ => None,
                 };
+                // Until the lookups-first epochs are over the model has been asked nothing
+                // else, and the validation set asks everything: say so beside its score.
+                let epochs_begun = state.epoch + u64::from(state.batches_done_in_epoch > 0);
+                let lookups_only = fresh.is_some() && epochs_begun <= training.lookups_first;
                 let mut validate_and_record = || {
                     let eval = validate()?;
-                    let fields = training_fields(window, perception, trained.as_ref());
+                    let mut fields = training_fields(window, perception, trained.as_ref());
+                    if lookups_only {
+                        fields.insert("lookups_only".into(), true.into());
+                    }
                     record(&run, &mut state, &eval, fields, &varmap, &progress)
                 };
                 match &average {
@@ -565,6 +573,10 @@ fn record(
     varmap: &VarMap,
     progress: &ProgressBar,
 ) -> Result<()> {
+    let note = match training.contains_key("lookups_only") {
+        true => "  (trained on lookups alone so far)",
+        false => "",
+    };
     let val = eval.overall.accuracy().unwrap_or(0.0);
     let mut record = eval.summary_json();
     let fields = record.as_object_mut().expect("summary is an object");
@@ -585,7 +597,7 @@ fn record(
     // Printed above the bar, and also when there is no terminal to draw the bar on.
     progress.suspend(|| {
         eprintln!(
-            "step {:>6}  val accuracy {:.1}% ({} questions)  best {:.1}%",
+            "step {:>6}  val accuracy {:.1}% ({} questions)  best {:.1}%{note}",
             state.step,
             100.0 * val,
             eval.overall.total,

@@ -79,6 +79,7 @@ fn fresh_questions_change_every_epoch_and_resume_exactly() {
             .map(|i| format!("CLEVR_train_{i:06}.png"))
             .collect::<Vec<_>>(),
         6,
+        0,
         7,
     )
     .unwrap();
@@ -100,6 +101,63 @@ fn fresh_questions_change_every_epoch_and_resume_exactly() {
         .sum();
     let m = metrics(&run);
     assert_eq!(m[m.len() - 1]["step"].as_u64().unwrap(), expected as u64);
+}
+
+/// Fresh questions whose first epoch asks lookups alone.
+fn lookups_first_request(out: &Path, cache: &Path, epochs: usize) -> TrainRequest {
+    let mut r = fresh_request(out, cache, epochs);
+    r.preset.training.lookups_first = 1;
+    r
+}
+
+#[test]
+fn lookups_first_ask_lookups_alone_then_everything_and_resume_exactly() {
+    assert_resume_is_exact(lookups_first_request);
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    train(
+        &lookups_first_request(&run, &dir.path().join("cache"), 2),
+        &Device::Cpu,
+    )
+    .unwrap();
+    // Evaluations are marked while the model has been asked lookups alone, and not after.
+    // An epoch here is a step or two, so the evaluations come at the epochs' ends, each
+    // recorded with the number of epochs done.
+    let m = metrics(&run);
+    let marked = |r: &serde_json::Value| r.get("lookups_only") == Some(&serde_json::Value::Bool(true));
+    let done: Vec<u64> = m.iter().map(|r| r["epoch"].as_u64().unwrap()).collect();
+    assert_eq!(done, [1, 2], "{m:?}");
+    assert!(marked(&m[0]) && !marked(&m[1]), "{m:?}");
+    let files = clevr::layout::SplitFiles::clevr(&fixture(), clevr::layout::Release::V1, "train").unwrap();
+    let images: Vec<String> = (0..3).map(|i| format!("CLEVR_train_{i:06}.png")).collect();
+    let scenes = film_train::data::read_scenes(&files, "the test").unwrap();
+    let fresh = film_train::fresh_questions::FreshQuestions::new(scenes.clone(), &images, 6, 1, 7).unwrap();
+    let plain = film_train::fresh_questions::FreshQuestions::new(scenes, &images, 6, 0, 7).unwrap();
+    let is_lookup = |q: &clevr::Question| {
+        let program = q.program.as_ref().unwrap();
+        program.last().unwrap().function.starts_with("query_")
+            && program.iter().all(|n| {
+                ["scene", "unique", "query_"]
+                    .iter()
+                    .any(|f| n.function.starts_with(f))
+                    || n.function.starts_with("filter_")
+            })
+    };
+    let first = fresh.questions(0);
+    assert!(first.len() > 3, "{} lookups about 3 scenes", first.len());
+    assert!(first.iter().all(is_lookup), "epoch 0 asks lookups alone");
+    let second = fresh.questions(1);
+    assert_eq!(
+        second,
+        plain.questions(1),
+        "from epoch 1 on, the questions of a run without it"
+    );
+    assert!(!second.iter().all(is_lookup));
+    assert_eq!(
+        fresh.every_kind(),
+        plain.questions(0),
+        "the vocabulary sees every kind"
+    );
 }
 
 /// A warmup over the first steps and a weight average evaluated in place of the weights.

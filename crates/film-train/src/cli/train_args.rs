@@ -35,6 +35,10 @@ pub(super) struct TrainArgs {
     /// questions file's (needs scenes/CLEVR_train_scenes.json); 0 trains on the file.
     #[arg(long, value_name = "N")]
     fresh_questions: Option<usize>,
+    /// The first EPOCHS epochs of fresh questions ask lookups alone ("What color is the
+    /// large metal cube?"), then every kind; 0 turns it off. Needs --fresh-questions.
+    #[arg(long, value_name = "EPOCHS")]
+    lookups_first: Option<u64>,
     /// Keep K questions about one image together in a batch, so the image stem runs once
     /// for them; 1 is the paper's plain shuffle.
     #[arg(long, value_name = "K")]
@@ -165,6 +169,15 @@ pub(super) fn train_request(args: &TrainArgs) -> Result<TrainRequest> {
     }
     if let Some(per_image) = args.fresh_questions {
         training.fresh_questions = (per_image > 0).then_some(per_image);
+    }
+    match args.lookups_first {
+        Some(epochs) => training.lookups_first = epochs,
+        // A preset's lookups are fresh questions: training on the file turns them off too.
+        None if training.fresh_questions.is_none() => training.lookups_first = 0,
+        None => {}
+    }
+    if training.lookups_first > 0 && training.fresh_questions.is_none() {
+        bail!("--lookups-first asks the first epochs' questions fresh, so it needs --fresh-questions N with N > 0");
     }
     if let Some(k) = args.questions_per_image {
         if k == 0 {
@@ -379,6 +392,23 @@ mod tests {
             err.to_string().contains("--perception-weight W with W > 0"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn lookups_first_need_fresh_questions() {
+        let on = train_request(&train_args(&["--lookups-first", "4"]).unwrap()).unwrap();
+        assert_eq!(on.preset.training.lookups_first, 4);
+        for args in [&["--lookups-first", "0"][..], &["--fresh-questions", "0"]] {
+            let off = train_request(&train_args(args).unwrap()).unwrap();
+            assert_eq!(off.preset.training.lookups_first, 0);
+        }
+        for args in [
+            &["--preset", "mini", "--lookups-first", "2"][..],
+            &["--lookups-first", "2", "--fresh-questions", "0"],
+        ] {
+            let err = train_request(&train_args(args).unwrap()).unwrap_err();
+            assert!(err.to_string().contains("needs --fresh-questions N"), "{err}");
+        }
     }
 
     #[test]
