@@ -28,9 +28,14 @@ Usage: python3 research/proxy_probe.py DATA_DIR MINUTES [flags]   (DATA_DIR: CLE
   --global-context max|mean  each block's input projection also sees the previous output's
                           global pool, broadcast to every cell
   --film-pos norm|input|both  FiLM after the BatchNorm (the paper), on the block's input, or both
-  --blocks K, --channels C, --hidden H, --pool max|mean, --lr, --warmup, --batch
+  --blocks K, --channels C, --hidden H, --lr, --warmup, --batch
+  --pool max|mean|attn|max-attn  the classifier's pool over the cells: attn is a softmax
+                          over the cells per head (--pool-heads, each pooling its share of the
+                          channels) from a 1x1 score of the classifier's features; max-attn
+                          gives the classifier both
   --skip proj|input        the residual adds the block's projected input r (the paper) or its
                           input x itself
+  --stage KIND[,KIND]:Q    train only on these kinds for the first Q questions, then on all
   --only KIND[,KIND]      train only on these kinds (e.g. query_attribute/h0); the periodic
                           validation figure is then on those kinds too
   --threads T, --seed S
@@ -43,7 +48,7 @@ ap.add_argument('data'); ap.add_argument('minutes', type=float)
 ap.add_argument('--batch', type=int, default=64); ap.add_argument('--lr', type=float, default=1e-3)
 ap.add_argument('--warmup', type=int, default=0); ap.add_argument('--train-questions')
 ap.add_argument('--curriculum', action='store_true'); ap.add_argument('--attend', type=float, default=0.0)
-ap.add_argument('--pool', default='max'); ap.add_argument('--attend-blocks', action='store_true')
+ap.add_argument('--pool', default='max'); ap.add_argument('--pool-heads', type=int, default=4); ap.add_argument('--attend-blocks', action='store_true')
 ap.add_argument('--eval-every', type=int, default=1000)
 ap.add_argument('--channels', type=int, default=64); ap.add_argument('--hidden', type=int, default=256)
 ap.add_argument('--curriculum-steps', type=int, default=0)
@@ -57,6 +62,7 @@ ap.add_argument('--global-context', default='')  # '', max, mean: each block als
 ap.add_argument('--bow', action='store_true')
 ap.add_argument('--film-pos', default='norm')  # norm (the paper) | input | both
 ap.add_argument('--only', default='')
+ap.add_argument('--stage', default='')  # KIND[,KIND]:QUESTIONS: only these kinds for the first QUESTIONS questions
 ap.add_argument('--skip', default='proj')  # proj (the paper: + r) | input (+ the block's input x) | none
 ap.add_argument('--film-classifier', action='store_true')  # FiLM also on the classifier's 1x1 projection, before the pool
 ap.add_argument('--last-skip', default='')  # the last block's residual, if not --skip's
@@ -159,7 +165,8 @@ def load(split, vocab=None, answers=None, path=None):
     for i, q in enumerate(qs):
         t = [PVOCAB.setdefault(x, len(PVOCAB)) for x in ptokens(q)][:PL]
         ptok[i, :len(t)] = torch.tensor(t)
-    kind = [qtype(q['program'][-1]['function']) + '/h%d' % min(2, sum(n['function'] == 'relate' for n in q['program'])) for q in qs]
+    kind = [qtype(q['program'][-1]['function']) + '/h%d' % min(2, sum(n['function'] == 'relate' for n in q['program']))
+            + ('/same' if any(n['function'].startswith('same_') for n in q['program']) else '') for q in qs]
     att = attend_maps(split, qs) if a.attend and split == 'train' else None
     return toks, lens, ans, img, fam, vocab, answers, att, kind, ptok
 
@@ -225,6 +232,10 @@ class Probe(tf.FiLM):
         if a.film_classifier:  # only when used, so that other runs keep their random stream
             self.cls_film = nn.Linear(cfg['H'], 2 * cfg['P'])
         self.att = nn.ModuleList(nn.Conv2d(cfg['C'], 1, 1) for _ in range(a.blocks if a.attend_blocks else 1))
+        if 'attn' in a.pool:  # only when used, so that other runs keep their random stream
+            self.pool_score = nn.Conv2d(cfg['P'], a.pool_heads, 1)
+            if a.pool == 'max-attn':
+                self.net.fc1 = nn.Linear(2 * cfg['P'], self.net.fc1.out_features)
     def forward(self, img, q, q_len, with_att=False):
         out, _ = self.gen.gru(self.gen.embed(q))
         idx = (q_len - 1).view(-1, 1, 1).expand(-1, 1, out.size(2))
@@ -248,7 +259,15 @@ class Probe(tf.FiLM):
             cf = self.cls_film(h_last); P = h.size(1)
             h = (1.0 + cf[:, :P, None, None]) * h + cf[:, P:, None, None]
         h = F.relu(h)
-        h = torch.amax(h, dim=(2, 3)) if a.pool == 'max' else h.mean(dim=(2, 3))
+        if 'attn' in a.pool:
+            # softmax over the cells per head; head k pools its share of the channels
+            N, P = h.size(0), h.size(1)
+            w = torch.softmax(self.pool_score(h).flatten(2), dim=2)  # N, heads, cells
+            hh = h.flatten(2).view(N, a.pool_heads, P // a.pool_heads, -1)
+            att = (hh * w.unsqueeze(2)).sum(3).reshape(N, P)
+            h = torch.cat([torch.amax(h, dim=(2, 3)), att], 1) if a.pool == 'max-attn' else att
+        else:
+            h = torch.amax(h, dim=(2, 3)) if a.pool == 'max' else h.mean(dim=(2, 3))
         logits = n.fc2(F.relu(n.fc_bn(n.fc1(h))))
         return (logits, torch.cat(maps, 1)) if with_att else logits
 
@@ -279,8 +298,15 @@ def curriculum_batches():
     for t in range(a.curriculum_steps):
         pool = max(10 * B, int(N * (0.2 + 0.8 * t / a.curriculum_steps)))
         yield by_length[torch.randint(0, pool, (B,))]
+def stage_batches():
+    if not a.stage: return
+    kinds, count = a.stage.rsplit(':', 1); keep = set(kinds.split(','))
+    pool = torch.tensor([i for i, k in enumerate(tr[8]) if k in keep])
+    for _ in range(int(float(count)) // B):
+        yield pool[torch.randint(0, len(pool), (B,))]
 def epochs():
     global epoch
+    yield from stage_batches()
     yield from curriculum_batches()
     while True:
         perm = torch.randperm(N)
