@@ -76,19 +76,16 @@ impl FreshQuestions {
     /// Epoch `epoch`'s questions, as text and programs.
     pub fn questions(&self, epoch: u64) -> Vec<clevr::Question> {
         let seed = self.seed ^ (epoch + 1).wrapping_mul(EPOCH_MIX);
-        let lookups;
-        let config = match epoch < self.lookups_first {
-            true => {
-                lookups = TemplateConfig {
-                    only: Some(self.templates.lookups()),
-                    repeat: true,
-                    ..self.config.clone()
-                };
-                &lookups
+        let config = if epoch < self.lookups_first {
+            TemplateConfig {
+                only: Some(self.templates.lookups()),
+                repeat: true,
+                ..self.config.clone()
             }
-            false => &self.config,
+        } else {
+            self.config.clone()
         };
-        TemplateStream::new(&self.templates, "train", config, seed).ask(&self.scenes)
+        TemplateStream::new(&self.templates, "train", &config, seed).ask(&self.scenes)
     }
 
     /// Questions of every kind, for the vocabulary: epoch 0's questions, as a run

@@ -86,9 +86,7 @@ impl TemplateSet {
         )
         .unwrap_or_else(|e| panic!("built-in templates: {e}"))
     }
-}
 
-impl TemplateSet {
     /// Positions of the templates that look one object up by its attributes and ask for
     /// one of its attributes ("What color is the large metal cube?"): no relation, no
     /// comparison, no set operation. The simplest question whose answer depends on the
