@@ -75,24 +75,26 @@ impl FreshQuestions {
 
     /// Epoch `epoch`'s questions, as text and programs.
     pub fn questions(&self, epoch: u64) -> Vec<clevr::Question> {
-        let seed = self.seed ^ (epoch + 1).wrapping_mul(EPOCH_MIX);
-        let config = if epoch < self.lookups_first {
-            TemplateConfig {
+        if epoch < self.lookups_first {
+            let lookups = TemplateConfig {
                 only: Some(self.templates.lookups()),
                 repeat: true,
                 ..self.config.clone()
-            }
-        } else {
-            self.config.clone()
-        };
-        TemplateStream::new(&self.templates, "train", &config, seed).ask(&self.scenes)
+            };
+            return self.ask(epoch, &lookups);
+        }
+        self.ask(epoch, &self.config)
     }
 
     /// Questions of every kind, for the vocabulary: epoch 0's questions, as a run
     /// without lookups first asks them.
     pub fn every_kind(&self) -> Vec<clevr::Question> {
-        let seed = self.seed ^ EPOCH_MIX;
-        TemplateStream::new(&self.templates, "train", &self.config, seed).ask(&self.scenes)
+        self.ask(0, &self.config)
+    }
+
+    fn ask(&self, epoch: u64, config: &TemplateConfig) -> Vec<clevr::Question> {
+        let seed = self.seed ^ (epoch + 1).wrapping_mul(EPOCH_MIX);
+        TemplateStream::new(&self.templates, "train", config, seed).ask(&self.scenes)
     }
 
     /// Epoch `epoch`'s questions, encoded with `vocab` against the training image cache.

@@ -137,10 +137,9 @@ fn lookups_first_ask_lookups_alone_then_everything_and_resume_exactly() {
         let program = q.program.as_ref().unwrap();
         program.last().unwrap().function.starts_with("query_")
             && program.iter().all(|n| {
-                ["scene", "unique", "query_"]
+                ["scene", "unique", "filter_", "query_"]
                     .iter()
                     .any(|f| n.function.starts_with(f))
-                    || n.function.starts_with("filter_")
             })
     };
     let first = fresh.questions(0);

@@ -201,11 +201,13 @@ impl<'a> TemplateStream<'a> {
             } else {
                 1
             };
-            let mut asked_here: Vec<Vec<clevr::ProgramNode>> = Vec::new();
+            let mut asked_here = 0;
+            // Kept only when a template may be asked again, to refuse a repeat.
+            let mut programs_here: Vec<Vec<clevr::ProgramNode>> = Vec::new();
             'rounds: for _ in 0..rounds {
-                let before = asked_here.len();
+                let before = asked_here;
                 for &family in &order {
-                    if asked_here.len() == self.config.per_image {
+                    if asked_here == self.config.per_image {
                         break 'rounds;
                     }
                     let loaded = &self.set.templates[family];
@@ -218,12 +220,14 @@ impl<'a> TemplateStream<'a> {
                         &mut rng,
                     );
                     let Some(found) = found else { continue };
-                    if self.config.repeat && asked_here.contains(&found.program) {
-                        continue;
+                    if self.config.repeat {
+                        if programs_here.contains(&found.program) {
+                            continue;
+                        }
+                        programs_here.push(found.program.clone());
                     }
                     let question =
                         text::realise(&loaded.template.text, &found.filled, &self.set.synonyms, &mut rng);
-                    asked_here.push(found.program.clone());
                     questions.push(Question {
                         image_index: scene.image_index,
                         program: Some(found.program),
@@ -236,8 +240,9 @@ impl<'a> TemplateStream<'a> {
                     });
                     self.asked += 1;
                     self.template_counts[family] += 1;
+                    asked_here += 1;
                 }
-                if asked_here.len() == before {
+                if asked_here == before {
                     break;
                 }
             }
