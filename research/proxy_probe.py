@@ -35,7 +35,9 @@ Usage: python3 research/proxy_probe.py DATA_DIR MINUTES [flags]   (DATA_DIR: CLE
                           gives the classifier both
   --skip proj|input        the residual adds the block's projected input r (the paper) or its
                           input x itself
-  --stage KIND[,KIND]:Q    train only on these kinds for the first Q questions, then on all
+  --stage KIND[,KIND]:Q[+KIND[,KIND]:Q...]
+                          train only on these kinds for the first Q questions, then on the
+                          next stage's kinds for its Q questions, and so on; then on all
   --only KIND[,KIND]      train only on these kinds (e.g. query_attribute/h0); the periodic
                           validation figure is then on those kinds too
   --threads T, --seed S
@@ -62,7 +64,7 @@ ap.add_argument('--global-context', default='')  # '', max, mean: each block als
 ap.add_argument('--bow', action='store_true')
 ap.add_argument('--film-pos', default='norm')  # norm (the paper) | input | both
 ap.add_argument('--only', default='')
-ap.add_argument('--stage', default='')  # KIND[,KIND]:QUESTIONS: only these kinds for the first QUESTIONS questions
+ap.add_argument('--stage', default='')  # KIND[,KIND]:QUESTIONS[+KIND[,KIND]:QUESTIONS...]: stages of only these kinds, in order, then all
 ap.add_argument('--skip', default='proj')  # proj (the paper: + r) | input (+ the block's input x) | none
 ap.add_argument('--film-classifier', action='store_true')  # FiLM also on the classifier's 1x1 projection, before the pool
 ap.add_argument('--last-skip', default='')  # the last block's residual, if not --skip's
@@ -300,10 +302,11 @@ def curriculum_batches():
         yield by_length[torch.randint(0, pool, (B,))]
 def stage_batches():
     if not a.stage: return
-    kinds, count = a.stage.rsplit(':', 1); keep = set(kinds.split(','))
-    pool = torch.tensor([i for i, k in enumerate(tr[8]) if k in keep])
-    for _ in range(int(float(count)) // B):
-        yield pool[torch.randint(0, len(pool), (B,))]
+    for stage in a.stage.split('+'):
+        kinds, count = stage.rsplit(':', 1); keep = set(kinds.split(','))
+        pool = torch.tensor([i for i, k in enumerate(tr[8]) if k in keep])
+        for _ in range(int(float(count)) // B):
+            yield pool[torch.randint(0, len(pool), (B,))]
 def epochs():
     global epoch
     yield from stage_batches()
