@@ -28,19 +28,33 @@ pub struct FreshQuestions {
     config: TemplateConfig,
     /// Epochs before this one ask lookups alone.
     lookups_first: u64,
+    /// This many epochs after the lookups ask zero-hop questions alone.
+    zero_hop_first: u64,
     seed: u64,
+}
+
+/// Which templates an epoch's fresh questions come from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stage {
+    /// The lookups alone ([`TemplateSet::lookups`]).
+    Lookups,
+    /// The questions without a relation ([`TemplateSet::zero_hop`]).
+    ZeroHop,
+    /// Every template.
+    Everything,
 }
 
 impl FreshQuestions {
     /// Asks `per_image` questions every epoch about those of `scenes` whose images the
     /// training set `images` holds.
     /// The first `lookups_first` epochs ask only the templates that look one object up
-    /// ([`TemplateSet::lookups`]), each as often as a scene allows.
+    /// ([`TemplateSet::lookups`]), the next `zero_hop_first` only those without a relation
+    /// ([`TemplateSet::zero_hop`]), each template as often as a scene allows.
     pub fn new(
         scenes: Vec<Scene>,
         images: &[String],
         per_image: usize,
-        lookups_first: u64,
+        (lookups_first, zero_hop_first): (u64, u64),
         seed: u64,
     ) -> Result<Self> {
         let known: std::collections::HashSet<&str> = images.iter().map(String::as_str).collect();
@@ -64,6 +78,7 @@ impl FreshQuestions {
                 ..TemplateConfig::default()
             },
             lookups_first,
+            zero_hop_first,
             seed,
         })
     }
@@ -73,17 +88,30 @@ impl FreshQuestions {
         self.scenes.len()
     }
 
+    /// Which templates epoch `epoch` asks.
+    pub fn stage(&self, epoch: u64) -> Stage {
+        if epoch < self.lookups_first {
+            Stage::Lookups
+        } else if epoch - self.lookups_first < self.zero_hop_first {
+            Stage::ZeroHop
+        } else {
+            Stage::Everything
+        }
+    }
+
     /// Epoch `epoch`'s questions, as text and programs.
     pub fn questions(&self, epoch: u64) -> Vec<clevr::Question> {
-        if epoch < self.lookups_first {
-            let lookups = TemplateConfig {
-                only: Some(self.templates.lookups()),
-                repeat: true,
-                ..self.config.clone()
-            };
-            return self.ask(epoch, &lookups);
-        }
-        self.ask(epoch, &self.config)
+        let only = match self.stage(epoch) {
+            Stage::Lookups => self.templates.lookups(),
+            Stage::ZeroHop => self.templates.zero_hop(),
+            Stage::Everything => return self.ask(epoch, &self.config),
+        };
+        let config = TemplateConfig {
+            only: Some(only),
+            repeat: true,
+            ..self.config.clone()
+        };
+        self.ask(epoch, &config)
     }
 
     /// Questions of every kind, for the vocabulary: epoch 0's questions, as a run

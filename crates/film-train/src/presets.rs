@@ -54,6 +54,11 @@ pub struct TrainingConfig {
     /// question from the first epoch).
     #[serde(default)]
     pub lookups_first: u64,
+    /// The next this many epochs, after any lookups first, ask only the questions without
+    /// a relation: every object named by its attributes alone, as in lookups, counts,
+    /// exists and the comparisons of two of them (`--zero-hop-first`; 0 or absent: none).
+    #[serde(default)]
+    pub zero_hop_first: u64,
     /// Keep this many questions about one image together in a batch, so that the stem
     /// runs once for them (`--questions-per-image`; 1: the paper's plain shuffle).
     #[serde(default = "one")]
@@ -122,6 +127,7 @@ fn paper_training(minutes: f64, eval_every: usize) -> TrainingConfig {
         eval_every,
         fresh_questions: None,
         lookups_first: 0,
+        zero_hop_first: 0,
         questions_per_image: 1,
         curriculum_steps: None,
         perception_weight: 0.0,
@@ -322,9 +328,10 @@ mod tests {
                 "{}",
                 preset.name
             );
-            // Lookups first are fresh questions of one kind.
+            // Lookups and zero-hop questions first are fresh questions of some kinds.
+            let stages = preset.training.lookups_first + preset.training.zero_hop_first;
             assert!(
-                preset.training.lookups_first == 0 || preset.training.fresh_questions.is_some(),
+                stages == 0 || preset.training.fresh_questions.is_some(),
                 "{}",
                 preset.name
             );

@@ -17,7 +17,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use crate::answer_attention::AnswerTargets;
 use crate::data::{load_split, load_split_files, load_split_with, split_files, ImageSource, Split};
 use crate::evaluate::{evaluate, loss_and_accuracy, Evaluation};
-use crate::fresh_questions::FreshQuestions;
+use crate::fresh_questions::{FreshQuestions, Stage};
 use crate::model::{FilmModel, SharedForward};
 use crate::perception::{SceneTargets, StemImage};
 use crate::presets::{ModelConfig, Preset};
@@ -165,7 +165,7 @@ pub fn train(request: &TrainRequest, device: &Device) -> Result<TrainOutcome> {
             scenes.clone(),
             &train_split.questions.images,
             per_image,
-            config.training.lookups_first,
+            (config.training.lookups_first, config.training.zero_hop_first),
             config.seed,
         )?),
         None => None,
@@ -442,16 +442,19 @@ pub fn train(request: &TrainRequest, device: &Device) -> Result<TrainOutcome> {
                     Some(_) if training.score_trained_weights => Some(validate()?),
                     _ => None,
                 };
-                // Until the lookups-first epochs are over the model has been asked nothing
-                // else, and the validation set asks everything: say so beside its score.
+                // Until the first stages are over the model has been asked some kinds of
+                // question alone, and the validation set asks everything: say so beside
+                // its score.
                 let epochs_begun = state.epoch + u64::from(state.batches_done_in_epoch > 0);
-                let lookups_only = fresh.is_some() && epochs_begun <= training.lookups_first;
+                let stage = fresh.as_ref().map(|f| f.stage(epochs_begun.saturating_sub(1)));
                 let mut validate_and_record = || {
                     let eval = validate()?;
                     let mut fields = training_fields(window, perception, trained.as_ref());
-                    if lookups_only {
-                        fields.insert("lookups_only".into(), true.into());
-                    }
+                    match stage {
+                        Some(Stage::Lookups) => fields.insert("lookups_only".into(), true.into()),
+                        Some(Stage::ZeroHop) => fields.insert("zero_hop_only".into(), true.into()),
+                        Some(Stage::Everything) | None => None,
+                    };
                     record(&run, &mut state, &eval, fields, &varmap, &progress)
                 };
                 match &average {
@@ -573,9 +576,12 @@ fn record(
     varmap: &VarMap,
     progress: &ProgressBar,
 ) -> Result<()> {
-    let note = match training.contains_key("lookups_only") {
-        true => "  (trained on lookups alone so far)",
-        false => "",
+    let note = if training.contains_key("lookups_only") {
+        "  (trained on lookups alone so far)"
+    } else if training.contains_key("zero_hop_only") {
+        "  (trained on questions without relations alone so far)"
+    } else {
+        ""
     };
     let val = eval.overall.accuracy().unwrap_or(0.0);
     let mut record = eval.summary_json();

@@ -79,7 +79,7 @@ fn fresh_questions_change_every_epoch_and_resume_exactly() {
             .map(|i| format!("CLEVR_train_{i:06}.png"))
             .collect::<Vec<_>>(),
         6,
-        0,
+        (0, 0),
         7,
     )
     .unwrap();
@@ -103,55 +103,83 @@ fn fresh_questions_change_every_epoch_and_resume_exactly() {
     assert_eq!(m[m.len() - 1]["step"].as_u64().unwrap(), expected as u64);
 }
 
-/// Fresh questions whose first epoch asks lookups alone.
-fn lookups_first_request(out: &Path, cache: &Path, epochs: usize) -> TrainRequest {
+/// Fresh questions whose first epoch asks lookups alone and whose second asks questions
+/// without relations alone.
+fn stages_first_request(out: &Path, cache: &Path, epochs: usize) -> TrainRequest {
     let mut r = fresh_request(out, cache, epochs);
     r.preset.training.lookups_first = 1;
+    r.preset.training.zero_hop_first = 1;
     r
 }
 
 #[test]
-fn lookups_first_ask_lookups_alone_then_everything_and_resume_exactly() {
-    assert_resume_is_exact(lookups_first_request);
+fn lookups_then_zero_hop_first_then_everything_and_resume_exactly() {
+    assert_resume_is_exact(stages_first_request);
     let dir = tempfile::tempdir().unwrap();
     let run = dir.path().join("run");
     train(
-        &lookups_first_request(&run, &dir.path().join("cache"), 2),
+        &stages_first_request(&run, &dir.path().join("cache"), 3),
         &Device::Cpu,
     )
     .unwrap();
-    // Evaluations are marked while the model has been asked lookups alone, and not after.
-    // An epoch here is a step or two, so the evaluations come at the epochs' ends, each
-    // recorded with the number of epochs done.
+    // Evaluations are marked with the stage the model has been trained in so far, and
+    // not after the stages. An epoch here is a step or two, so the evaluations come at the
+    // epochs' ends, each recorded with the number of epochs done.
     let m = metrics(&run);
-    let marked = |r: &serde_json::Value| r.get("lookups_only") == Some(&serde_json::Value::Bool(true));
+    let marked = |r: &serde_json::Value, key: &str| r.get(key) == Some(&serde_json::Value::Bool(true));
     let done: Vec<u64> = m.iter().map(|r| r["epoch"].as_u64().unwrap()).collect();
-    assert_eq!(done, [1, 2], "{m:?}");
-    assert!(marked(&m[0]) && !marked(&m[1]), "{m:?}");
+    assert_eq!(done, [1, 2, 3], "{m:?}");
+    let marks: Vec<(bool, bool)> = m
+        .iter()
+        .map(|r| (marked(r, "lookups_only"), marked(r, "zero_hop_only")))
+        .collect();
+    assert_eq!(marks, [(true, false), (false, true), (false, false)], "{m:?}");
     let files = clevr::layout::SplitFiles::clevr(&fixture(), clevr::layout::Release::V1, "train").unwrap();
     let images: Vec<String> = (0..3).map(|i| format!("CLEVR_train_{i:06}.png")).collect();
     let scenes = film_train::data::read_scenes(&files, "the test").unwrap();
-    let fresh = film_train::fresh_questions::FreshQuestions::new(scenes.clone(), &images, 6, 1, 7).unwrap();
-    let plain = film_train::fresh_questions::FreshQuestions::new(scenes, &images, 6, 0, 7).unwrap();
+    let fresh =
+        film_train::fresh_questions::FreshQuestions::new(scenes.clone(), &images, 6, (1, 1), 7).unwrap();
+    let plain = film_train::fresh_questions::FreshQuestions::new(scenes, &images, 6, (0, 0), 7).unwrap();
+    let functions = |q: &clevr::Question| -> Vec<String> {
+        q.program
+            .as_ref()
+            .unwrap()
+            .iter()
+            .map(|n| n.function.clone())
+            .collect()
+    };
     let is_lookup = |q: &clevr::Question| {
-        let program = q.program.as_ref().unwrap();
-        program.last().unwrap().function.starts_with("query_")
-            && program.iter().all(|n| {
+        let f = functions(q);
+        f.last().unwrap().starts_with("query_")
+            && f.iter().all(|f| {
                 ["scene", "unique", "filter_", "query_"]
                     .iter()
-                    .any(|f| n.function.starts_with(f))
+                    .any(|p| f.starts_with(p))
             })
+    };
+    let is_zero_hop = |q: &clevr::Question| {
+        functions(q)
+            .iter()
+            .all(|f| f != "relate" && !f.starts_with("same_") && f != "union" && f != "intersect")
     };
     let first = fresh.questions(0);
     assert!(first.len() > 3, "{} lookups about 3 scenes", first.len());
     assert!(first.iter().all(is_lookup), "epoch 0 asks lookups alone");
     let second = fresh.questions(1);
-    assert_eq!(
-        second,
-        plain.questions(1),
-        "from epoch 1 on, the questions of a run without it"
+    assert!(
+        second.len() > 3,
+        "{} zero-hop questions about 3 scenes",
+        second.len()
     );
-    assert!(!second.iter().all(is_lookup));
+    assert!(second.iter().all(is_zero_hop), "epoch 1 asks no relation");
+    assert!(!second.iter().all(is_lookup), "epoch 1 asks more than lookups");
+    let third = fresh.questions(2);
+    assert_eq!(
+        third,
+        plain.questions(2),
+        "from epoch 2 on, the questions of a run without stages"
+    );
+    assert!(!third.iter().all(is_zero_hop));
     assert_eq!(
         fresh.every_kind(),
         plain.questions(0),

@@ -106,6 +106,24 @@ impl TemplateSet {
             .map(|(i, _)| i)
             .collect()
     }
+
+    /// Positions of the templates whose objects are all named by their attributes alone:
+    /// no relation, no "same … as", no "and" or "or". CLEVR's zero-hop questions (the
+    /// lookups, counts and exists) and the comparisons of two such objects or counts,
+    /// which `--zero-hop-first` trains on after the lookups and before the rest.
+    pub fn zero_hop(&self) -> Vec<usize> {
+        self.templates
+            .iter()
+            .enumerate()
+            .filter(|(_, t)| {
+                t.template.nodes.iter().all(|n| {
+                    let f = n.function.as_str();
+                    !(f.starts_with("relate") || f.starts_with("same_") || f == "union" || f == "intersect")
+                })
+            })
+            .map(|(i, _)| i)
+            .collect()
+    }
 }
 
 /// How many questions to ask and how the balance is kept.
@@ -460,6 +478,36 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn zero_hop_templates_name_every_object_by_its_attributes() {
+        let set = TemplateSet::builtin();
+        let zero_hop = set.zero_hop();
+        // Six of zero_hop.json, four attribute comparisons and three count comparisons.
+        assert_eq!(zero_hop.len(), 13);
+        assert!(set.lookups().iter().all(|t| zero_hop.contains(t)));
+        let config = TemplateConfig {
+            only: Some(zero_hop.clone()),
+            repeat: true,
+            ..TemplateConfig::default()
+        };
+        let questions = TemplateStream::new(&set, "train", &config, 3).ask(&scenes(20));
+        let mut constructions = BTreeSet::new();
+        for q in &questions {
+            let program = q.program.as_ref().unwrap();
+            assert!(
+                program.iter().all(|n| n.function != "relate"
+                    && !n.function.starts_with("same_")
+                    && n.function != "union"
+                    && n.function != "intersect"),
+                "{}",
+                q.question
+            );
+            constructions.insert(construction(program));
+        }
+        let expected = BTreeSet::from(["compare_integer", "comparison", "zero_hop"]);
+        assert_eq!(constructions, expected);
     }
 
     #[test]

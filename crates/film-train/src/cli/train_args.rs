@@ -39,6 +39,11 @@ pub(super) struct TrainArgs {
     /// large metal cube?"), then every kind; 0 turns it off. Needs --fresh-questions.
     #[arg(long, value_name = "EPOCHS")]
     lookups_first: Option<u64>,
+    /// The next EPOCHS epochs, after any lookups first, ask only the questions without a
+    /// relation (lookups, counts, exists and comparisons of objects named by their
+    /// attributes); 0 turns it off. Needs --fresh-questions.
+    #[arg(long, value_name = "EPOCHS")]
+    zero_hop_first: Option<u64>,
     /// Keep K questions about one image together in a batch, so the image stem runs once
     /// for them; 1 is the paper's plain shuffle.
     #[arg(long, value_name = "K")]
@@ -170,14 +175,24 @@ pub(super) fn train_request(args: &TrainArgs) -> Result<TrainRequest> {
     if let Some(per_image) = args.fresh_questions {
         training.fresh_questions = (per_image > 0).then_some(per_image);
     }
-    match args.lookups_first {
-        Some(epochs) => training.lookups_first = epochs,
-        // A preset's lookups are fresh questions: training on the file turns them off too.
-        None if training.fresh_questions.is_none() => training.lookups_first = 0,
-        None => {}
-    }
-    if training.lookups_first > 0 && training.fresh_questions.is_none() {
-        bail!("--lookups-first asks the first epochs' questions fresh, so it needs --fresh-questions N with N > 0");
+    // A preset's first stages are fresh questions: training on the file turns them off too.
+    let file = training.fresh_questions.is_none();
+    for (flag, given, epochs) in [
+        ("--lookups-first", args.lookups_first, &mut training.lookups_first),
+        (
+            "--zero-hop-first",
+            args.zero_hop_first,
+            &mut training.zero_hop_first,
+        ),
+    ] {
+        match given {
+            Some(n) if n > 0 && file => {
+                bail!("{flag} asks the first epochs' questions fresh, so it needs --fresh-questions N with N > 0")
+            }
+            Some(n) => *epochs = n,
+            None if file => *epochs = 0,
+            None => {}
+        }
     }
     if let Some(k) = args.questions_per_image {
         if k == 0 {
@@ -395,19 +410,32 @@ mod tests {
     }
 
     #[test]
-    fn lookups_first_need_fresh_questions() {
-        let on = train_request(&train_args(&["--lookups-first", "4"]).unwrap()).unwrap();
+    fn lookups_and_zero_hop_first_need_fresh_questions() {
+        let on =
+            train_request(&train_args(&["--lookups-first", "4", "--zero-hop-first", "2"]).unwrap()).unwrap();
         assert_eq!(on.preset.training.lookups_first, 4);
+        assert_eq!(on.preset.training.zero_hop_first, 2);
         for args in [&["--lookups-first", "0"][..], &["--fresh-questions", "0"]] {
             let off = train_request(&train_args(args).unwrap()).unwrap();
             assert_eq!(off.preset.training.lookups_first, 0);
+            assert_eq!(off.preset.training.zero_hop_first, 0);
         }
-        for args in [
-            &["--preset", "mini", "--lookups-first", "2"][..],
-            &["--lookups-first", "2", "--fresh-questions", "0"],
+        for (args, flag) in [
+            (
+                &["--preset", "mini", "--lookups-first", "2"][..],
+                "--lookups-first",
+            ),
+            (
+                &["--lookups-first", "2", "--fresh-questions", "0"],
+                "--lookups-first",
+            ),
+            (&["--preset", "mini", "--zero-hop-first", "1"], "--zero-hop-first"),
         ] {
-            let err = train_request(&train_args(args).unwrap()).unwrap_err();
-            assert!(err.to_string().contains("needs --fresh-questions N"), "{err}");
+            let err = train_request(&train_args(args).unwrap()).unwrap_err().to_string();
+            assert!(
+                err.contains("needs --fresh-questions N") && err.starts_with(flag),
+                "{err}"
+            );
         }
     }
 
