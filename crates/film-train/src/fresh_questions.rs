@@ -115,7 +115,7 @@ impl FreshQuestions {
     }
 
     /// Questions of every kind, for the vocabulary: epoch 0's questions, as a run
-    /// without lookups first asks them.
+    /// without first stages asks them.
     pub fn every_kind(&self) -> Vec<clevr::Question> {
         self.ask(0, &self.config)
     }
