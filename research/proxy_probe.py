@@ -27,12 +27,22 @@ Usage: python3 research/proxy_probe.py DATA_DIR MINUTES [flags]   (DATA_DIR: CLE
   --bow                   the GRU's last state plus a projection of the mean word embedding
   --global-context max|mean  each block's input projection also sees the previous output's
                           global pool, broadcast to every cell
+  --directional all|late   each block (late: each block after the first, so on a FiLMed
+                          input) also sees, per cell, its input's maximum over the cells left
+                          of it, right of it, above and below it: a relation in one step
+  --directional-init zero  the 1x1 projection's weights on those maps start at zero
+  --directional-source branch  (with late) the maps of the previous block's FiLMed branch
+                          alone, without its residual: what the question picked out
+  --directional-detach    no gradient flows back through the maps
+  --directional-gate      the maps enter the block's 3x3 branch only (its residual stays
+                          free of them), each scaled by a question-given weight that starts
+                          at zero
   --film-pos norm|input|both  FiLM after the BatchNorm (the paper), on the block's input, or both
   --blocks K, --channels C, --hidden H, --lr, --warmup, --batch
-  --pool max|mean|attn|max-attn  the classifier's pool over the cells: attn is a softmax
+  --pool max|mean|max-mean|attn|max-attn  the classifier's pool over the cells: attn is a softmax
                           over the cells per head (--pool-heads, each pooling its share of the
                           channels) from a 1x1 score of the classifier's features; max-attn
-                          gives the classifier both
+                          gives the classifier both, as max-mean does max and mean
   --skip proj|input        the residual adds the block's projected input r (the paper) or its
                           input x itself
   --stage KIND[,KIND]:Q[+KIND[,KIND]:Q...]
@@ -62,6 +72,11 @@ ap.add_argument('--threads', type=int, default=2)
 ap.add_argument('--seed', type=int, default=0)
 ap.add_argument('--global-context', default='')  # '', max, mean: each block also sees the previous output's global pool
 ap.add_argument('--bow', action='store_true')
+ap.add_argument('--directional-init', default='default')  # default | zero: the input projection's weights on the half-plane maps
+ap.add_argument('--directional-source', default='input')  # input | branch: the maps of the block's input, or of the previous block's FiLMed branch alone (late only)
+ap.add_argument('--directional-gate', action='store_true')  # the maps enter the 3x3 branch only, scaled per channel by the question (zero at the start)
+ap.add_argument('--directional-detach', action='store_true')  # no gradient through the maps into the earlier block
+ap.add_argument('--directional', default='')  # '', all, late: blocks also see their input's max over each half-plane (left, right, above, below)
 ap.add_argument('--film-pos', default='norm')  # norm (the paper) | input | both
 ap.add_argument('--only', default='')
 ap.add_argument('--stage', default='')  # KIND[,KIND]:QUESTIONS[+KIND[,KIND]:QUESTIONS...]: stages of only these kinds, in order, then all
@@ -70,6 +85,10 @@ ap.add_argument('--film-classifier', action='store_true')  # FiLM also on the cl
 ap.add_argument('--last-skip', default='')  # the last block's residual, if not --skip's
 ap.add_argument('--reference', required=True, help='folder holding the PyTorch reference torch_film.py')
 a = ap.parse_args()
+if a.directional_source == 'branch' and a.directional != 'late':
+    ap.error('--directional-source branch needs --directional late: the first block has no previous branch')
+if (a.directional_gate or a.directional_detach or a.directional_init != 'default' or a.directional_source != 'input') and not a.directional:
+    ap.error('the --directional-* flags modify --directional all|late, which is not given')
 sys.path.insert(0, a.reference)
 import torch_film as tf
 torch.set_num_threads(a.threads); torch.manual_seed(a.seed)
@@ -192,11 +211,24 @@ if a.only:
 print(json.dumps(dict(train_questions=len(tr[0]), val_questions=len(va[0]), vocab=len(tr[5]), batch=B,
                       lr=a.lr, warmup=a.warmup, curriculum=a.curriculum,
                       attend=a.attend, attend_blocks=a.attend_blocks, pool=a.pool, channels=a.channels,
-                      hidden=a.hidden, curriculum_steps=a.curriculum_steps, difficulty=a.difficulty, program_aux=a.program_aux, oracle=a.oracle_program, blocks=a.blocks, global_context=a.global_context, bow=a.bow, film_pos=a.film_pos, only=a.only, skip=a.skip, last_skip=a.last_skip, film_classifier=a.film_classifier, seed=a.seed, pvocab=len(PVOCAB))), flush=True)
+                      hidden=a.hidden, curriculum_steps=a.curriculum_steps, difficulty=a.difficulty, program_aux=a.program_aux, oracle=a.oracle_program, blocks=a.blocks, global_context=a.global_context, directional=a.directional, directional_init=a.directional_init, directional_source=a.directional_source, directional_gate=a.directional_gate, directional_detach=a.directional_detach, bow=a.bow, film_pos=a.film_pos, only=a.only, skip=a.skip, last_skip=a.last_skip, film_classifier=a.film_classifier, seed=a.seed, pvocab=len(PVOCAB))), flush=True)
 mtr, mva = maps('train'), maps('val')
 tf.VOCAB = len(tr[5]) + 1; tf.NUM_ANSWERS = len(tr[6])
 cfg = dict(tf.CONFIGS['small']); cfg.update(inp=(17, G, G), stem='feat', C=a.channels, H=a.hidden)
 tf.NUM_MODULES = a.blocks
+
+def half_planes(x):
+    """Per cell, each channel's maximum over the cells strictly left of it, right of it, above and
+    below it (whole columns or rows); x >= 0, so the zero past the edge is neutral."""
+    def before_after(v):  # v: N, C, L -> max over indices < l, max over indices > l
+        before = F.pad(v.cummax(-1).values[..., :-1], (1, 0))
+        after = F.pad(v.flip(-1).cummax(-1).values.flip(-1)[..., 1:], (0, 1))
+        return before, after
+    N, C, H, W = x.shape
+    left, right = before_after(x.amax(2))
+    above, below = before_after(x.amax(3))
+    return (left[:, :, None, :].expand(N, C, H, W), right[:, :, None, :].expand(N, C, H, W),
+            above[:, :, :, None].expand(N, C, H, W), below[:, :, :, None].expand(N, C, H, W))
 
 class GBlock(tf.FiLMedResBlock):
     def __init__(self, C, i):
@@ -204,6 +236,14 @@ class GBlock(tf.FiLMedResBlock):
         self.skip = a.last_skip if (a.last_skip and i == a.blocks - 1) else a.skip
         if a.global_context:
             self.input_proj = nn.Conv2d(2 * C + 2, C, kernel_size=1)
+        self.directional = a.directional == 'all' or (a.directional == 'late' and i > 0)
+        if self.directional and a.directional_gate:
+            self.plane_proj = nn.Conv2d(4 * C, C, kernel_size=1)
+        elif self.directional:
+            self.input_proj = nn.Conv2d(5 * C + 2, C, kernel_size=1)
+            if a.directional_init == 'zero':
+                with torch.no_grad():
+                    self.input_proj.weight[:, C:5 * C] = 0
     def forward(self, x, gamma, beta, coords):
         if a.film_pos != 'norm':
             C = x.size(1)
@@ -213,12 +253,21 @@ class GBlock(tf.FiLMedResBlock):
         if a.global_context:
             g = x.amax((2, 3), keepdim=True) if a.global_context == 'max' else x.mean((2, 3), keepdim=True)
             inp = torch.cat([x, g.expand_as(x), coords], 1)
+        elif self.directional and not a.directional_gate:
+            src = self.previous_branch if a.directional_source == 'branch' else x
+            inp = torch.cat([x, *half_planes(src.detach() if a.directional_detach else src), coords], 1)
         else:
             inp = torch.cat([x, coords], 1)
         r = F.relu(self.input_proj(inp))
-        out = self.bn(self.conv(r))
+        if self.directional and a.directional_gate:
+            src = self.previous_branch if a.directional_source == 'branch' else x
+            planes = torch.cat(half_planes(src.detach() if a.directional_detach else src), 1) * self.gate[:, :, None, None]
+            out = self.bn(self.conv(r + self.plane_proj(planes)))
+        else:
+            out = self.bn(self.conv(r))
         if a.film_pos != 'input':
             out = gamma[:, :, None, None] * out + beta[:, :, None, None]
+        self.branch = F.relu(out)
         if self.skip == 'none': return F.relu(out)
         return F.relu(out) + (x if self.skip == 'input' else r)
 
@@ -231,13 +280,17 @@ class Probe(tf.FiLM):
         self.net.blocks = nn.ModuleList(GBlock(cfg['C'], i) for i in range(a.blocks))
         self.paux = nn.Linear(cfg['H'], 32 * 64)
         self.bow = nn.Linear(cfg['D'], cfg['H'])
+        if a.directional_gate:  # only when used, so that other runs keep their random stream
+            self.gates = nn.ModuleList(nn.Linear(cfg['H'], 4 * cfg['C']) for _ in range(a.blocks))
+            for g in self.gates:
+                nn.init.zeros_(g.weight); nn.init.zeros_(g.bias)
         if a.film_classifier:  # only when used, so that other runs keep their random stream
             self.cls_film = nn.Linear(cfg['H'], 2 * cfg['P'])
         self.att = nn.ModuleList(nn.Conv2d(cfg['C'], 1, 1) for _ in range(a.blocks if a.attend_blocks else 1))
         if 'attn' in a.pool:  # only when used, so that other runs keep their random stream
             self.pool_score = nn.Conv2d(cfg['P'], a.pool_heads, 1)
-            if a.pool == 'max-attn':
-                self.net.fc1 = nn.Linear(2 * cfg['P'], self.net.fc1.out_features)
+        if a.pool in ('max-attn', 'max-mean'):
+            self.net.fc1 = nn.Linear(2 * cfg['P'], self.net.fc1.out_features)
     def forward(self, img, q, q_len, with_att=False):
         out, _ = self.gen.gru(self.gen.embed(q))
         idx = (q_len - 1).view(-1, 1, 1).expand(-1, 1, out.size(2))
@@ -253,6 +306,10 @@ class Probe(tf.FiLM):
         coords = tf.coord_map(x.size(2), x.size(3), x.device, x.dtype).expand(x.size(0), -1, -1, -1)
         maps = []
         for i, blk in enumerate(n.blocks):
+            if i > 0:
+                blk.previous_branch = n.blocks[i - 1].branch
+            if a.directional_gate:
+                blk.gate = self.gates[i](h_last)
             x = blk(x, gammas[:, i], betas[:, i], coords)
             if a.attend_blocks or i == len(n.blocks) - 1:
                 maps.append(self.att[len(maps)](x))
@@ -268,6 +325,8 @@ class Probe(tf.FiLM):
             hh = h.flatten(2).view(N, a.pool_heads, P // a.pool_heads, -1)
             att = (hh * w.unsqueeze(2)).sum(3).reshape(N, P)
             h = torch.cat([torch.amax(h, dim=(2, 3)), att], 1) if a.pool == 'max-attn' else att
+        elif a.pool == 'max-mean':
+            h = torch.cat([torch.amax(h, dim=(2, 3)), h.mean(dim=(2, 3))], 1)
         else:
             h = torch.amax(h, dim=(2, 3)) if a.pool == 'max' else h.mean(dim=(2, 3))
         logits = n.fc2(F.relu(n.fc_bn(n.fc1(h))))
