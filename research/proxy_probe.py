@@ -39,10 +39,10 @@ Usage: python3 research/proxy_probe.py DATA_DIR MINUTES [flags]   (DATA_DIR: CLE
                           at zero
   --film-pos norm|input|both  FiLM after the BatchNorm (the paper), on the block's input, or both
   --blocks K, --channels C, --hidden H, --lr, --warmup, --batch
-  --pool max|mean|max-mean|attn|max-attn  the classifier's pool over the cells: attn is a softmax
+  --pool max|mean|attn|max-attn  the classifier's pool over the cells: attn is a softmax
                           over the cells per head (--pool-heads, each pooling its share of the
                           channels) from a 1x1 score of the classifier's features; max-attn
-                          gives the classifier both, as max-mean does max and mean
+                          gives the classifier both
   --skip proj|input        the residual adds the block's projected input r (the paper) or its
                           input x itself
   --stage KIND[,KIND]:Q[+KIND[,KIND]:Q...]
@@ -254,22 +254,23 @@ class GBlock(tf.FiLMedResBlock):
             g = x.amax((2, 3), keepdim=True) if a.global_context == 'max' else x.mean((2, 3), keepdim=True)
             inp = torch.cat([x, g.expand_as(x), coords], 1)
         elif self.directional and not a.directional_gate:
-            src = self.previous_branch if a.directional_source == 'branch' else x
-            inp = torch.cat([x, *half_planes(src.detach() if a.directional_detach else src), coords], 1)
+            inp = torch.cat([x, *self.half_planes_of(x), coords], 1)
         else:
             inp = torch.cat([x, coords], 1)
         r = F.relu(self.input_proj(inp))
         if self.directional and a.directional_gate:
-            src = self.previous_branch if a.directional_source == 'branch' else x
-            planes = torch.cat(half_planes(src.detach() if a.directional_detach else src), 1) * self.gate[:, :, None, None]
+            planes = torch.cat(self.half_planes_of(x), 1) * self.gate[:, :, None, None]
             out = self.bn(self.conv(r + self.plane_proj(planes)))
         else:
             out = self.bn(self.conv(r))
         if a.film_pos != 'input':
             out = gamma[:, :, None, None] * out + beta[:, :, None, None]
-        self.branch = F.relu(out)
-        if self.skip == 'none': return F.relu(out)
-        return F.relu(out) + (x if self.skip == 'input' else r)
+        self.branch = F.relu(out)  # what the next block's --directional-source branch reads
+        if self.skip == 'none': return self.branch
+        return self.branch + (x if self.skip == 'input' else r)
+    def half_planes_of(self, x):
+        src = self.previous_branch if a.directional_source == 'branch' else x
+        return half_planes(src.detach() if a.directional_detach else src)
 
 class Probe(tf.FiLM):
     """The reference FiLM, with the last block's output also returned for the attention head."""
@@ -289,8 +290,8 @@ class Probe(tf.FiLM):
         self.att = nn.ModuleList(nn.Conv2d(cfg['C'], 1, 1) for _ in range(a.blocks if a.attend_blocks else 1))
         if 'attn' in a.pool:  # only when used, so that other runs keep their random stream
             self.pool_score = nn.Conv2d(cfg['P'], a.pool_heads, 1)
-        if a.pool in ('max-attn', 'max-mean'):
-            self.net.fc1 = nn.Linear(2 * cfg['P'], self.net.fc1.out_features)
+            if a.pool == 'max-attn':
+                self.net.fc1 = nn.Linear(2 * cfg['P'], self.net.fc1.out_features)
     def forward(self, img, q, q_len, with_att=False):
         out, _ = self.gen.gru(self.gen.embed(q))
         idx = (q_len - 1).view(-1, 1, 1).expand(-1, 1, out.size(2))
@@ -308,7 +309,7 @@ class Probe(tf.FiLM):
         for i, blk in enumerate(n.blocks):
             if i > 0:
                 blk.previous_branch = n.blocks[i - 1].branch
-            if a.directional_gate:
+            if blk.directional and a.directional_gate:
                 blk.gate = self.gates[i](h_last)
             x = blk(x, gammas[:, i], betas[:, i], coords)
             if a.attend_blocks or i == len(n.blocks) - 1:
@@ -325,8 +326,6 @@ class Probe(tf.FiLM):
             hh = h.flatten(2).view(N, a.pool_heads, P // a.pool_heads, -1)
             att = (hh * w.unsqueeze(2)).sum(3).reshape(N, P)
             h = torch.cat([torch.amax(h, dim=(2, 3)), att], 1) if a.pool == 'max-attn' else att
-        elif a.pool == 'max-mean':
-            h = torch.cat([torch.amax(h, dim=(2, 3)), h.mean(dim=(2, 3))], 1)
         else:
             h = torch.amax(h, dim=(2, 3)) if a.pool == 'max' else h.mean(dim=(2, 3))
         logits = n.fc2(F.relu(n.fc_bn(n.fc1(h))))
