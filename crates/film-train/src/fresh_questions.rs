@@ -26,11 +26,17 @@ pub struct FreshQuestions {
     images: Arc<Vec<String>>,
     templates: Arc<TemplateSet>,
     config: TemplateConfig,
-    /// Epochs before this one ask lookups alone.
-    lookups_first: u64,
-    /// This many epochs after the lookups ask zero-hop questions alone.
-    zero_hop_first: u64,
+    first: FirstStages,
     seed: u64,
+}
+
+/// How many epochs each stage before the full mix lasts, in the order they come; a
+/// stage of 0 epochs is skipped.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FirstStages {
+    pub lookups: u64,
+    pub relations: u64,
+    pub zero_hop: u64,
 }
 
 /// Which templates an epoch's fresh questions come from.
@@ -38,6 +44,8 @@ pub struct FreshQuestions {
 pub enum Stage {
     /// The lookups alone ([`TemplateSet::lookups`]).
     Lookups,
+    /// The lookups directly or across one relation ([`TemplateSet::relation_lookups`]).
+    Relations,
     /// The questions without a relation ([`TemplateSet::zero_hop`]).
     ZeroHop,
     /// Every template.
@@ -47,14 +55,16 @@ pub enum Stage {
 impl FreshQuestions {
     /// Asks `per_image` questions every epoch about those of `scenes` whose images the
     /// training set `images` holds.
-    /// The first `lookups_first` epochs ask only the templates that look one object up
-    /// ([`TemplateSet::lookups`]), the next `zero_hop_first` only those without a relation
-    /// ([`TemplateSet::zero_hop`]), each template as often as a scene allows.
+    /// The first stages ask some templates alone, each as often as a scene allows: for
+    /// `first.lookups` epochs those that look one object up ([`TemplateSet::lookups`]),
+    /// then for `first.relations` those that look it up directly or across one relation
+    /// ([`TemplateSet::relation_lookups`]), then for `first.zero_hop` those without a
+    /// relation ([`TemplateSet::zero_hop`]).
     pub fn new(
         scenes: Vec<Scene>,
         images: &[String],
         per_image: usize,
-        (lookups_first, zero_hop_first): (u64, u64),
+        first: FirstStages,
         seed: u64,
     ) -> Result<Self> {
         let known: std::collections::HashSet<&str> = images.iter().map(String::as_str).collect();
@@ -77,8 +87,7 @@ impl FreshQuestions {
                 per_image,
                 ..TemplateConfig::default()
             },
-            lookups_first,
-            zero_hop_first,
+            first,
             seed,
         })
     }
@@ -90,19 +99,30 @@ impl FreshQuestions {
 
     /// Which templates epoch `epoch` asks.
     pub fn stage(&self, epoch: u64) -> Stage {
-        if epoch < self.lookups_first {
-            Stage::Lookups
-        } else if epoch - self.lookups_first < self.zero_hop_first {
-            Stage::ZeroHop
-        } else {
-            Stage::Everything
+        let FirstStages {
+            lookups,
+            relations,
+            zero_hop,
+        } = self.first;
+        let mut stage_start = 0;
+        for (stage, epochs) in [
+            (Stage::Lookups, lookups),
+            (Stage::Relations, relations),
+            (Stage::ZeroHop, zero_hop),
+        ] {
+            stage_start += epochs;
+            if epoch < stage_start {
+                return stage;
+            }
         }
+        Stage::Everything
     }
 
     /// Epoch `epoch`'s questions, as text and programs.
     pub fn questions(&self, epoch: u64) -> Vec<clevr::Question> {
         let only = match self.stage(epoch) {
             Stage::Lookups => self.templates.lookups(),
+            Stage::Relations => self.templates.relation_lookups(),
             Stage::ZeroHop => self.templates.zero_hop(),
             Stage::Everything => return self.ask(epoch, &self.config),
         };

@@ -54,9 +54,16 @@ pub struct TrainingConfig {
     /// question from the first epoch).
     #[serde(default)]
     pub lookups_first: u64,
-    /// The next this many epochs, after any lookups first, ask only the questions without
-    /// a relation: every object named by its attributes alone, as in lookups, counts,
-    /// exists and the comparisons of two of them (`--zero-hop-first`; 0 or absent: none).
+    /// The next this many epochs, after any lookups first, ask lookups directly or across
+    /// one spatial relation ("What color is the cube left of the large sphere?"), so that
+    /// a relation is learnt before the questions that build on it (`--relations-first`;
+    /// 0 or absent: none).
+    #[serde(default)]
+    pub relations_first: u64,
+    /// The next this many epochs, after any lookups and relations first, ask only the
+    /// questions without a relation: every object named by its attributes alone, as in
+    /// lookups, counts, exists and the comparisons of two of them (`--zero-hop-first`; 0
+    /// or absent: none).
     #[serde(default)]
     pub zero_hop_first: u64,
     /// Keep this many questions about one image together in a batch, so that the stem
@@ -128,6 +135,7 @@ fn paper_training(minutes: f64, eval_every: usize) -> TrainingConfig {
         fresh_questions: None,
         lookups_first: 0,
         zero_hop_first: 0,
+        relations_first: 0,
         questions_per_image: 1,
         curriculum_steps: None,
         perception_weight: 0.0,
@@ -329,7 +337,9 @@ mod tests {
                 preset.name
             );
             // Lookups and zero-hop questions first are fresh questions of some kinds.
-            let stages = preset.training.lookups_first + preset.training.zero_hop_first;
+            let stages = preset.training.lookups_first
+                + preset.training.relations_first
+                + preset.training.zero_hop_first;
             assert!(
                 stages == 0 || preset.training.fresh_questions.is_some(),
                 "{}",

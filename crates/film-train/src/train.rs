@@ -17,7 +17,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use crate::answer_attention::AnswerTargets;
 use crate::data::{load_split, load_split_files, load_split_with, split_files, ImageSource, Split};
 use crate::evaluate::{evaluate, loss_and_accuracy, Evaluation};
-use crate::fresh_questions::{FreshQuestions, Stage};
+use crate::fresh_questions::{FirstStages, FreshQuestions, Stage};
 use crate::model::{FilmModel, SharedForward};
 use crate::perception::{SceneTargets, StemImage};
 use crate::presets::{ModelConfig, Preset};
@@ -165,7 +165,11 @@ pub fn train(request: &TrainRequest, device: &Device) -> Result<TrainOutcome> {
             scenes.clone(),
             &train_split.questions.images,
             per_image,
-            (config.training.lookups_first, config.training.zero_hop_first),
+            FirstStages {
+                lookups: config.training.lookups_first,
+                relations: config.training.relations_first,
+                zero_hop: config.training.zero_hop_first,
+            },
             config.seed,
         )?),
         None => None,
@@ -452,6 +456,7 @@ pub fn train(request: &TrainRequest, device: &Device) -> Result<TrainOutcome> {
                     let mut fields = training_fields(window, perception, trained.as_ref());
                     match stage {
                         Some(Stage::Lookups) => fields.insert("lookups_only".into(), true.into()),
+                        Some(Stage::Relations) => fields.insert("relation_lookups_only".into(), true.into()),
                         Some(Stage::ZeroHop) => fields.insert("zero_hop_only".into(), true.into()),
                         Some(Stage::Everything) | None => None,
                     };
@@ -578,6 +583,8 @@ fn record(
 ) -> Result<()> {
     let note = if training.contains_key("lookups_only") {
         "  (trained on lookups alone so far)"
+    } else if training.contains_key("relation_lookups_only") {
+        "  (trained on lookups, some across a relation, alone so far)"
     } else if training.contains_key("zero_hop_only") {
         "  (trained on questions without relations alone so far)"
     } else {

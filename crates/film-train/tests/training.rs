@@ -4,6 +4,7 @@
 use std::path::Path;
 
 use candle_core::Device;
+use film_train::fresh_questions::{FirstStages, FreshQuestions};
 use film_train::presets;
 use film_train::train::{train, TrainRequest};
 
@@ -73,13 +74,13 @@ fn fresh_questions_change_every_epoch_and_resume_exactly() {
     let run = dir.path().join("run");
     train(&fresh_request(&run, &dir.path().join("cache"), 2), &Device::Cpu).unwrap();
     let files = clevr::layout::SplitFiles::clevr(&fixture(), clevr::layout::Release::V1, "train").unwrap();
-    let fresh = film_train::fresh_questions::FreshQuestions::new(
+    let fresh = FreshQuestions::new(
         film_train::data::read_scenes(&files, "the test").unwrap(),
         &(0..3)
             .map(|i| format!("CLEVR_train_{i:06}.png"))
             .collect::<Vec<_>>(),
         6,
-        (0, 0),
+        FirstStages::default(),
         7,
     )
     .unwrap();
@@ -103,22 +104,23 @@ fn fresh_questions_change_every_epoch_and_resume_exactly() {
     assert_eq!(m[m.len() - 1]["step"].as_u64().unwrap(), expected as u64);
 }
 
-/// Fresh questions whose first epoch asks lookups alone and whose second asks questions
-/// without relations alone.
+/// Fresh questions whose first epoch asks lookups alone, whose second asks lookups
+/// directly or across one relation, and whose third asks questions without relations.
 fn stages_first_request(out: &Path, cache: &Path, epochs: usize) -> TrainRequest {
     let mut r = fresh_request(out, cache, epochs);
     r.preset.training.lookups_first = 1;
+    r.preset.training.relations_first = 1;
     r.preset.training.zero_hop_first = 1;
     r
 }
 
 #[test]
-fn lookups_then_zero_hop_first_then_everything_and_resume_exactly() {
+fn lookups_then_relations_then_zero_hop_first_then_everything_and_resume_exactly() {
     assert_resume_is_exact(stages_first_request);
     let dir = tempfile::tempdir().unwrap();
     let run = dir.path().join("run");
     train(
-        &stages_first_request(&run, &dir.path().join("cache"), 3),
+        &stages_first_request(&run, &dir.path().join("cache"), 4),
         &Device::Cpu,
     )
     .unwrap();
@@ -128,18 +130,28 @@ fn lookups_then_zero_hop_first_then_everything_and_resume_exactly() {
     let m = metrics(&run);
     let marked = |r: &serde_json::Value, key: &str| r.get(key) == Some(&serde_json::Value::Bool(true));
     let done: Vec<u64> = m.iter().map(|r| r["epoch"].as_u64().unwrap()).collect();
-    assert_eq!(done, [1, 2, 3], "{m:?}");
-    let marks: Vec<(bool, bool)> = m
+    assert_eq!(done, [1, 2, 3, 4], "{m:?}");
+    let marks: Vec<[bool; 3]> = m
         .iter()
-        .map(|r| (marked(r, "lookups_only"), marked(r, "zero_hop_only")))
+        .map(|r| ["lookups_only", "relation_lookups_only", "zero_hop_only"].map(|key| marked(r, key)))
         .collect();
-    assert_eq!(marks, [(true, false), (false, true), (false, false)], "{m:?}");
+    let expected = [
+        [true, false, false],
+        [false, true, false],
+        [false, false, true],
+        [false, false, false],
+    ];
+    assert_eq!(marks, expected, "{m:?}");
     let files = clevr::layout::SplitFiles::clevr(&fixture(), clevr::layout::Release::V1, "train").unwrap();
     let images: Vec<String> = (0..3).map(|i| format!("CLEVR_train_{i:06}.png")).collect();
     let scenes = film_train::data::read_scenes(&files, "the test").unwrap();
-    let fresh =
-        film_train::fresh_questions::FreshQuestions::new(scenes.clone(), &images, 6, (1, 1), 7).unwrap();
-    let plain = film_train::fresh_questions::FreshQuestions::new(scenes, &images, 6, (0, 0), 7).unwrap();
+    let stages = FirstStages {
+        lookups: 1,
+        relations: 1,
+        zero_hop: 1,
+    };
+    let fresh = FreshQuestions::new(scenes.clone(), &images, 6, stages, 7).unwrap();
+    let plain = FreshQuestions::new(scenes, &images, 6, FirstStages::default(), 7).unwrap();
     let functions = |q: &clevr::Question| -> Vec<String> {
         q.program
             .as_ref()
@@ -157,6 +169,17 @@ fn lookups_then_zero_hop_first_then_everything_and_resume_exactly() {
                     .any(|p| f.starts_with(p))
             })
     };
+    let relations = |q: &clevr::Question| functions(q).iter().filter(|f| *f == "relate").count();
+    let is_relation_lookup = |q: &clevr::Question| {
+        let f = functions(q);
+        f.last().unwrap().starts_with("query_")
+            && relations(q) <= 1
+            && f.iter().all(|f| {
+                ["scene", "unique", "filter_", "query_", "relate"]
+                    .iter()
+                    .any(|p| f.starts_with(p))
+            })
+    };
     let is_zero_hop = |q: &clevr::Question| {
         functions(q)
             .iter()
@@ -168,18 +191,36 @@ fn lookups_then_zero_hop_first_then_everything_and_resume_exactly() {
     let second = fresh.questions(1);
     assert!(
         second.len() > 3,
-        "{} zero-hop questions about 3 scenes",
+        "{} relation lookups about 3 scenes",
         second.len()
     );
-    assert!(second.iter().all(is_zero_hop), "epoch 1 asks no relation");
-    assert!(!second.iter().all(is_lookup), "epoch 1 asks more than lookups");
-    let third = fresh.questions(2);
-    assert_eq!(
-        third,
-        plain.questions(2),
-        "from epoch 2 on, the questions of a run without stages"
+    assert!(
+        second.iter().all(is_relation_lookup),
+        "epoch 1 asks relation lookups alone"
     );
-    assert!(!third.iter().all(is_zero_hop));
+    assert!(
+        second.iter().any(|q| relations(q) == 1),
+        "epoch 1 asks across a relation"
+    );
+    assert!(
+        second.iter().any(|q| relations(q) == 0),
+        "epoch 1 asks plain lookups too"
+    );
+    let third = fresh.questions(2);
+    assert!(
+        third.len() > 3,
+        "{} zero-hop questions about 3 scenes",
+        third.len()
+    );
+    assert!(third.iter().all(is_zero_hop), "epoch 2 asks no relation");
+    assert!(!third.iter().all(is_lookup), "epoch 2 asks more than lookups");
+    let fourth = fresh.questions(3);
+    assert_eq!(
+        fourth,
+        plain.questions(3),
+        "from epoch 3 on, the questions of a run without stages"
+    );
+    assert!(!fourth.iter().all(is_zero_hop));
     assert_eq!(
         fresh.every_kind(),
         plain.questions(0),

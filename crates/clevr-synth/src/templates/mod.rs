@@ -107,6 +107,34 @@ impl TemplateSet {
             .collect()
     }
 
+    /// Positions of the templates that look one object up, directly or across one spatial
+    /// relation, and ask for one of its attributes: the [lookups](Self::lookups) and
+    /// "What color is the cube left of the large sphere?". `--relations-first` trains on
+    /// them after the lookups, so that one relation is learnt before questions build on it.
+    pub fn relation_lookups(&self) -> Vec<usize> {
+        const STEPS: [&str; 5] = [
+            "scene",
+            "filter",
+            "filter_unique",
+            "unique",
+            "relate_filter_unique",
+        ];
+        self.templates
+            .iter()
+            .enumerate()
+            .filter(|(_, t)| match t.template.nodes.split_last() {
+                Some((last, before)) => {
+                    let relations = before.iter().filter(|n| n.function.starts_with("relate")).count();
+                    last.function.starts_with("query_")
+                        && relations <= 1
+                        && before.iter().all(|n| STEPS.contains(&n.function.as_str()))
+                }
+                None => false,
+            })
+            .map(|(i, _)| i)
+            .collect()
+    }
+
     /// Positions of the templates whose objects are all named by their attributes alone:
     /// no relation, no "same … as", no "and" or "or". CLEVR's zero-hop questions (the
     /// lookups, counts and exists) and the comparisons of two such objects or counts,
@@ -478,6 +506,41 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn relation_lookups_look_up_across_at_most_one_relation() {
+        let set = TemplateSet::builtin();
+        let relation_lookups = set.relation_lookups();
+        // The four lookups and one_hop.json's four queries across a relation.
+        assert_eq!(relation_lookups.len(), 8);
+        assert!(set.lookups().iter().all(|t| relation_lookups.contains(t)));
+        let config = TemplateConfig {
+            only: Some(relation_lookups.clone()),
+            repeat: true,
+            ..TemplateConfig::default()
+        };
+        let questions = TemplateStream::new(&set, "train", &config, 4).ask(&scenes(20));
+        let mut relations_seen = BTreeSet::new();
+        for q in &questions {
+            let program = q.program.as_ref().unwrap();
+            let relations = program.iter().filter(|n| n.function == "relate").count();
+            assert!(relations <= 1, "{}", q.question);
+            assert!(
+                program.last().unwrap().function.starts_with("query_"),
+                "{}",
+                q.question
+            );
+            assert!(
+                program.iter().all(|n| !n.function.starts_with("same_")
+                    && n.function != "union"
+                    && n.function != "intersect"),
+                "{}",
+                q.question
+            );
+            relations_seen.insert(relations);
+        }
+        assert_eq!(relations_seen, BTreeSet::from([0, 1]), "both kinds are asked");
     }
 
     #[test]

@@ -39,9 +39,14 @@ pub(super) struct TrainArgs {
     /// large metal cube?"), then every kind; 0 turns it off. Needs --fresh-questions.
     #[arg(long, value_name = "EPOCHS")]
     lookups_first: Option<u64>,
-    /// The next EPOCHS epochs, after any lookups first, ask only the questions without a
-    /// relation (lookups, counts, exists and comparisons of objects named by their
-    /// attributes); 0 turns it off. Needs --fresh-questions.
+    /// The next EPOCHS epochs, after any lookups first, ask lookups directly or across one
+    /// spatial relation ("What color is the cube left of the large sphere?"), before any
+    /// zero-hop stage; 0 turns it off. Needs --fresh-questions.
+    #[arg(long, value_name = "EPOCHS")]
+    relations_first: Option<u64>,
+    /// The next EPOCHS epochs, after any lookups and relations first, ask only the
+    /// questions without a relation (lookups, counts, exists and comparisons of objects
+    /// named by their attributes); 0 turns it off. Needs --fresh-questions.
     #[arg(long, value_name = "EPOCHS")]
     zero_hop_first: Option<u64>,
     /// Keep K questions about one image together in a batch, so the image stem runs once
@@ -179,6 +184,11 @@ pub(super) fn train_request(args: &TrainArgs) -> Result<TrainRequest> {
     let file = training.fresh_questions.is_none();
     for (flag, given, epochs) in [
         ("--lookups-first", args.lookups_first, &mut training.lookups_first),
+        (
+            "--relations-first",
+            args.relations_first,
+            &mut training.relations_first,
+        ),
         (
             "--zero-hop-first",
             args.zero_hop_first,
@@ -410,14 +420,23 @@ mod tests {
     }
 
     #[test]
-    fn lookups_and_zero_hop_first_need_fresh_questions() {
-        let on =
-            train_request(&train_args(&["--lookups-first", "4", "--zero-hop-first", "2"]).unwrap()).unwrap();
+    fn first_stages_need_fresh_questions() {
+        let given = [
+            "--lookups-first",
+            "4",
+            "--relations-first",
+            "3",
+            "--zero-hop-first",
+            "2",
+        ];
+        let on = train_request(&train_args(&given).unwrap()).unwrap();
         assert_eq!(on.preset.training.lookups_first, 4);
+        assert_eq!(on.preset.training.relations_first, 3);
         assert_eq!(on.preset.training.zero_hop_first, 2);
         for args in [&["--lookups-first", "0"][..], &["--fresh-questions", "0"]] {
             let off = train_request(&train_args(args).unwrap()).unwrap();
             assert_eq!(off.preset.training.lookups_first, 0);
+            assert_eq!(off.preset.training.relations_first, 0);
             assert_eq!(off.preset.training.zero_hop_first, 0);
         }
         for (args, flag) in [
@@ -430,6 +449,10 @@ mod tests {
                 "--lookups-first",
             ),
             (&["--preset", "mini", "--zero-hop-first", "1"], "--zero-hop-first"),
+            (
+                &["--preset", "mini", "--relations-first", "1"],
+                "--relations-first",
+            ),
         ] {
             let err = train_request(&train_args(args).unwrap()).unwrap_err().to_string();
             assert!(
