@@ -508,6 +508,16 @@ mod tests {
         }
     }
 
+    /// The questions of `only`, each filled in as often as a scene allows, about 20 scenes.
+    fn ask_repeated(set: &TemplateSet, only: &[usize], seed: u64) -> Vec<Question> {
+        let config = TemplateConfig {
+            only: Some(only.to_vec()),
+            repeat: true,
+            ..TemplateConfig::default()
+        };
+        TemplateStream::new(set, "train", &config, seed).ask(&scenes(20))
+    }
+
     #[test]
     fn relation_lookups_look_up_across_at_most_one_relation() {
         let set = TemplateSet::builtin();
@@ -515,12 +525,7 @@ mod tests {
         // The four lookups and one_hop.json's four queries across a relation.
         assert_eq!(relation_lookups.len(), 8);
         assert!(set.lookups().iter().all(|t| relation_lookups.contains(t)));
-        let config = TemplateConfig {
-            only: Some(relation_lookups.clone()),
-            repeat: true,
-            ..TemplateConfig::default()
-        };
-        let questions = TemplateStream::new(&set, "train", &config, 4).ask(&scenes(20));
+        let questions = ask_repeated(&set, &relation_lookups, 4);
         let mut relations_seen = BTreeSet::new();
         for q in &questions {
             let program = q.program.as_ref().unwrap();
@@ -550,12 +555,7 @@ mod tests {
         // Six of zero_hop.json, four attribute comparisons and three count comparisons.
         assert_eq!(zero_hop.len(), 13);
         assert!(set.lookups().iter().all(|t| zero_hop.contains(t)));
-        let config = TemplateConfig {
-            only: Some(zero_hop.clone()),
-            repeat: true,
-            ..TemplateConfig::default()
-        };
-        let questions = TemplateStream::new(&set, "train", &config, 3).ask(&scenes(20));
+        let questions = ask_repeated(&set, &zero_hop, 3);
         let mut constructions = BTreeSet::new();
         for q in &questions {
             let program = q.program.as_ref().unwrap();
