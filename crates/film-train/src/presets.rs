@@ -168,6 +168,7 @@ fn pixels(
         vision: VisionConfig {
             stem: Stem::Pixels { downsamplings },
             channels,
+            stem_width: None,
             num_blocks: 4,
             conditioned: vec![true; 4],
             block: BlockOptions::default(),

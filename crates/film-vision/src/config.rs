@@ -109,6 +109,12 @@ pub struct VisionConfig {
     pub stem: Stem,
     /// Feature maps in the stem and every residual block (C).
     pub channels: usize,
+    /// Channels of a pixel stem's convolutions before its last one, which gives
+    /// `channels`; absent: `channels` throughout, as in the paper. The stem's first
+    /// convolutions run at the highest resolution, so narrowing them is what makes a larger
+    /// input affordable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stem_width: Option<usize>,
     /// Number of FiLMed residual blocks (K).
     pub num_blocks: usize,
     /// Which blocks FiLM conditions; an unconditioned block uses γ = 1, β = 0.
@@ -128,6 +134,7 @@ impl VisionConfig {
         VisionConfig {
             stem: Stem::Features { in_channels: 1024 },
             channels: 128,
+            stem_width: None,
             num_blocks: 4,
             conditioned: vec![true; 4],
             block: BlockOptions::default(),
@@ -152,6 +159,14 @@ impl VisionConfig {
         }
         if let Stem::Pixels { downsamplings: 0 } = self.stem {
             return Err("a pixel stem needs at least one downsampling convolution".into());
+        }
+        match (self.stem, self.stem_width) {
+            (_, None) => {}
+            (_, Some(0)) => return Err("stem_width must be positive".into()),
+            (Stem::Features { .. }, Some(_)) => {
+                return Err("stem_width is the width of a pixel stem; this one reads features".into())
+            }
+            (Stem::Pixels { .. }, Some(_)) => {}
         }
         Ok(())
     }

@@ -256,9 +256,16 @@ impl FilmedNetwork {
         config.validate().map_err(candle_core::Error::msg)?;
         let c = config.channels;
         let stem = match config.stem {
-            Stem::Pixels { downsamplings } => (0..downsamplings)
-                .map(|i| ConvNormRelu::new(if i == 0 { 3 } else { c }, c, 4, 2, 1, vb.pp("stem").pp(i)))
-                .collect::<Result<Vec<_>>>()?,
+            Stem::Pixels { downsamplings } => {
+                let width = config.stem_width.unwrap_or(c);
+                (0..downsamplings)
+                    .map(|i| {
+                        let input = if i == 0 { 3 } else { width };
+                        let output = if i + 1 == downsamplings { c } else { width };
+                        ConvNormRelu::new(input, output, 4, 2, 1, vb.pp("stem").pp(i))
+                    })
+                    .collect::<Result<Vec<_>>>()?
+            }
             Stem::Features { in_channels } => {
                 vec![ConvNormRelu::new(in_channels, c, 3, 1, 1, vb.pp("stem").pp(0))?]
             }

@@ -9,6 +9,7 @@ fn small(block: BlockOptions, pool: Pool) -> VisionConfig {
     VisionConfig {
         stem: Stem::Pixels { downsamplings: 2 },
         channels: 6,
+        stem_width: None,
         num_blocks: 2,
         conditioned: vec![true, false],
         block,
@@ -130,6 +131,37 @@ fn features_stem_keeps_the_spatial_size() -> Result<()> {
     )?;
     assert_eq!(logits.dims(), &[2, 7]);
     Ok(())
+}
+
+#[test]
+fn a_narrow_stem_ends_at_the_blocks_width() -> Result<()> {
+    let dev = Device::Cpu;
+    let mut config = small(BlockOptions::default(), Pool::Max);
+    config.stem_width = Some(3);
+    let varmap = VarMap::new();
+    let net = FilmedNetwork::new(&config, VarBuilder::from_varmap(&varmap, DType::F32, &dev))?;
+    let weights = varmap.data().lock().unwrap();
+    assert_eq!(weights["stem.0.conv.weight"].dims(), &[3, 3, 4, 4]);
+    assert_eq!(weights["stem.1.conv.weight"].dims(), &[6, 3, 4, 4]);
+    drop(weights);
+    let logits = net.forward_t(
+        &Tensor::randn(0f32, 1.0, (2, 3, 16, 16), &dev)?,
+        &Tensor::zeros((2, 2, 12), DType::F32, &dev)?,
+        true,
+    )?;
+    assert_eq!(logits.dims(), &[2, 7]);
+    Ok(())
+}
+
+#[test]
+fn a_stem_width_needs_a_pixel_stem() {
+    let mut config = small(BlockOptions::default(), Pool::Max);
+    config.stem = Stem::Features { in_channels: 16 };
+    config.stem_width = Some(3);
+    assert!(config.validate().unwrap_err().contains("pixel stem"));
+    config.stem = Stem::Pixels { downsamplings: 2 };
+    config.stem_width = Some(0);
+    assert!(config.validate().unwrap_err().contains("positive"));
 }
 
 #[test]

@@ -147,6 +147,10 @@ pub(super) struct TrainArgs {
     /// maps of image_size / 2^downsamplings pixels.
     #[arg(long)]
     downsamplings: Option<usize>,
+    /// Channels of the pixel stem's convolutions before its last (a pixel-stem preset
+    /// only; default: the blocks' channels), so that a larger input costs less.
+    #[arg(long, value_name = "C")]
+    stem_width: Option<usize>,
     /// No progress bar.
     #[arg(long)]
     quiet: bool,
@@ -271,6 +275,18 @@ pub(super) fn train_request(args: &TrainArgs) -> Result<TrainRequest> {
     }
     model.question_only |= args.question_only;
     override_pixel_stem(model, args.image_size, args.downsamplings, &args.preset)?;
+    if let Some(width) = args.stem_width {
+        if !matches!(model.vision.stem, Stem::Pixels { .. }) {
+            bail!(
+                "--stem-width needs a pixel stem; preset {:?} reads pre-extracted features",
+                args.preset
+            );
+        }
+        if width == 0 {
+            bail!("--stem-width 0: the stem needs at least one channel");
+        }
+        model.vision.stem_width = Some(width);
+    }
     if let Some(pool) = args.pool {
         model.vision.pool = pool;
     }
@@ -391,6 +407,19 @@ mod tests {
             err.to_string(),
             "--image-size 100000: the side must be between 1 and 1024 pixels"
         );
+    }
+
+    #[test]
+    fn stem_width_narrows_a_pixel_stem_only() {
+        let narrow = train_request(&train_args(&["--stem-width", "32"]).unwrap()).unwrap();
+        assert_eq!(narrow.preset.model.vision.stem_width, Some(32));
+        let default = train_request(&train_args(&[]).unwrap()).unwrap();
+        assert_eq!(default.preset.model.vision.stem_width, None);
+        let err = train_request(&train_args(&["--stem-width", "0"]).unwrap()).unwrap_err();
+        assert!(err.to_string().contains("at least one channel"), "{err}");
+        let features = ["--preset", "paper-features", "--stem-width", "32"];
+        let err = train_request(&train_args(&features).unwrap()).unwrap_err();
+        assert!(err.to_string().contains("pre-extracted features"), "{err}");
     }
 
     fn train_args(extra: &[&str]) -> std::result::Result<TrainArgs, clap::Error> {
