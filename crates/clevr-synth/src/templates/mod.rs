@@ -92,19 +92,7 @@ impl TemplateSet {
     /// comparison, no set operation. The simplest question whose answer depends on the
     /// image, which `--lookups-first` trains on alone before the rest.
     pub fn lookups(&self) -> Vec<usize> {
-        const LOOKUP_STEPS: [&str; 4] = ["scene", "filter", "filter_unique", "unique"];
-        self.templates
-            .iter()
-            .enumerate()
-            .filter(|(_, t)| match t.template.nodes.split_last() {
-                Some((last, before)) => {
-                    last.function.starts_with("query_")
-                        && before.iter().all(|n| LOOKUP_STEPS.contains(&n.function.as_str()))
-                }
-                None => false,
-            })
-            .map(|(i, _)| i)
-            .collect()
+        self.queries_through(&[])
     }
 
     /// Positions of the templates that look one object up, directly or across one spatial
@@ -112,22 +100,27 @@ impl TemplateSet {
     /// "What color is the cube left of the large sphere?". `--relations-first` trains on
     /// them after the lookups, so that one relation is learnt before questions build on it.
     pub fn relation_lookups(&self) -> Vec<usize> {
-        const STEPS: [&str; 5] = [
-            "scene",
-            "filter",
-            "filter_unique",
-            "unique",
-            "relate_filter_unique",
-        ];
+        self.queries_through(&["relate_filter_unique"])
+    }
+
+    /// Templates that end in a query of one object found by the lookup steps alone, plus
+    /// at most one of `also` (so at most one relation when `also` names relate steps).
+    fn queries_through(&self, also: &[&str]) -> Vec<usize> {
+        const LOOKUP_STEPS: [&str; 4] = ["scene", "filter", "filter_unique", "unique"];
         self.templates
             .iter()
             .enumerate()
             .filter(|(_, t)| match t.template.nodes.split_last() {
                 Some((last, before)) => {
-                    let relations = before.iter().filter(|n| n.function.starts_with("relate")).count();
+                    let extra = before
+                        .iter()
+                        .filter(|n| also.contains(&n.function.as_str()))
+                        .count();
                     last.function.starts_with("query_")
-                        && relations <= 1
-                        && before.iter().all(|n| STEPS.contains(&n.function.as_str()))
+                        && extra <= 1
+                        && before.iter().all(|n| {
+                            LOOKUP_STEPS.contains(&n.function.as_str()) || also.contains(&n.function.as_str())
+                        })
                 }
                 None => false,
             })
