@@ -117,8 +117,37 @@ impl FilmModel {
         lengths: &[usize],
         train: bool,
     ) -> Result<SharedForward> {
+        self.forward_shared_with(images, image_rows, questions, lengths, train, false)
+    }
+
+    /// [`Self::forward_shared_t`] in training with the stem frozen: it runs in evaluation
+    /// mode and its output is cut from the graph, so no gradient reaches it and the
+    /// backward pass skips it; everything after the stem trains as usual.
+    pub fn forward_shared_frozen_stem_t(
+        &self,
+        images: &Tensor,
+        image_rows: &Tensor,
+        questions: &Tensor,
+        lengths: &[usize],
+    ) -> Result<SharedForward> {
+        self.forward_shared_with(images, image_rows, questions, lengths, true, true)
+    }
+
+    fn forward_shared_with(
+        &self,
+        images: &Tensor,
+        image_rows: &Tensor,
+        questions: &Tensor,
+        lengths: &[usize],
+        train: bool,
+        frozen_stem: bool,
+    ) -> Result<SharedForward> {
         let params = self.film_params(questions, lengths)?;
-        let stem = self.stem_t(images, train)?;
+        let stem = if frozen_stem {
+            self.stem_t(images, false)?.detach()
+        } else {
+            self.stem_t(images, train)?
+        };
         let input = self.blocks_input_t(&stem, train)?;
         let per_question = if input.dim(0)? == image_rows.dim(0)? && is_identity(image_rows)? {
             input
@@ -209,6 +238,78 @@ mod tests {
             grads.get(&head_weight).is_some(),
             "no gradient for the perception head"
         );
+    }
+
+    #[test]
+    fn a_frozen_stem_is_neither_trained_nor_updates_its_statistics() {
+        let dev = Device::Cpu;
+        let config = tiny(true, true);
+        let varmap = candle_nn::VarMap::new();
+        let model = FilmModel::new(&config, VarBuilder::from_varmap(&varmap, DType::F32, &dev)).unwrap();
+        let side = config.image_size;
+        let images = Tensor::randn(0f32, 1.0, (2, 3, side, side), &dev).unwrap();
+        let rows = Tensor::new(&[0u32, 1, 1], &dev).unwrap();
+        let questions = Tensor::new(&[[1u32, 2, 3], [4, 5, 6], [7, 8, 9]], &dev).unwrap();
+        let stem_vars = || -> Vec<(String, Vec<f32>)> {
+            let data = varmap.data().lock().unwrap();
+            let mut vars: Vec<_> = data
+                .iter()
+                .filter(|(n, _)| n.starts_with("network.stem."))
+                .map(|(n, v)| (n.clone(), v.as_tensor().flatten_all().unwrap().to_vec1().unwrap()))
+                .collect();
+            vars.sort_by(|a, b| a.0.cmp(&b.0));
+            vars
+        };
+        let before = stem_vars();
+        assert!(
+            before.iter().any(|(n, _)| n.ends_with("running_mean")),
+            "{before:?}"
+        );
+
+        let frozen = model
+            .forward_shared_frozen_stem_t(&images, &rows, &questions, &[3, 3, 3])
+            .unwrap();
+        // The stem's output is the evaluation-mode one, cut from the graph.
+        let evaluated = model.stem_t(&images, false).unwrap();
+        let gap = (&frozen.stem - &evaluated)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap();
+        assert_eq!(gap.to_scalar::<f32>().unwrap(), 0.0);
+        let grads = frozen.logits.sum_all().unwrap().backward().unwrap();
+        let data = varmap.data().lock().unwrap();
+        for (name, var) in data.iter() {
+            let has_gradient = grads.get(var.as_tensor()).is_some();
+            if name.starts_with("network.stem.") {
+                assert!(!has_gradient, "the frozen stem's {name} has a gradient");
+            } else if name.starts_with("network.classifier.") && name.ends_with("weight") {
+                assert!(has_gradient, "{name} has no gradient");
+            }
+        }
+        drop(data);
+        assert_eq!(
+            stem_vars(),
+            before,
+            "the frozen stem changed its running statistics"
+        );
+
+        // The same step unfrozen trains the stem and moves its statistics: the checks
+        // above are not vacuous.
+        let trained = model
+            .forward_shared_t(&images, &rows, &questions, &[3, 3, 3], true)
+            .unwrap();
+        let grads = trained.logits.sum_all().unwrap().backward().unwrap();
+        let data = varmap.data().lock().unwrap();
+        let stem_weight = data
+            .get("network.stem.0.conv.weight")
+            .unwrap()
+            .as_tensor()
+            .clone();
+        drop(data);
+        assert!(grads.get(&stem_weight).is_some());
+        assert_ne!(stem_vars(), before);
     }
 
     #[test]

@@ -99,6 +99,11 @@ pub struct TrainingConfig {
     /// `right` swapped in their questions (`--mirror`; needs pixels).
     #[serde(default)]
     pub mirror: bool,
+    /// From this epoch on the stem is frozen: it runs in evaluation mode (BatchNorm's
+    /// running statistics) and is no longer trained, so the step skips its backward pass
+    /// (`--freeze-stem-after`; absent: trained throughout).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub freeze_stem_after: Option<u64>,
 }
 
 impl ModelConfig {
@@ -143,6 +148,7 @@ fn paper_training(minutes: f64, eval_every: usize) -> TrainingConfig {
         warmup_steps: 0,
         weight_average: None,
         score_trained_weights: false,
+        freeze_stem_after: None,
         mirror: false,
     }
 }
@@ -169,6 +175,7 @@ fn pixels(
             stem: Stem::Pixels { downsamplings },
             channels,
             stem_width: None,
+            stem_first_stride: None,
             num_blocks: 4,
             conditioned: vec![true; 4],
             block: BlockOptions::default(),

@@ -20,7 +20,7 @@ use crate::evaluate::{evaluate, loss_and_accuracy, Evaluation};
 use crate::fresh_questions::{FirstStages, FreshQuestions, Stage};
 use crate::model::{FilmModel, SharedForward};
 use crate::perception::{SceneTargets, StemImage};
-use crate::presets::{ModelConfig, Preset};
+use crate::presets::{ModelConfig, Preset, TrainingConfig};
 use crate::run_dir::{load_model, model_tensors, save_tensors, RunConfig, RunDir, RunState};
 use crate::seeded::seeded_var_builder;
 use crate::weight_average::WeightAverage;
@@ -352,13 +352,13 @@ pub fn train(request: &TrainRequest, device: &Device) -> Result<TrainOutcome> {
             } else {
                 Tensor::arange(0u32, lengths.len() as u32, &candle_core::Device::Cpu)?
             };
-            let SharedForward { logits, stem, blocks } = model.forward_shared_t(
-                &images.to_device(device)?,
-                &rows.to_device(device)?,
-                &batch.questions.to_device(device)?,
-                &lengths,
-                true,
-            )?;
+            let (images, rows) = (images.to_device(device)?, rows.to_device(device)?);
+            let questions = batch.questions.to_device(device)?;
+            let SharedForward { logits, stem, blocks } = if stem_frozen(training, state.epoch) {
+                model.forward_shared_frozen_stem_t(&images, &rows, &questions, &lengths)?
+            } else {
+                model.forward_shared_t(&images, &rows, &questions, &lengths, true)?
+            };
             let (mut loss, accuracy) = loss_and_accuracy(&logits, &answers)?;
             let mut seen = None;
             if let (Some(targets), Some(head), Some(cells)) =
@@ -521,6 +521,11 @@ fn question_images(batch: &clevr::batch::Batch, questions: &QuestionSet) -> Resu
 
 /// The seed that picks epoch `epoch`'s mirrored images: another half every epoch, apart
 /// from the run's other seeded draws.
+/// Whether epoch `epoch` trains with the stem frozen (`--freeze-stem-after`).
+fn stem_frozen(training: &TrainingConfig, epoch: u64) -> bool {
+    training.freeze_stem_after.is_some_and(|first| epoch >= first)
+}
+
 fn mirror_seed(seed: u64, epoch: u64) -> u64 {
     const MIRROR_MIX: u64 = 0x6A09_E667_F3BC_C909;
     seed ^ MIRROR_MIX ^ (epoch + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15)

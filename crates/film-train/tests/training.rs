@@ -277,6 +277,35 @@ fn warmup_and_weight_average_resume_exactly_and_leave_training_alone() {
     assert!(differs, "the saved average equals the trained weights");
 }
 
+/// The stem frozen from epoch 2 on.
+fn frozen_stem_request(out: &Path, cache: &Path, epochs: usize) -> TrainRequest {
+    let mut r = request(out, cache, epochs);
+    r.preset.training.freeze_stem_after = Some(2);
+    r
+}
+
+#[test]
+fn a_frozen_stem_stays_as_it_was_when_frozen_and_the_run_resumes_exactly() {
+    assert_resume_is_exact(frozen_stem_request);
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    let (at_freeze, after) = (dir.path().join("at_freeze"), dir.path().join("after"));
+    train(&frozen_stem_request(&at_freeze, &cache, 2), &Device::Cpu).unwrap();
+    train(&frozen_stem_request(&after, &cache, 5), &Device::Cpu).unwrap();
+    let (frozen, later) = (last_checkpoint(&at_freeze), last_checkpoint(&after));
+    let stem: Vec<&String> = frozen.keys().filter(|n| n.starts_with("network.stem.")).collect();
+    assert!(stem.iter().any(|n| n.ends_with("running_var")), "{stem:?}");
+    for name in stem {
+        assert_eq!(frozen[name], later[name], "{name} changed after the freeze");
+    }
+    let trained = frozen
+        .keys()
+        .filter(|n| n.starts_with("network.blocks."))
+        .filter(|n| frozen[*n] != later[*n])
+        .count();
+    assert!(trained > 0, "the blocks did not train after the freeze");
+}
+
 /// About half of the images mirrored every epoch.
 fn mirrored_request(out: &Path, cache: &Path, epochs: usize) -> TrainRequest {
     let mut r = request(out, cache, epochs);

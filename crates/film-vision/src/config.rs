@@ -115,6 +115,12 @@ pub struct VisionConfig {
     /// input affordable.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stem_width: Option<usize>,
+    /// Stride of a pixel stem's first convolution, with a kernel twice as wide and half
+    /// the stride of padding (the stride-2 convolution's 4x4 kernel and padding of 1, scaled);
+    /// absent: 2, as the other convolutions. A stride of 4 reads a large input in patches
+    /// at the cost of a stem for an input half its side.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stem_first_stride: Option<usize>,
     /// Number of FiLMed residual blocks (K).
     pub num_blocks: usize,
     /// Which blocks FiLM conditions; an unconditioned block uses γ = 1, β = 0.
@@ -135,6 +141,7 @@ impl VisionConfig {
             stem: Stem::Features { in_channels: 1024 },
             channels: 128,
             stem_width: None,
+            stem_first_stride: None,
             num_blocks: 4,
             conditioned: vec![true; 4],
             block: BlockOptions::default(),
@@ -165,6 +172,19 @@ impl VisionConfig {
             (_, Some(0)) => return Err("stem_width must be positive".into()),
             (Stem::Features { .. }, Some(_)) => {
                 return Err("stem_width is the width of a pixel stem; this one reads features".into())
+            }
+            (Stem::Pixels { .. }, Some(_)) => {}
+        }
+        match (self.stem, self.stem_first_stride) {
+            (_, None) => {}
+            (Stem::Features { .. }, Some(_)) => {
+                return Err("stem_first_stride is a stride of a pixel stem; this one reads features".into())
+            }
+            (Stem::Pixels { .. }, Some(s)) if s < 2 || !s.is_multiple_of(2) => {
+                return Err(format!(
+                    "stem_first_stride {s}: it must be even and at least 2, so that the convolution's \
+                     kernel (twice the stride) and padding (half of it) tile the input exactly"
+                ))
             }
             (Stem::Pixels { .. }, Some(_)) => {}
         }

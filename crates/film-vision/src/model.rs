@@ -258,11 +258,13 @@ impl FilmedNetwork {
         let stem = match config.stem {
             Stem::Pixels { downsamplings } => {
                 let width = config.stem_width.unwrap_or(c);
+                let first_stride = config.stem_first_stride.unwrap_or(2);
                 (0..downsamplings)
                     .map(|i| {
                         let input = if i == 0 { 3 } else { width };
                         let output = if i + 1 == downsamplings { c } else { width };
-                        ConvNormRelu::new(input, output, 4, 2, 1, vb.pp("stem").pp(i))
+                        let stride = if i == 0 { first_stride } else { 2 };
+                        ConvNormRelu::new(input, output, 2 * stride, stride, stride / 2, vb.pp("stem").pp(i))
                     })
                     .collect::<Result<Vec<_>>>()?
             }

@@ -10,6 +10,7 @@ fn small(block: BlockOptions, pool: Pool) -> VisionConfig {
         stem: Stem::Pixels { downsamplings: 2 },
         channels: 6,
         stem_width: None,
+        stem_first_stride: None,
         num_blocks: 2,
         conditioned: vec![true, false],
         block,
@@ -151,6 +152,38 @@ fn a_narrow_stem_ends_at_the_blocks_width() -> Result<()> {
     )?;
     assert_eq!(logits.dims(), &[2, 7]);
     Ok(())
+}
+
+#[test]
+fn a_wider_first_stride_reads_the_input_in_patches() -> Result<()> {
+    let dev = Device::Cpu;
+    let mut config = small(BlockOptions::default(), Pool::Max);
+    config.stem_first_stride = Some(4);
+    let varmap = VarMap::new();
+    let net = FilmedNetwork::new(&config, VarBuilder::from_varmap(&varmap, DType::F32, &dev))?;
+    let weights = varmap.data().lock().unwrap();
+    assert_eq!(weights["stem.0.conv.weight"].dims(), &[6, 3, 8, 8]);
+    assert_eq!(weights["stem.1.conv.weight"].dims(), &[6, 6, 4, 4]);
+    drop(weights);
+    // 32 pixels / 4 / 2: the same 4x4 maps as the stride-2 stem gives a 16x16 input.
+    let images = Tensor::randn(0f32, 1.0, (2, 3, 32, 32), &dev)?;
+    assert_eq!(net.stem_t(&images, true)?.dims(), &[2, 6, 4, 4]);
+    let logits = net.forward_t(&images, &Tensor::zeros((2, 2, 12), DType::F32, &dev)?, true)?;
+    assert_eq!(logits.dims(), &[2, 7]);
+    Ok(())
+}
+
+#[test]
+fn a_first_stride_must_be_even_and_on_a_pixel_stem() {
+    let mut config = small(BlockOptions::default(), Pool::Max);
+    for stride in [0, 1, 3] {
+        config.stem_first_stride = Some(stride);
+        assert!(config.validate().unwrap_err().contains("even"), "{stride}");
+    }
+    config.stem_first_stride = Some(4);
+    assert!(config.validate().is_ok());
+    config.stem = Stem::Features { in_channels: 16 };
+    assert!(config.validate().unwrap_err().contains("pixel stem"));
 }
 
 #[test]

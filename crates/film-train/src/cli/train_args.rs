@@ -90,6 +90,10 @@ pub(super) struct TrainArgs {
     /// and `right` in their questions (true or false; needs a pixel stem).
     #[arg(long, value_name = "BOOL")]
     mirror: Option<bool>,
+    /// From epoch EPOCHS on (counting from 0), the stem is frozen: it runs in evaluation
+    /// mode and is no longer trained, so each step skips its backward pass.
+    #[arg(long, value_name = "EPOCHS")]
+    freeze_stem_after: Option<u64>,
     #[arg(long, default_value_t = 0)]
     seed: u64,
     #[arg(long, default_value = "cpu")]
@@ -151,6 +155,10 @@ pub(super) struct TrainArgs {
     /// only; default: the blocks' channels), so that a larger input costs less.
     #[arg(long, value_name = "C")]
     stem_width: Option<usize>,
+    /// Stride of the pixel stem's first convolution (even; kernel twice the stride;
+    /// default 2): 4 reads a 128x128 input in 8x8 patches at about the cost of a 64x64 stem.
+    #[arg(long, value_name = "S")]
+    stem_first_stride: Option<usize>,
     /// No progress bar.
     #[arg(long)]
     quiet: bool,
@@ -258,6 +266,9 @@ pub(super) fn train_request(args: &TrainArgs) -> Result<TrainRequest> {
     if let Some(mirror) = args.mirror {
         training.mirror = mirror;
     }
+    if let Some(epochs) = args.freeze_stem_after {
+        training.freeze_stem_after = Some(epochs);
+    }
     let block = &mut model.vision.block;
     if let Some(position) = args.film_position {
         block.film_position = position;
@@ -286,6 +297,9 @@ pub(super) fn train_request(args: &TrainArgs) -> Result<TrainRequest> {
             bail!("--stem-width 0: the stem needs at least one channel");
         }
         model.vision.stem_width = Some(width);
+    }
+    if let Some(stride) = args.stem_first_stride {
+        override_first_stride(model, stride, &args.preset)?;
     }
     if let Some(pool) = args.pool {
         model.vision.pool = pool;
@@ -373,6 +387,29 @@ pub(super) fn override_pixel_stem(
     Ok(())
 }
 
+/// Applies `--stem-first-stride`, checking that a feature map is left.
+fn override_first_stride(model: &mut ModelConfig, stride: usize, preset: &str) -> Result<()> {
+    let Stem::Pixels { downsamplings } = model.vision.stem else {
+        bail!("--stem-first-stride needs a pixel stem; preset {preset:?} reads pre-extracted features");
+    };
+    if stride < 2 || !stride.is_multiple_of(2) {
+        bail!("--stem-first-stride {stride}: expected an even stride of at least 2 (the kernel is twice the stride, the padding half of it)");
+    }
+    let map = u32::try_from(downsamplings - 1)
+        .ok()
+        .and_then(|d| (model.image_size / stride).checked_shr(d))
+        .unwrap_or(0);
+    if map == 0 {
+        bail!(
+            "--image-size {} with a first stride of {stride} and {} more stride-2 convolutions leaves no feature map",
+            model.image_size,
+            downsamplings - 1
+        );
+    }
+    model.vision.stem_first_stride = Some(stride);
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -418,6 +455,43 @@ mod tests {
         let err = train_request(&train_args(&["--stem-width", "0"]).unwrap()).unwrap_err();
         assert!(err.to_string().contains("at least one channel"), "{err}");
         let features = ["--preset", "paper-features", "--stem-width", "32"];
+        let err = train_request(&train_args(&features).unwrap()).unwrap_err();
+        assert!(err.to_string().contains("pre-extracted features"), "{err}");
+    }
+
+    #[test]
+    fn freeze_stem_after_names_the_first_frozen_epoch() {
+        let frozen = train_request(&train_args(&["--freeze-stem-after", "6"]).unwrap()).unwrap();
+        assert_eq!(frozen.preset.training.freeze_stem_after, Some(6));
+        let default = train_request(&train_args(&[]).unwrap()).unwrap();
+        assert_eq!(default.preset.training.freeze_stem_after, None);
+    }
+
+    #[test]
+    fn stem_first_stride_reads_a_larger_input_in_patches() {
+        let flags = [
+            "--image-size",
+            "128",
+            "--downsamplings",
+            "3",
+            "--stem-first-stride",
+            "4",
+        ];
+        let patches = train_request(&train_args(&flags).unwrap()).unwrap();
+        assert_eq!(patches.preset.model.vision.stem_first_stride, Some(4));
+        assert_eq!(patches.preset.model.image_size, 128);
+        let default = train_request(&train_args(&[]).unwrap()).unwrap();
+        assert_eq!(default.preset.model.vision.stem_first_stride, None);
+        for (stride, message) in [
+            ("3", "even stride"),
+            ("0", "even stride"),
+            ("128", "no feature map"),
+        ] {
+            let flags = ["--stem-first-stride", stride];
+            let err = train_request(&train_args(&flags).unwrap()).unwrap_err();
+            assert!(err.to_string().contains(message), "{stride}: {err}");
+        }
+        let features = ["--preset", "paper-features", "--stem-first-stride", "4"];
         let err = train_request(&train_args(&features).unwrap()).unwrap_err();
         assert!(err.to_string().contains("pre-extracted features"), "{err}");
     }
