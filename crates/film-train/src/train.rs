@@ -519,13 +519,13 @@ fn question_images(batch: &clevr::batch::Batch, questions: &QuestionSet) -> Resu
         .collect())
 }
 
-/// The seed that picks epoch `epoch`'s mirrored images: another half every epoch, apart
-/// from the run's other seeded draws.
 /// Whether epoch `epoch` trains with the stem frozen (`--freeze-stem-after`).
 fn stem_frozen(training: &TrainingConfig, epoch: u64) -> bool {
     training.freeze_stem_after.is_some_and(|first| epoch >= first)
 }
 
+/// The seed that picks epoch `epoch`'s mirrored images: another half every epoch, apart
+/// from the run's other seeded draws.
 fn mirror_seed(seed: u64, epoch: u64) -> u64 {
     const MIRROR_MIX: u64 = 0x6A09_E667_F3BC_C909;
     seed ^ MIRROR_MIX ^ (epoch + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15)

@@ -395,15 +395,15 @@ fn override_first_stride(model: &mut ModelConfig, stride: usize, preset: &str) -
     if stride < 2 || !stride.is_multiple_of(2) {
         bail!("--stem-first-stride {stride}: expected an even stride of at least 2 (the kernel is twice the stride, the padding half of it)");
     }
-    let map = u32::try_from(downsamplings - 1)
+    let later = downsamplings.saturating_sub(1);
+    let map = u32::try_from(later)
         .ok()
         .and_then(|d| (model.image_size / stride).checked_shr(d))
         .unwrap_or(0);
     if map == 0 {
         bail!(
-            "--image-size {} with a first stride of {stride} and {} more stride-2 convolutions leaves no feature map",
-            model.image_size,
-            downsamplings - 1
+            "--image-size {} with a first stride of {stride} and {later} more stride-2 convolutions leaves no feature map",
+            model.image_size
         );
     }
     model.vision.stem_first_stride = Some(stride);
