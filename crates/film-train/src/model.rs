@@ -197,20 +197,28 @@ mod tests {
         config
     }
 
-    #[test]
-    fn the_scene_bottleneck_feeds_the_blocks_from_the_perception_head() {
+    /// The `tiny` model with the perception head and the scene bottleneck, its variables,
+    /// and two random images of its input size.
+    fn tiny_with_images() -> (candle_nn::VarMap, FilmModel, Tensor) {
         let dev = Device::Cpu;
         let config = tiny(true, true);
         let varmap = candle_nn::VarMap::new();
         let model = FilmModel::new(&config, VarBuilder::from_varmap(&varmap, DType::F32, &dev)).unwrap();
+        let side = config.image_size;
+        let images = Tensor::randn(0f32, 1.0, (2, 3, side, side), &dev).unwrap();
+        (varmap, model, images)
+    }
+
+    #[test]
+    fn the_scene_bottleneck_feeds_the_blocks_from_the_perception_head() {
+        let dev = Device::Cpu;
+        let (varmap, model, images) = tiny_with_images();
         let names: Vec<String> = varmap.data().lock().unwrap().keys().cloned().collect();
         assert!(
             names.iter().any(|n| n.starts_with("bottleneck.embed.conv.")),
             "{names:?}"
         );
 
-        let side = config.image_size;
-        let images = Tensor::randn(0f32, 1.0, (2, 3, side, side), &dev).unwrap();
         let stem = model.stem_t(&images, true).unwrap();
         let input = model.blocks_input_t(&stem, true).unwrap();
         // The blocks' shape is kept, and what they read is not the stem's output.
@@ -243,11 +251,7 @@ mod tests {
     #[test]
     fn a_frozen_stem_is_neither_trained_nor_updates_its_statistics() {
         let dev = Device::Cpu;
-        let config = tiny(true, true);
-        let varmap = candle_nn::VarMap::new();
-        let model = FilmModel::new(&config, VarBuilder::from_varmap(&varmap, DType::F32, &dev)).unwrap();
-        let side = config.image_size;
-        let images = Tensor::randn(0f32, 1.0, (2, 3, side, side), &dev).unwrap();
+        let (varmap, model, images) = tiny_with_images();
         let rows = Tensor::new(&[0u32, 1, 1], &dev).unwrap();
         let questions = Tensor::new(&[[1u32, 2, 3], [4, 5, 6], [7, 8, 9]], &dev).unwrap();
         let stem_vars = || -> Vec<(String, Vec<f32>)> {
@@ -325,11 +329,7 @@ mod tests {
         // Evaluation runs the stem once per distinct image; in evaluation mode that must
         // give each question what a stem pass of its own gives it.
         let dev = Device::Cpu;
-        let config = tiny(true, true);
-        let varmap = candle_nn::VarMap::new();
-        let model = FilmModel::new(&config, VarBuilder::from_varmap(&varmap, DType::F32, &dev)).unwrap();
-        let side = config.image_size;
-        let images = Tensor::randn(0f32, 1.0, (2, 3, side, side), &dev).unwrap();
+        let (_, model, images) = tiny_with_images();
         let rows = Tensor::new(&[1u32, 0, 1, 1], &dev).unwrap();
         let questions = Tensor::new(&[[1u32, 2, 3], [4, 5, 6], [7, 8, 9], [2, 2, 0]], &dev).unwrap();
         let lengths = [3, 3, 3, 2];
