@@ -50,6 +50,10 @@ Usage: python3 research/proxy_probe.py DATA_DIR MINUTES [flags]   (DATA_DIR: CLE
                           next stage's kinds for its Q questions, and so on; then on all
   --only KIND[,KIND]      train only on these kinds (e.g. query_attribute/h0); the periodic
                           validation figure is then on those kinds too
+  --word-attention add|replace  each block's FiLM parameters also come from (add) or only
+                          from (replace) its own attention over the GRU's state at every word;
+                          block k's query reads the GRU's last state and block k-1's attended
+                          context (as multi-hop FiLM and MAC's control unit do)
   --threads T, --seed S
 """
 import argparse, json, re, sys, time, os
@@ -83,8 +87,11 @@ ap.add_argument('--stage', default='')  # KIND[,KIND]:QUESTIONS[+KIND[,KIND]:QUE
 ap.add_argument('--skip', default='proj')  # proj (the paper: + r) | input (+ the block's input x) | none
 ap.add_argument('--film-classifier', action='store_true')  # FiLM also on the classifier's 1x1 projection, before the pool
 ap.add_argument('--last-skip', default='')  # the last block's residual, if not --skip's
+ap.add_argument('--word-attention', default='')  # '', add, replace
 ap.add_argument('--reference', required=True, help='folder holding the PyTorch reference torch_film.py')
 a = ap.parse_args()
+if a.word_attention and a.film_pos == 'both':
+    ap.error('--word-attention gives one (gamma, beta) per block; --film-pos both needs two')
 if a.directional_source == 'branch' and a.directional != 'late':
     ap.error('--directional-source branch needs --directional late: the first block has no previous branch')
 if (a.directional_gate or a.directional_detach or a.directional_init != 'default' or a.directional_source != 'input') and not a.directional:
@@ -211,7 +218,7 @@ if a.only:
 print(json.dumps(dict(train_questions=len(tr[0]), val_questions=len(va[0]), vocab=len(tr[5]), batch=B,
                       lr=a.lr, warmup=a.warmup, curriculum=a.curriculum,
                       attend=a.attend, attend_blocks=a.attend_blocks, pool=a.pool, channels=a.channels,
-                      hidden=a.hidden, curriculum_steps=a.curriculum_steps, difficulty=a.difficulty, program_aux=a.program_aux, oracle=a.oracle_program, blocks=a.blocks, global_context=a.global_context, directional=a.directional, directional_init=a.directional_init, directional_source=a.directional_source, directional_gate=a.directional_gate, directional_detach=a.directional_detach, bow=a.bow, film_pos=a.film_pos, only=a.only, skip=a.skip, last_skip=a.last_skip, film_classifier=a.film_classifier, seed=a.seed, pvocab=len(PVOCAB))), flush=True)
+                      hidden=a.hidden, curriculum_steps=a.curriculum_steps, difficulty=a.difficulty, program_aux=a.program_aux, oracle=a.oracle_program, blocks=a.blocks, global_context=a.global_context, directional=a.directional, directional_init=a.directional_init, directional_source=a.directional_source, directional_gate=a.directional_gate, directional_detach=a.directional_detach, bow=a.bow, film_pos=a.film_pos, only=a.only, skip=a.skip, last_skip=a.last_skip, film_classifier=a.film_classifier, word_attention=a.word_attention, seed=a.seed, pvocab=len(PVOCAB))), flush=True)
 mtr, mva = maps('train'), maps('val')
 tf.VOCAB = len(tr[5]) + 1; tf.NUM_ANSWERS = len(tr[6])
 cfg = dict(tf.CONFIGS['small']); cfg.update(inp=(17, G, G), stem='feat', C=a.channels, H=a.hidden)
@@ -285,6 +292,11 @@ class Probe(tf.FiLM):
             self.gates = nn.ModuleList(nn.Linear(cfg['H'], 4 * cfg['C']) for _ in range(a.blocks))
             for g in self.gates:
                 nn.init.zeros_(g.weight); nn.init.zeros_(g.bias)
+        if a.word_attention:  # only when used, so that other runs keep their random stream
+            H, C = cfg['H'], cfg['C']
+            self.word_keys = nn.Linear(H, H)
+            self.word_queries = nn.ModuleList(nn.Linear(2 * H, H) for _ in range(a.blocks))
+            self.word_films = nn.ModuleList(nn.Linear(H, 2 * C) for _ in range(a.blocks))
         if a.film_classifier:  # only when used, so that other runs keep their random stream
             self.cls_film = nn.Linear(cfg['H'], 2 * cfg['P'])
         self.att = nn.ModuleList(nn.Conv2d(cfg['C'], 1, 1) for _ in range(a.blocks if a.attend_blocks else 1))
@@ -292,6 +304,20 @@ class Probe(tf.FiLM):
             self.pool_score = nn.Conv2d(cfg['P'], a.pool_heads, 1)
             if a.pool == 'max-attn':
                 self.net.fc1 = nn.Linear(2 * cfg['P'], self.net.fc1.out_features)
+    def word_attention(self, out, q_len, h_last, film):
+        T = out.size(1)
+        mask = torch.arange(T)[None, :] < q_len[:, None]
+        keys = self.word_keys(out)
+        context = torch.zeros_like(h_last); films = []
+        for k in range(a.blocks):
+            query = self.word_queries[k](torch.cat([h_last, context], 1))
+            score = (keys * query[:, None, :]).sum(2) / keys.size(2) ** 0.5
+            weight = torch.softmax(score.masked_fill(~mask, float('-inf')), 1)
+            context = (weight[:, :, None] * out).sum(1)
+            films.append(self.word_films[k](context))
+        attended = torch.stack(films, 1)
+        return film + attended if a.word_attention == 'add' else attended
+
     def forward(self, img, q, q_len, with_att=False):
         out, _ = self.gen.gru(self.gen.embed(q))
         idx = (q_len - 1).view(-1, 1, 1).expand(-1, 1, out.size(2))
@@ -301,6 +327,8 @@ class Probe(tf.FiLM):
             h_last = h_last + self.bow((e * m).sum(1) / m.sum(1).clamp(min=1))
         self.h_last = h_last
         film = self.gen.decoder(h_last).view(-1, self.gen.M, 2 * self.gen.C)
+        if a.word_attention:
+            film = self.word_attention(out, q_len, h_last, film)
         gammas = 1.0 + film[:, :, : self.gen.C]; betas = film[:, :, self.gen.C:]
         n = self.net
         x = n.stem(img)

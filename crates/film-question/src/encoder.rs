@@ -6,6 +6,7 @@ use film_layer::FilmGenerator;
 use serde::{Deserialize, Serialize};
 
 use crate::gru::Gru;
+use crate::word_attention::{padding_scores, WordAttention, WordAttentionHead};
 
 /// Sizes of the FiLM generator; the defaults are the paper's CLEVR model.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -20,6 +21,11 @@ pub struct QuestionEncoderConfig {
     pub num_blocks: usize,
     /// Feature maps per block: the length of each γ and β.
     pub channels: usize,
+    /// Each block also (or only) reads the question through its own attention over the
+    /// words ([`WordAttentionHead`]); absent: the paper's head on the last state alone, as
+    /// in configs written before it existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub word_attention: Option<WordAttention>,
 }
 
 impl QuestionEncoderConfig {
@@ -31,18 +37,22 @@ impl QuestionEncoderConfig {
             hidden_dim: 4096,
             num_blocks: 4,
             channels: 128,
+            word_attention: None,
         }
     }
 }
 
 /// Embedding → GRU → state at the last real token → FiLM generator head → (N, K, 2C).
 ///
-/// Weight names follow the FiLM reference code: `embed`, `rnn.weight_ih_l0`…, `decoder`.
+/// Weight names follow the FiLM reference code: `embed`, `rnn.weight_ih_l0`…, `decoder`;
+/// with word attention also `word_attention.*`.
 #[derive(Clone, Debug)]
 pub struct QuestionEncoder {
     embedding: Embedding,
     rnn: Gru,
-    decoder: FilmGenerator,
+    /// The paper's head; absent when word attention replaces it.
+    decoder: Option<FilmGenerator>,
+    word_attention: Option<WordAttentionHead>,
     config: QuestionEncoderConfig,
 }
 
@@ -61,11 +71,18 @@ impl QuestionEncoder {
         )?;
         let embedding = Embedding::new(table, c.embedding_dim);
         let rnn = Gru::new(c.embedding_dim, c.hidden_dim, vb.pp("rnn"))?;
-        let decoder = FilmGenerator::new(c.hidden_dim, c.channels, c.num_blocks, vb.pp("decoder"))?;
+        let decoder = (c.word_attention != Some(WordAttention::Replace))
+            .then(|| FilmGenerator::new(c.hidden_dim, c.channels, c.num_blocks, vb.pp("decoder")))
+            .transpose()?;
+        let word_attention = c
+            .word_attention
+            .map(|_| WordAttentionHead::new(c.hidden_dim, c.channels, c.num_blocks, vb.pp("word_attention")))
+            .transpose()?;
         Ok(QuestionEncoder {
             embedding,
             rnn,
             decoder,
+            word_attention,
             config: config.clone(),
         })
     }
@@ -79,7 +96,24 @@ impl QuestionEncoder {
     /// (`film_layer::split_film_params` cuts them apart).
     pub fn forward(&self, tokens: &Tensor, lengths: &[usize]) -> Result<Tensor> {
         let embedded = self.embedding.forward(tokens)?;
-        let last = self.rnn.last_states(&embedded, lengths)?;
-        Ok(self.decoder.params(&last)?)
+        let Some(attention) = &self.word_attention else {
+            let last = self.rnn.last_states(&embedded, lengths)?;
+            return self.paper_head(&last);
+        };
+        let (states, last) = self.rnn.all_and_last_states(&embedded, lengths)?;
+        let padding = padding_scores(lengths, states.dim(1)?, states.device())?;
+        let attended = attention.params(&states, &padding, &last)?;
+        match &self.decoder {
+            Some(_) => self.paper_head(&last)? + attended,
+            None => Ok(attended),
+        }
+    }
+
+    fn paper_head(&self, last: &Tensor) -> Result<Tensor> {
+        let decoder = self
+            .decoder
+            .as_ref()
+            .expect("the paper's head exists unless word attention replaces it");
+        Ok(decoder.params(last)?)
     }
 }

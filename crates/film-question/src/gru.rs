@@ -39,16 +39,25 @@ impl Gru {
     /// result, so padding cannot leak in; the loop stops at the longest length. On the CPU
     /// in f32 the recurrence runs as one fused op ([`crate::recurrence`]).
     pub fn last_states(&self, inputs: &Tensor, lengths: &[usize]) -> Result<Tensor> {
-        self.last_states_with(inputs, lengths, recurrence::supports(inputs))
+        Ok(self.states_with(inputs, lengths, recurrence::supports(inputs))?.1)
     }
 
     /// [`Gru::last_states`] composed from candle ops step by step: the obviously correct
     /// path, kept for every device and dtype and as the fused op's reference.
     pub fn last_states_reference(&self, inputs: &Tensor, lengths: &[usize]) -> Result<Tensor> {
-        self.last_states_with(inputs, lengths, false)
+        Ok(self.states_with(inputs, lengths, false)?.1)
     }
 
-    fn last_states_with(&self, inputs: &Tensor, lengths: &[usize], fused: bool) -> Result<Tensor> {
+    /// The state after every step, batch-major (N, T, H) with T the longest length, and
+    /// [`Gru::last_states`]'s (N, H), from one pass. A row's states past its length are
+    /// defined by no word: whoever reads them must mask them out.
+    pub fn all_and_last_states(&self, inputs: &Tensor, lengths: &[usize]) -> Result<(Tensor, Tensor)> {
+        let (all, last) = self.states_with(inputs, lengths, recurrence::supports(inputs))?;
+        Ok((all.transpose(0, 1)?.contiguous()?, last))
+    }
+
+    /// Every step's state, time-major (T, N, H), and the state after each row's last step.
+    fn states_with(&self, inputs: &Tensor, lengths: &[usize], fused: bool) -> Result<(Tensor, Tensor)> {
         let (batch, _, input_dim) = inputs.dims3()?;
         if lengths.len() != batch {
             candle_core::bail!("{} lengths for a batch of {batch}", lengths.len());
@@ -74,14 +83,14 @@ impl Gru {
                 .reshape((steps, batch, 3 * h))?;
             self.composed_recurrence(&projected)?
         };
-        let all = all.reshape((steps * batch, h))?;
         let last: Vec<u32> = lengths
             .iter()
             .enumerate()
             .map(|(i, &l)| ((l - 1) * batch + i) as u32)
             .collect();
         let index = Tensor::from_vec(last, batch, inputs.device())?;
-        all.index_select(&index, 0)
+        let last = all.reshape((steps * batch, h))?.index_select(&index, 0)?;
+        Ok((all, last))
     }
 
     /// Every step's state (T, N, H) from the input projections (T, N, 3H), one candle op at

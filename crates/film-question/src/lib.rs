@@ -11,9 +11,11 @@ mod cuda;
 mod encoder;
 mod gru;
 pub mod recurrence;
+mod word_attention;
 // The GPU recurrence's schedule; compiled for tests too, which run it on an emulator.
 #[cfg(any(feature = "cuda", test))]
 mod schedule;
 
 pub use encoder::{QuestionEncoder, QuestionEncoderConfig};
 pub use gru::Gru;
+pub use word_attention::{WordAttention, WordAttentionHead};

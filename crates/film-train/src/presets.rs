@@ -170,6 +170,7 @@ fn pixels(
             hidden_dim: hidden,
             num_blocks: 4,
             channels,
+            word_attention: None,
         },
         vision: VisionConfig {
             stem: Stem::Pixels { downsamplings },

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use film_layer::GammaMode;
+use film_question::WordAttention;
 use film_vision::{FilmPosition, Pool, ResidualSource, Stem};
 
 use crate::presets::{self, ModelConfig, Preset};
@@ -141,6 +142,11 @@ pub(super) struct TrainArgs {
     /// Width of the question encoder's GRU state (the preset's by default).
     #[arg(long, value_name = "H")]
     question_hidden: Option<usize>,
+    /// Each block reads the question through its own attention over the words: add (its
+    /// (γ, β) are the paper's head's plus those of the words it attends to), replace (the
+    /// attended words' alone) or off (the paper's head alone).
+    #[arg(long, value_parser = parse_word_attention, value_name = "MODE")]
+    word_attention: Option<WordAttentionArg>,
     /// A question-only baseline: the network is given a blank image.
     #[arg(long)]
     question_only: bool,
@@ -173,6 +179,19 @@ fn parse_position(s: &str) -> Result<FilmPosition, String> {
 fn parse_residual(s: &str) -> Result<ResidualSource, String> {
     serde_json::from_value(serde_json::Value::String(s.to_string()))
         .map_err(|_| format!("unknown residual {s:?}: expected projection or input"))
+}
+
+/// `--word-attention`'s value: a mode, or off.
+#[derive(Clone, Copy)]
+struct WordAttentionArg(Option<WordAttention>);
+
+fn parse_word_attention(s: &str) -> Result<WordAttentionArg, String> {
+    if s == "off" {
+        return Ok(WordAttentionArg(None));
+    }
+    serde_json::from_value(serde_json::Value::String(s.to_string()))
+        .map(|mode| WordAttentionArg(Some(mode)))
+        .map_err(|_| format!("unknown word attention {s:?}: expected add, replace or off"))
 }
 
 fn parse_pool(s: &str) -> Result<Pool, String> {
@@ -306,6 +325,9 @@ pub(super) fn train_request(args: &TrainArgs) -> Result<TrainRequest> {
     }
     if let Some(blocks) = args.blocks {
         model.set_blocks(blocks);
+    }
+    if let Some(WordAttentionArg(mode)) = args.word_attention {
+        model.question.word_attention = mode;
     }
     if let Some(hidden) = args.question_hidden {
         if !(1..=16_384).contains(&hidden) {
@@ -599,5 +621,29 @@ mod tests {
             .expect("refused")
             .to_string();
         assert!(err.contains("cannot be used with"), "{err}");
+    }
+
+    #[test]
+    fn word_attention_flag_sets_how_the_blocks_read_the_question() {
+        let reading = |flags: &[&str]| {
+            train_request(&train_args(flags).unwrap())
+                .unwrap()
+                .preset
+                .model
+                .question
+                .word_attention
+        };
+        assert_eq!(reading(&[]), None);
+        assert_eq!(reading(&["--word-attention", "add"]), Some(WordAttention::Add));
+        assert_eq!(
+            reading(&["--word-attention", "replace"]),
+            Some(WordAttention::Replace)
+        );
+        assert_eq!(reading(&["--word-attention", "off"]), None);
+        let err = train_args(&["--word-attention", "sometimes"])
+            .err()
+            .expect("refused")
+            .to_string();
+        assert!(err.contains("expected add, replace or off"), "{err}");
     }
 }
