@@ -116,108 +116,86 @@ mod tests {
     use candle_core::{DType, Device};
     use candle_nn::VarMap;
 
-    fn head(hidden: usize, channels: usize, blocks: usize) -> (VarMap, WordAttentionHead) {
+    fn head(hidden: usize, channels: usize, blocks: usize) -> Result<(VarMap, WordAttentionHead)> {
         let map = VarMap::new();
         let vb = VarBuilder::from_varmap(&map, DType::F32, &Device::Cpu);
-        let head = WordAttentionHead::new(hidden, channels, blocks, vb).unwrap();
-        (map, head)
+        let head = WordAttentionHead::new(hidden, channels, blocks, vb)?;
+        Ok((map, head))
+    }
+
+    fn randn(shape: &[usize]) -> Result<Tensor> {
+        Tensor::randn(0f32, 1.0, shape, &Device::Cpu)
+    }
+
+    fn largest_gap(a: &Tensor, b: &Tensor) -> Result<f32> {
+        (a - b)?.abs()?.max_all()?.to_scalar::<f32>()
     }
 
     /// The probe's unfolded form: a key for every word, then its dot product with the query.
-    fn unfolded(head: &WordAttentionHead, states: &Tensor, padding: &Tensor, last: &Tensor) -> Tensor {
-        let hidden = last.dim(1).unwrap();
-        let keys = states.broadcast_matmul(&head.keys.t().unwrap()).unwrap();
-        let mut attended = last.zeros_like().unwrap();
+    fn unfolded(
+        head: &WordAttentionHead,
+        states: &Tensor,
+        padding: &Tensor,
+        last: &Tensor,
+    ) -> Result<Tensor> {
+        let scale = 1.0 / (last.dim(1)? as f64).sqrt();
+        let keys = states.broadcast_matmul(&head.keys.t()?)?;
+        let mut attended = last.zeros_like()?;
         let mut films = vec![];
         for (query, film) in head.queries.iter().zip(&head.films) {
-            let query = query
-                .forward(&Tensor::cat(&[last, &attended], 1).unwrap())
-                .unwrap();
-            let scores = (keys
-                .matmul(&query.unsqueeze(2).unwrap())
-                .unwrap()
-                .squeeze(2)
-                .unwrap()
-                / (hidden as f64).sqrt())
-            .unwrap();
-            let weights = candle_nn::ops::softmax(&(scores + padding).unwrap(), D::Minus1).unwrap();
-            attended = weights
-                .unsqueeze(1)
-                .unwrap()
-                .matmul(states)
-                .unwrap()
-                .squeeze(1)
-                .unwrap();
-            films.push(film.forward(&attended).unwrap());
+            let query = query.forward(&Tensor::cat(&[last, &attended], 1)?)?;
+            let scores = (keys.matmul(&query.unsqueeze(2)?)?.squeeze(2)? * scale)?;
+            let weights = candle_nn::ops::softmax(&(scores + padding)?, D::Minus1)?;
+            attended = weights.unsqueeze(1)?.matmul(states)?.squeeze(1)?;
+            films.push(film.forward(&attended)?);
         }
-        Tensor::stack(&films, 1).unwrap()
-    }
-
-    fn padding(lengths: &[usize], steps: usize) -> Tensor {
-        padding_scores(lengths, steps, &Device::Cpu).unwrap()
+        Tensor::stack(&films, 1)
     }
 
     #[test]
-    fn folding_the_key_weight_into_the_query_changes_nothing() {
-        let (_map, head) = head(6, 3, 2);
-        let states = Tensor::randn(0f32, 1.0, (2, 5, 6), &Device::Cpu).unwrap();
-        let last = Tensor::randn(0f32, 1.0, (2, 6), &Device::Cpu).unwrap();
-        let padding = padding(&[5, 3], 5);
-        let params = head.params(&states, &padding, &last).unwrap();
+    fn folding_the_key_weight_into_the_query_changes_nothing() -> Result<()> {
+        let (_map, head) = head(6, 3, 2)?;
+        let (states, last) = (randn(&[2, 5, 6])?, randn(&[2, 6])?);
+        let padding = padding_scores(&[5, 3], 5, &Device::Cpu)?;
+        let params = head.params(&states, &padding, &last)?;
         assert_eq!(params.dims(), &[2, 2, 6]);
-        let gap = (params - unfolded(&head, &states, &padding, &last))
-            .unwrap()
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap();
+        let gap = largest_gap(&params, &unfolded(&head, &states, &padding, &last)?)?;
         assert!(gap < 1e-5, "folded and unfolded keys differ by {gap}");
+        Ok(())
     }
 
     #[test]
-    fn words_past_a_question_s_end_change_nothing() {
-        let (_map, head) = head(4, 2, 3);
-        let states = Tensor::randn(0f32, 1.0, (1, 6, 4), &Device::Cpu).unwrap();
-        let last = Tensor::randn(0f32, 1.0, (1, 4), &Device::Cpu).unwrap();
-        let padding = padding(&[4], 6);
-        let before = head.params(&states, &padding, &last).unwrap();
+    fn words_past_a_question_s_end_change_nothing() -> Result<()> {
+        let (_map, head) = head(4, 2, 3)?;
+        let (states, last) = (randn(&[1, 6, 4])?, randn(&[1, 4])?);
+        let padding = padding_scores(&[4], 6, &Device::Cpu)?;
+        let before = head.params(&states, &padding, &last)?;
         // Scribble over the two padded steps.
-        let scribbled = Tensor::cat(
-            &[
-                states.narrow(1, 0, 4).unwrap(),
-                Tensor::full(100f32, (1, 2, 4), &Device::Cpu).unwrap(),
-            ],
-            1,
-        )
-        .unwrap();
-        let after = head.params(&scribbled, &padding, &last).unwrap();
-        let gap = (before - after)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap();
-        assert_eq!(gap, 0.0);
+        let junk = Tensor::full(100f32, (1, 2, 4), &Device::Cpu)?;
+        let scribbled = Tensor::cat(&[&states.narrow(1, 0, 4)?, &junk], 1)?;
+        let after = head.params(&scribbled, &padding, &last)?;
+        assert_eq!(largest_gap(&before, &after)?, 0.0);
+        Ok(())
     }
 
     #[test]
-    fn every_variable_gets_a_gradient() {
-        let (map, head) = head(4, 2, 2);
-        let states = Tensor::randn(0f32, 1.0, (3, 5, 4), &Device::Cpu).unwrap();
-        let last = Tensor::randn(0f32, 1.0, (3, 4), &Device::Cpu).unwrap();
-        let params = head.params(&states, &padding(&[5, 2, 1], 5), &last).unwrap();
-        let grads = params.sqr().unwrap().sum_all().unwrap().backward().unwrap();
+    fn every_variable_gets_a_gradient() -> Result<()> {
+        let (map, head) = head(4, 2, 2)?;
+        let (states, last) = (randn(&[3, 5, 4])?, randn(&[3, 4])?);
+        let padding = padding_scores(&[5, 2, 1], 5, &Device::Cpu)?;
+        let grads = head
+            .params(&states, &padding, &last)?
+            .sqr()?
+            .sum_all()?
+            .backward()?;
         let data = map.data().lock().unwrap();
         for (name, var) in data.iter() {
             let grad = grads
                 .get(var.as_tensor())
                 .unwrap_or_else(|| panic!("{name} has no gradient"));
-            let size = grad.abs().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap();
+            let size = grad.abs()?.sum_all()?.to_scalar::<f32>()?;
             assert!(size > 0.0, "{name}'s gradient is zero");
         }
+        Ok(())
     }
 }
