@@ -39,10 +39,12 @@ Usage: python3 research/proxy_probe.py DATA_DIR MINUTES [flags]   (DATA_DIR: CLE
                           at zero
   --film-pos norm|input|both  FiLM after the BatchNorm (the paper), on the block's input, or both
   --blocks K, --channels C, --hidden H, --lr, --warmup, --batch
-  --pool max|mean|attn|max-attn  the classifier's pool over the cells: attn is a softmax
-                          over the cells per head (--pool-heads, each pooling its share of the
-                          channels) from a 1x1 score of the classifier's features; max-attn
-                          gives the classifier both
+  --pool max|mean|attn|max-attn|max-mean|max-tanh  the classifier's pool over the cells:
+                          attn is a softmax over the cells per head (--pool-heads, each pooling
+                          its share of the channels) from a 1x1 score of the classifier's
+                          features; max-attn gives the classifier both; max-mean each channel's
+                          maximum and mean; max-tanh its maximum and the mean of its tanh, so
+                          that each cell where it fires adds about the same (a count)
   --skip proj|input        the residual adds the block's projected input r (the paper) or its
                           input x itself
   --stage KIND[,KIND]:Q[+KIND[,KIND]:Q...]
@@ -54,6 +56,11 @@ Usage: python3 research/proxy_probe.py DATA_DIR MINUTES [flags]   (DATA_DIR: CLE
                           from (replace) its own attention over the GRU's state at every word;
                           block k's query reads the GRU's last state and block k-1's attended
                           context (as multi-hop FiLM and MAC's control unit do)
+  --prioritize P          after the stages and curriculum, draw each batch's questions by
+                          kind (as the final report splits them) with probability
+                          proportional to the kind's share of the questions times its
+                          training error to the power P (a running average over recent
+                          batches, starting at 1), instead of epochs of plain shuffles
   --threads T, --seed S
 """
 import argparse, json, re, sys, time, os
@@ -87,6 +94,7 @@ ap.add_argument('--stage', default='')  # KIND[,KIND]:QUESTIONS[+KIND[,KIND]:QUE
 ap.add_argument('--skip', default='proj')  # proj (the paper: + r) | input (+ the block's input x) | none
 ap.add_argument('--film-classifier', action='store_true')  # FiLM also on the classifier's 1x1 projection, before the pool
 ap.add_argument('--last-skip', default='')  # the last block's residual, if not --skip's
+ap.add_argument('--prioritize', type=float, default=0.0)
 ap.add_argument('--word-attention', default='')  # '', add, replace
 ap.add_argument('--reference', required=True, help='folder holding the PyTorch reference torch_film.py')
 a = ap.parse_args()
@@ -218,7 +226,7 @@ if a.only:
 print(json.dumps(dict(train_questions=len(tr[0]), val_questions=len(va[0]), vocab=len(tr[5]), batch=B,
                       lr=a.lr, warmup=a.warmup, curriculum=a.curriculum,
                       attend=a.attend, attend_blocks=a.attend_blocks, pool=a.pool, channels=a.channels,
-                      hidden=a.hidden, curriculum_steps=a.curriculum_steps, difficulty=a.difficulty, program_aux=a.program_aux, oracle=a.oracle_program, blocks=a.blocks, global_context=a.global_context, directional=a.directional, directional_init=a.directional_init, directional_source=a.directional_source, directional_gate=a.directional_gate, directional_detach=a.directional_detach, bow=a.bow, film_pos=a.film_pos, only=a.only, skip=a.skip, last_skip=a.last_skip, film_classifier=a.film_classifier, word_attention=a.word_attention, seed=a.seed, pvocab=len(PVOCAB))), flush=True)
+                      hidden=a.hidden, curriculum_steps=a.curriculum_steps, difficulty=a.difficulty, program_aux=a.program_aux, oracle=a.oracle_program, blocks=a.blocks, global_context=a.global_context, directional=a.directional, directional_init=a.directional_init, directional_source=a.directional_source, directional_gate=a.directional_gate, directional_detach=a.directional_detach, bow=a.bow, film_pos=a.film_pos, only=a.only, skip=a.skip, last_skip=a.last_skip, film_classifier=a.film_classifier, word_attention=a.word_attention, prioritize=a.prioritize, seed=a.seed, pvocab=len(PVOCAB))), flush=True)
 mtr, mva = maps('train'), maps('val')
 tf.VOCAB = len(tr[5]) + 1; tf.NUM_ANSWERS = len(tr[6])
 cfg = dict(tf.CONFIGS['small']); cfg.update(inp=(17, G, G), stem='feat', C=a.channels, H=a.hidden)
@@ -300,6 +308,8 @@ class Probe(tf.FiLM):
         if a.film_classifier:  # only when used, so that other runs keep their random stream
             self.cls_film = nn.Linear(cfg['H'], 2 * cfg['P'])
         self.att = nn.ModuleList(nn.Conv2d(cfg['C'], 1, 1) for _ in range(a.blocks if a.attend_blocks else 1))
+        if a.pool in ('max-mean', 'max-tanh'):  # only when used, so that other runs keep their random stream
+            self.net.fc1 = nn.Linear(2 * cfg['P'], self.net.fc1.out_features)
         if 'attn' in a.pool:  # only when used, so that other runs keep their random stream
             self.pool_score = nn.Conv2d(cfg['P'], a.pool_heads, 1)
             if a.pool == 'max-attn':
@@ -354,6 +364,10 @@ class Probe(tf.FiLM):
             hh = h.flatten(2).view(N, a.pool_heads, P // a.pool_heads, -1)
             att = (hh * w.unsqueeze(2)).sum(3).reshape(N, P)
             h = torch.cat([torch.amax(h, dim=(2, 3)), att], 1) if a.pool == 'max-attn' else att
+        elif a.pool == 'max-mean':
+            h = torch.cat([torch.amax(h, dim=(2, 3)), h.mean(dim=(2, 3))], 1)
+        elif a.pool == 'max-tanh':  # the mean of a saturated activation: each firing cell counts once
+            h = torch.cat([torch.amax(h, dim=(2, 3)), torch.tanh(h).mean(dim=(2, 3))], 1)
         else:
             h = torch.amax(h, dim=(2, 3)) if a.pool == 'max' else h.mean(dim=(2, 3))
         logits = n.fc2(F.relu(n.fc_bn(n.fc1(h))))
@@ -393,10 +407,22 @@ def stage_batches():
         pool = torch.tensor([i for i, k in enumerate(tr[8]) if k in keep])
         for _ in range(int(float(count)) // B):
             yield pool[torch.randint(0, len(pool), (B,))]
+KINDS = sorted(set(tr[8]))
+kind_of = torch.tensor([KINDS.index(k) for k in tr[8]])
+kind_pools = [torch.nonzero(kind_of == j).squeeze(1) for j in range(len(KINDS))]
+kind_share = torch.tensor([len(p) for p in kind_pools], dtype=torch.float) / N
+kind_error = torch.ones(len(KINDS))
+def prioritized_batches():
+    while True:
+        weights = kind_share * kind_error.clamp(min=0.02) ** a.prioritize
+        kinds = torch.multinomial(weights / weights.sum(), B, replacement=True)
+        yield torch.stack([kind_pools[j][torch.randint(0, len(kind_pools[j]), (1,))][0] for j in kinds.tolist()])
 def epochs():
     global epoch
     yield from stage_batches()
     yield from curriculum_batches()
+    if a.prioritize:
+        yield from prioritized_batches()
     while True:
         perm = torch.randperm(N)
         if a.curriculum and epoch == 0:
@@ -420,7 +446,13 @@ for idx in epochs():
         loss = loss + a.program_aux * F.cross_entropy(pl.reshape(-1, 64), tr[9][idx].reshape(-1), ignore_index=-100)
     opt.zero_grad(); loss.backward(); opt.step()
     step += 1; seen += B
-    hits += (out.argmax(1) == tr[2][idx]).sum().item(); tot += B
+    correct = (out.argmax(1) == tr[2][idx])
+    hits += correct.sum().item(); tot += B
+    if a.prioritize:  # a running average of each kind's training error, over its recent questions
+        k = kind_of[idx]
+        for j in k.unique().tolist():
+            m = k == j
+            kind_error[j] = 0.99 ** m.sum().item() * kind_error[j] + (1 - 0.99 ** m.sum().item()) * (1 - correct[m].float().mean())
     if step % a.eval_every == 0:
         print(json.dumps(dict(step=step, questions=seen, epoch=epoch,
                               minutes=round((time.time() - start) / 60, 2),

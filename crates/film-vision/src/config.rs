@@ -45,6 +45,11 @@ pub enum Pool {
     /// The mean is proportional to how many positions a channel fires at, which a count
     /// reads directly; the maximum only says whether one does.
     MaxMean,
+    /// Each channel's maximum and the mean of its tanh side by side. The mean of the raw
+    /// activation also grows with how strongly each position fires; the tanh saturates, so
+    /// every position where a channel fires adds about the same, and the mean reads as a
+    /// count of them.
+    MaxCount,
 }
 
 impl Pool {
@@ -52,7 +57,7 @@ impl Pool {
     pub fn features_per_channel(self) -> usize {
         match self {
             Pool::Max | Pool::Mean => 1,
-            Pool::MaxMean => 2,
+            Pool::MaxMean | Pool::MaxCount => 2,
         }
     }
 }

@@ -228,6 +228,13 @@ impl Classifier {
                 ],
                 1,
             )?,
+            Pool::MaxCount => Tensor::cat(
+                &[
+                    crate::pool::global_max_pool(&x)?,
+                    x.tanh()?.flatten_from(2)?.mean(D::Minus1)?,
+                ],
+                1,
+            )?,
         };
         let hidden = self
             .hidden_norm

@@ -56,6 +56,13 @@ fn every_ablation_gives_logits_in_train_and_eval() -> Result<()> {
                 ResidualSource::Input,
                 Pool::MaxMean,
             ),
+            (
+                GammaMode::OnePlusDelta,
+                true,
+                true,
+                ResidualSource::Projection,
+                Pool::MaxCount,
+            ),
         ] {
             let config = small(
                 BlockOptions {
@@ -82,9 +89,10 @@ fn every_ablation_gives_logits_in_train_and_eval() -> Result<()> {
 }
 
 /// Two maps that hold the same feature vector at one position and at two: max pooling
-/// cannot tell them apart, max-mean pooling can (its mean grows with the count).
+/// cannot tell them apart, max-mean and max-count pooling can (their means grow with the
+/// count).
 #[test]
-fn max_mean_pooling_sees_how_many_positions_fire() -> Result<()> {
+fn max_mean_and_max_count_pooling_see_how_many_positions_fire() -> Result<()> {
     use film_vision::Classifier;
     let dev = Device::Cpu;
     let feature = Tensor::randn(0f32, 1.0, (1, 6, 1, 1), &dev)?;
@@ -96,7 +104,7 @@ fn max_mean_pooling_sees_how_many_positions_fire() -> Result<()> {
     let maps = Tensor::cat(&[&once, &twice], 0)?;
     let coords = Tensor::zeros((2, 2, 4, 4), DType::F32, &dev)?;
     let mut logits = Vec::new();
-    for pool in [Pool::Max, Pool::MaxMean] {
+    for pool in [Pool::Max, Pool::MaxMean, Pool::MaxCount] {
         // Wide enough that some hidden unit passes the difference through its ReLU
         // whatever the random initialisation.
         let config = VisionConfig {
@@ -115,6 +123,7 @@ fn max_mean_pooling_sees_how_many_positions_fire() -> Result<()> {
     }
     assert_eq!(logits[0], 0.0, "max pooling saw a difference");
     assert!(logits[1] > 1e-4, "max-mean pooling saw none: {}", logits[1]);
+    assert!(logits[2] > 1e-4, "max-count pooling saw none: {}", logits[2]);
     Ok(())
 }
 

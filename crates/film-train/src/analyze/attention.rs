@@ -32,7 +32,7 @@ impl Look {
     /// The colour bar's label.
     pub fn value_label(&self) -> &'static str {
         match self.pool {
-            Pool::Max | Pool::MaxMean => "fraction of max-pooled features",
+            Pool::Max | Pool::MaxMean | Pool::MaxCount => "fraction of max-pooled features",
             Pool::Mean => "share of mean-pooled activation",
         }
     }
@@ -50,9 +50,9 @@ pub fn looks(maps: &Tensor, pool: Pool) -> Result<Vec<Look>> {
             let mut live = 0;
             for channel in example {
                 match pool {
-                    // The mean half of max-mean pooling reads every position alike; the
-                    // max half is what points at places.
-                    Pool::Max | Pool::MaxMean => {
+                    // The mean half of max-mean and max-count pooling reads every position
+                    // alike; the max half is what points at places.
+                    Pool::Max | Pool::MaxMean | Pool::MaxCount => {
                         let (arg, max) =
                             channel
                                 .iter()

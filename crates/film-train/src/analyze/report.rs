@@ -187,9 +187,9 @@ fn markdown(a: &Analysis) -> String {
                           final MLP's input comes from (the paper's Figure 4). Channels that are \
                           zero everywhere carry no location and are left out. The grid covers the \
                           whole image, which the network sees resized to a square.",
-            Pool::MaxMean =>
+            Pool::MaxMean | Pool::MaxCount =>
                 "The classifier pools each of its projection's channels twice, by maximum \
-                          and by mean; each picture shows, per position, the fraction of channels \
+                          and by a mean; each picture shows, per position, the fraction of channels \
                           whose maximum is there (the mean half reads every position alike). \
                           Channels that are zero everywhere carry no location and are left out.",
             Pool::Mean =>

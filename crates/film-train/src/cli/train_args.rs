@@ -133,7 +133,9 @@ pub(super) struct TrainArgs {
     /// 1x1 projection of its input) or input (the block's input unchanged).
     #[arg(long, value_parser = parse_residual, conflicts_with = "no_residual")]
     residual: Option<ResidualSource>,
-    /// Classifier pooling: max (the paper's), mean, or max-mean (both, side by side).
+    /// Classifier pooling: max (the paper's), mean, max-mean (both, side by side) or
+    /// max-count (the maximum and the mean of the tanh: a count of the positions where a
+    /// channel fires).
     #[arg(long, value_parser = parse_pool)]
     pool: Option<Pool>,
     /// Number of FiLMed blocks.
@@ -196,7 +198,7 @@ fn parse_word_attention(s: &str) -> Result<WordAttentionArg, String> {
 
 fn parse_pool(s: &str) -> Result<Pool, String> {
     serde_json::from_value(serde_json::Value::String(s.to_string()))
-        .map_err(|_| format!("unknown pooling {s:?}: expected max, mean or max-mean"))
+        .map_err(|_| format!("unknown pooling {s:?}: expected max, mean, max-mean or max-count"))
 }
 
 pub(super) fn train_request(args: &TrainArgs) -> Result<TrainRequest> {
@@ -645,5 +647,22 @@ mod tests {
             .expect("refused")
             .to_string();
         assert!(err.contains("expected add, replace or off"), "{err}");
+    }
+
+    #[test]
+    fn pool_flag_sets_the_classifiers_pool() {
+        let pool = |flags: &[&str]| {
+            train_request(&train_args(flags).unwrap())
+                .unwrap()
+                .preset
+                .model
+                .vision
+                .pool
+        };
+        assert_eq!(pool(&[]), Pool::Max);
+        assert_eq!(pool(&["--pool", "max-mean"]), Pool::MaxMean);
+        assert_eq!(pool(&["--pool", "max-count"]), Pool::MaxCount);
+        let err = train_args(&["--pool", "sum"]).err().expect("refused").to_string();
+        assert!(err.contains("expected max, mean, max-mean or max-count"), "{err}");
     }
 }
