@@ -101,7 +101,7 @@ impl QuestionEncoder {
             return self.paper_head(&last);
         };
         let (states, last) = self.rnn.all_and_last_states(&embedded, lengths)?;
-        let padding = padding_scores(lengths, states.dim(1)?, states.device())?;
+        let padding = padding_scores(lengths, states.dim(1)?, states.device())?.to_dtype(states.dtype())?;
         let attended = attention.params(&states, &padding, &last)?;
         match &self.decoder {
             Some(_) => self.paper_head(&last)? + attended,
