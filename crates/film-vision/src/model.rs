@@ -221,20 +221,21 @@ impl Classifier {
         let pooled = match self.pool {
             Pool::Max => crate::pool::global_max_pool(&x)?,
             Pool::Mean => x.flatten_from(2)?.mean(D::Minus1)?,
-            Pool::MaxMean => Tensor::cat(
-                &[
-                    crate::pool::global_max_pool(&x)?,
-                    x.flatten_from(2)?.mean(D::Minus1)?,
-                ],
-                1,
-            )?,
-            Pool::MaxCount => Tensor::cat(
-                &[
-                    crate::pool::global_max_pool(&x)?,
-                    x.tanh()?.flatten_from(2)?.mean(D::Minus1)?,
-                ],
-                1,
-            )?,
+            Pool::MaxMean | Pool::MaxCount => {
+                // max-count averages the saturated activation, so each firing position
+                // adds about the same.
+                let averaged = match self.pool {
+                    Pool::MaxCount => x.tanh()?,
+                    _ => x.clone(),
+                };
+                Tensor::cat(
+                    &[
+                        crate::pool::global_max_pool(&x)?,
+                        averaged.flatten_from(2)?.mean(D::Minus1)?,
+                    ],
+                    1,
+                )?
+            }
         };
         let hidden = self
             .hidden_norm
