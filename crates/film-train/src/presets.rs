@@ -86,6 +86,11 @@ pub struct TrainingConfig {
     /// (`--warmup-steps`; 0: the full rate from the first step).
     #[serde(default)]
     pub warmup_steps: u64,
+    /// Once this share of the run's budget (its epochs or minutes) is spent, lower the
+    /// learning rate linearly to zero at the end of the budget (`--lr-decay-from`; absent:
+    /// the same rate to the end).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lr_decay_from: Option<f64>,
     /// Evaluate, and keep as the best model, an exponential moving average of the weights
     /// with this decay per step instead of the weights as trained (`--weight-average`).
     #[serde(default)]
@@ -146,6 +151,7 @@ fn paper_training(minutes: f64, eval_every: usize) -> TrainingConfig {
         perception_weight: 0.0,
         attention_weight: 0.0,
         warmup_steps: 0,
+        lr_decay_from: None,
         weight_average: None,
         score_trained_weights: false,
         freeze_stem_after: None,

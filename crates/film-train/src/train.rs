@@ -18,6 +18,7 @@ use crate::answer_attention::AnswerTargets;
 use crate::data::{load_split, load_split_files, load_split_with, split_files, ImageSource, Split};
 use crate::evaluate::{evaluate, loss_and_accuracy, Evaluation};
 use crate::fresh_questions::{FirstStages, FreshQuestions, Stage};
+use crate::learning_rate::{budget_spent, LearningRateSchedule};
 use crate::model::{FilmModel, SharedForward};
 use crate::perception::{SceneTargets, StemImage};
 use crate::presets::{ModelConfig, Preset, TrainingConfig};
@@ -204,6 +205,7 @@ pub fn train(request: &TrainRequest, device: &Device) -> Result<TrainOutcome> {
         trainable(&varmap),
         AdamConfig::new(training.learning_rate, training.weight_decay),
     );
+    let schedule = LearningRateSchedule::new(training);
     let mut average = training
         .weight_average
         .map(|decay| WeightAverage::new(&varmap, decay))
@@ -399,10 +401,8 @@ pub fn train(request: &TrainRequest, device: &Device) -> Result<TrainOutcome> {
                     run.path().display()
                 );
             }
-            if training.warmup_steps > 0 {
-                let warmed = (state.step + 1) as f64 / training.warmup_steps as f64;
-                adam.set_learning_rate(training.learning_rate * warmed.min(1.0));
-            }
+            let spent = budget_spent(&config, &state, batches_per_epoch);
+            adam.set_learning_rate(schedule.rate(state.step + 1, spent));
             adam.step(&loss.backward()?)?;
             if let Some(average) = &mut average {
                 average.update()?;

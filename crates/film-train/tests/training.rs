@@ -306,6 +306,43 @@ fn a_frozen_stem_stays_as_it_was_when_frozen_and_the_run_resumes_exactly() {
     assert!(trained > 0, "the blocks did not train after the freeze");
 }
 
+/// The learning rate decaying to zero over the second half of the epochs.
+fn decaying_request(out: &Path, cache: &Path, epochs: usize) -> TrainRequest {
+    let mut r = request(out, cache, epochs);
+    r.preset.training.lr_decay_from = Some(0.5);
+    r
+}
+
+#[test]
+fn a_decaying_learning_rate_changes_training_and_resumes_exactly_mid_epoch() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    let (straight, resumed, plain) = (
+        dir.path().join("straight"),
+        dir.path().join("resumed"),
+        dir.path().join("plain"),
+    );
+    train(&decaying_request(&straight, &cache, 4), &Device::Cpu).unwrap();
+    // A budget of no time stops the first session after its first step, inside the
+    // first epoch; the second session resumes under the straight run's budget.
+    let mut interrupted = decaying_request(&resumed, &cache, 4);
+    interrupted.minutes = Some(1e-9);
+    let first = train(&interrupted, &Device::Cpu).unwrap();
+    assert_eq!((first.state.step, first.state.epoch), (1, 0));
+    let outcome = train(&decaying_request(&resumed, &cache, 4), &Device::Cpu).unwrap();
+    assert_eq!(outcome.state.epoch, 4);
+    assert_eq!(last_checkpoint(&straight), last_checkpoint(&resumed));
+
+    let mut without = decaying_request(&plain, &cache, 4);
+    without.preset.training.lr_decay_from = None;
+    train(&without, &Device::Cpu).unwrap();
+    assert_ne!(last_checkpoint(&straight), last_checkpoint(&plain));
+    let config = std::fs::read_to_string(straight.join("config.json")).unwrap();
+    assert!(config.contains("\"lr_decay_from\": 0.5"), "{config}");
+    let config = std::fs::read_to_string(plain.join("config.json")).unwrap();
+    assert!(!config.contains("lr_decay_from"), "{config}");
+}
+
 /// About half of the images mirrored every epoch.
 fn mirrored_request(out: &Path, cache: &Path, epochs: usize) -> TrainRequest {
     let mut r = request(out, cache, epochs);

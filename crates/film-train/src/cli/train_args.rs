@@ -77,6 +77,10 @@ pub(super) struct TrainArgs {
     /// Raise the learning rate linearly from 0 over the first N steps; 0 turns it off.
     #[arg(long, value_name = "N")]
     warmup_steps: Option<u64>,
+    /// Once this share of the budget (epochs or minutes) is spent, lower the learning rate
+    /// linearly to zero at its end: 0.75 decays over the last quarter; 1 turns it off.
+    #[arg(long, value_name = "FRACTION")]
+    lr_decay_from: Option<f64>,
     /// Evaluate, and keep as the best model, an exponential moving average of the weights
     /// with this decay per step (e.g. 0.999) instead of the weights as trained; 0 turns it
     /// off. Training itself is unchanged.
@@ -271,6 +275,12 @@ pub(super) fn train_request(args: &TrainArgs) -> Result<TrainRequest> {
     }
     if let Some(steps) = args.warmup_steps {
         training.warmup_steps = steps;
+    }
+    if let Some(from) = args.lr_decay_from {
+        if !(0.0..=1.0).contains(&from) {
+            bail!("--lr-decay-from {from}: expected a share of the budget in [0, 1], e.g. 0.75 (1 turns it off)");
+        }
+        training.lr_decay_from = (from < 1.0).then_some(from);
     }
     if let Some(decay) = args.weight_average {
         if !(0.0..1.0).contains(&decay) {
@@ -481,6 +491,21 @@ mod tests {
         let features = ["--preset", "paper-features", "--stem-width", "32"];
         let err = train_request(&train_args(&features).unwrap()).unwrap_err();
         assert!(err.to_string().contains("pre-extracted features"), "{err}");
+    }
+
+    #[test]
+    fn lr_decay_from_takes_a_share_of_the_budget_and_one_turns_it_off() {
+        let decay = |value: &str| {
+            let flag = format!("--lr-decay-from={value}");
+            train_request(&train_args(&[flag.as_str()]).unwrap())
+        };
+        assert_eq!(decay("0.75").unwrap().preset.training.lr_decay_from, Some(0.75));
+        assert_eq!(decay("0").unwrap().preset.training.lr_decay_from, Some(0.0));
+        assert_eq!(decay("1").unwrap().preset.training.lr_decay_from, None);
+        for wrong in ["1.5", "-0.25"] {
+            let err = decay(wrong).unwrap_err();
+            assert!(err.to_string().contains("--lr-decay-from"), "{err}");
+        }
     }
 
     #[test]
