@@ -61,6 +61,9 @@ Usage: python3 research/proxy_probe.py DATA_DIR MINUTES [flags]   (DATA_DIR: CLE
                           proportional to the kind's share of the questions times its
                           training error to the power P (a running average over recent
                           batches, starting at 1), instead of epochs of plain shuffles
+  --dilation D1,D2,...     block k's 3x3 convolution reads cells Dk apart (padding Dk), so
+                          that two blocks see further across the 8x8 grid: 1,3 reach four
+                          cells either way instead of two
   --threads T, --seed S
 """
 import argparse, json, re, sys, time, os
@@ -96,6 +99,7 @@ ap.add_argument('--film-classifier', action='store_true')  # FiLM also on the cl
 ap.add_argument('--last-skip', default='')  # the last block's residual, if not --skip's
 ap.add_argument('--prioritize', type=float, default=0.0)
 ap.add_argument('--word-attention', default='')  # '', add, replace
+ap.add_argument('--dilation', default='')  # D1,D2,...: each block's 3x3 convolution reads cells D apart (1: the paper's)
 ap.add_argument('--reference', required=True, help='folder holding the PyTorch reference torch_film.py')
 a = ap.parse_args()
 if a.word_attention and a.film_pos == 'both':
@@ -226,7 +230,7 @@ if a.only:
 print(json.dumps(dict(train_questions=len(tr[0]), val_questions=len(va[0]), vocab=len(tr[5]), batch=B,
                       lr=a.lr, warmup=a.warmup, curriculum=a.curriculum,
                       attend=a.attend, attend_blocks=a.attend_blocks, pool=a.pool, channels=a.channels,
-                      hidden=a.hidden, curriculum_steps=a.curriculum_steps, difficulty=a.difficulty, program_aux=a.program_aux, oracle=a.oracle_program, blocks=a.blocks, global_context=a.global_context, directional=a.directional, directional_init=a.directional_init, directional_source=a.directional_source, directional_gate=a.directional_gate, directional_detach=a.directional_detach, bow=a.bow, film_pos=a.film_pos, only=a.only, skip=a.skip, last_skip=a.last_skip, film_classifier=a.film_classifier, word_attention=a.word_attention, prioritize=a.prioritize, seed=a.seed, pvocab=len(PVOCAB))), flush=True)
+                      hidden=a.hidden, curriculum_steps=a.curriculum_steps, difficulty=a.difficulty, program_aux=a.program_aux, oracle=a.oracle_program, blocks=a.blocks, global_context=a.global_context, directional=a.directional, directional_init=a.directional_init, directional_source=a.directional_source, directional_gate=a.directional_gate, directional_detach=a.directional_detach, bow=a.bow, film_pos=a.film_pos, only=a.only, skip=a.skip, last_skip=a.last_skip, film_classifier=a.film_classifier, word_attention=a.word_attention, prioritize=a.prioritize, dilation=a.dilation, seed=a.seed, pvocab=len(PVOCAB))), flush=True)
 mtr, mva = maps('train'), maps('val')
 tf.VOCAB = len(tr[5]) + 1; tf.NUM_ANSWERS = len(tr[6])
 cfg = dict(tf.CONFIGS['small']); cfg.update(inp=(17, G, G), stem='feat', C=a.channels, H=a.hidden)
@@ -249,6 +253,9 @@ class GBlock(tf.FiLMedResBlock):
     def __init__(self, C, i):
         super().__init__(C)
         self.skip = a.last_skip if (a.last_skip and i == a.blocks - 1) else a.skip
+        if a.dilation:  # the same weights, read further apart, so the random stream is kept
+            d = int(a.dilation.split(',')[i])
+            self.conv.dilation, self.conv.padding = (d, d), (d, d)
         if a.global_context:
             self.input_proj = nn.Conv2d(2 * C + 2, C, kernel_size=1)
         self.directional = a.directional == 'all' or (a.directional == 'late' and i > 0)
