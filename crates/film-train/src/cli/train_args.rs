@@ -145,6 +145,11 @@ pub(super) struct TrainArgs {
     /// Number of FiLMed blocks.
     #[arg(long)]
     blocks: Option<usize>,
+    /// Channels of the FiLMed blocks, and so of the stem's output and of each block's
+    /// (γ, β) (the preset's by default; the stem's inner convolutions follow unless
+    /// --stem-width is given).
+    #[arg(long, value_name = "C")]
+    channels: Option<usize>,
     /// Width of the question encoder's GRU state (the preset's by default).
     #[arg(long, value_name = "H")]
     question_hidden: Option<usize>,
@@ -341,6 +346,13 @@ pub(super) fn train_request(args: &TrainArgs) -> Result<TrainRequest> {
     if let Some(WordAttentionArg(mode)) = args.word_attention {
         model.question.word_attention = mode;
     }
+    if let Some(channels) = args.channels {
+        if !(1..=4096).contains(&channels) {
+            bail!("--channels {channels}: expected between 1 and 4096 channels per block");
+        }
+        model.vision.channels = channels;
+        model.question.channels = channels;
+    }
     if let Some(hidden) = args.question_hidden {
         if !(1..=16_384).contains(&hidden) {
             bail!("--question-hidden {hidden}: expected a GRU width between 1 and 16384");
@@ -491,6 +503,17 @@ mod tests {
         let features = ["--preset", "paper-features", "--stem-width", "32"];
         let err = train_request(&train_args(&features).unwrap()).unwrap_err();
         assert!(err.to_string().contains("pre-extracted features"), "{err}");
+    }
+
+    #[test]
+    fn channels_widen_the_blocks_and_their_film_parameters_together() {
+        let wide = train_request(&train_args(&["--channels", "128"]).unwrap()).unwrap();
+        let model = &wide.preset.model;
+        assert_eq!((model.vision.channels, model.question.channels), (128, 128));
+        let default = train_request(&train_args(&[]).unwrap()).unwrap();
+        assert_eq!(default.preset.model.vision.channels, 64);
+        let err = train_request(&train_args(&["--channels", "0"]).unwrap()).unwrap_err();
+        assert!(err.to_string().contains("--channels 0"), "{err}");
     }
 
     #[test]
