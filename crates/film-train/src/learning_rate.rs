@@ -8,36 +8,18 @@
 use crate::presets::TrainingConfig;
 use crate::run_dir::{RunConfig, RunState};
 
-/// The rate for each step of a run, from its training configuration.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct LearningRateSchedule {
-    peak: f64,
-    warmup_steps: u64,
-    decay_from: Option<f64>,
-}
-
-impl LearningRateSchedule {
-    pub fn new(training: &TrainingConfig) -> Self {
-        Self {
-            peak: training.learning_rate,
-            warmup_steps: training.warmup_steps,
-            decay_from: training.lr_decay_from,
-        }
-    }
-
-    /// The rate of step `step` (1 for the first), taken when `budget_spent` (0 to 1) of
-    /// the run's budget is spent.
-    pub fn rate(&self, step: u64, budget_spent: f64) -> f64 {
-        let warmed = match self.warmup_steps {
-            0 => 1.0,
-            n => (step as f64 / n as f64).min(1.0),
-        };
-        let kept = match self.decay_from {
-            Some(from) if budget_spent > from => ((1.0 - budget_spent) / (1.0 - from)).clamp(0.0, 1.0),
-            _ => 1.0,
-        };
-        self.peak * warmed * kept
-    }
+/// The rate of step `step` (1 for the first) under `training`, taken when `budget_spent`
+/// (0 to 1) of the run's budget is spent.
+pub fn learning_rate(training: &TrainingConfig, step: u64, budget_spent: f64) -> f64 {
+    let warmed = match training.warmup_steps {
+        0 => 1.0,
+        n => (step as f64 / n as f64).min(1.0),
+    };
+    let kept = match training.lr_decay_from {
+        Some(from) if budget_spent > from => ((1.0 - budget_spent) / (1.0 - from)).clamp(0.0, 1.0),
+        _ => 1.0,
+    };
+    training.learning_rate * warmed * kept
 }
 
 /// The share of its budget a run has spent, from 0 to 1: under an epoch budget the epochs
@@ -61,12 +43,13 @@ mod tests {
     use super::*;
     use crate::presets::by_name;
 
-    fn schedule(warmup_steps: u64, decay_from: Option<f64>) -> LearningRateSchedule {
+    /// The rate of each step under lr 2e-3 with this warmup and decay.
+    fn schedule(warmup_steps: u64, decay_from: Option<f64>) -> impl Fn(u64, f64) -> f64 {
         let mut training = by_name("tiny").unwrap().training;
         training.learning_rate = 2e-3;
         training.warmup_steps = warmup_steps;
         training.lr_decay_from = decay_from;
-        LearningRateSchedule::new(&training)
+        move |step, spent| learning_rate(&training, step, spent)
     }
 
     fn close(a: f64, b: f64) -> bool {
@@ -77,28 +60,28 @@ mod tests {
     fn without_warmup_or_decay_every_step_takes_the_configured_rate() {
         let s = schedule(0, None);
         for (step, spent) in [(1, 0.0), (500, 0.4), (10_000, 0.99), (10_001, 1.0)] {
-            assert_eq!(s.rate(step, spent), 2e-3);
+            assert_eq!(s(step, spent), 2e-3);
         }
     }
 
     #[test]
     fn the_decay_is_linear_to_zero_from_its_start_to_the_end_of_the_budget() {
         let s = schedule(0, Some(0.75));
-        assert_eq!(s.rate(100, 0.5), 2e-3);
-        assert_eq!(s.rate(100, 0.75), 2e-3);
-        assert!(close(s.rate(100, 0.875), 1e-3));
-        assert!(close(s.rate(100, 0.95), 2e-3 * 0.2));
-        assert_eq!(s.rate(100, 1.0), 0.0);
+        assert_eq!(s(100, 0.5), 2e-3);
+        assert_eq!(s(100, 0.75), 2e-3);
+        assert!(close(s(100, 0.875), 1e-3));
+        assert!(close(s(100, 0.95), 2e-3 * 0.2));
+        assert_eq!(s(100, 1.0), 0.0);
         // From the start of the budget: the whole run decays.
-        assert!(close(schedule(0, Some(0.0)).rate(1, 0.25), 1.5e-3));
+        assert!(close(schedule(0, Some(0.0))(1, 0.25), 1.5e-3));
     }
 
     #[test]
     fn warmup_and_decay_multiply() {
         let s = schedule(10, Some(0.5));
-        assert!(close(s.rate(5, 0.0), 1e-3));
-        assert!(close(s.rate(10, 0.0), 2e-3));
-        assert!(close(s.rate(5, 0.75), 0.5e-3));
+        assert!(close(s(5, 0.0), 1e-3));
+        assert!(close(s(10, 0.0), 2e-3));
+        assert!(close(s(5, 0.75), 0.5e-3));
     }
 
     fn config(epochs: Option<usize>, minutes: Option<f64>) -> RunConfig {

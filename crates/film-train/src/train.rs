@@ -18,7 +18,7 @@ use crate::answer_attention::AnswerTargets;
 use crate::data::{load_split, load_split_files, load_split_with, split_files, ImageSource, Split};
 use crate::evaluate::{evaluate, loss_and_accuracy, Evaluation};
 use crate::fresh_questions::{FirstStages, FreshQuestions, Stage};
-use crate::learning_rate::{budget_spent, LearningRateSchedule};
+use crate::learning_rate::{budget_spent, learning_rate};
 use crate::model::{FilmModel, SharedForward};
 use crate::perception::{SceneTargets, StemImage};
 use crate::presets::{ModelConfig, Preset, TrainingConfig};
@@ -205,7 +205,6 @@ pub fn train(request: &TrainRequest, device: &Device) -> Result<TrainOutcome> {
         trainable(&varmap),
         AdamConfig::new(training.learning_rate, training.weight_decay),
     );
-    let schedule = LearningRateSchedule::new(training);
     let mut average = training
         .weight_average
         .map(|decay| WeightAverage::new(&varmap, decay))
@@ -402,7 +401,7 @@ pub fn train(request: &TrainRequest, device: &Device) -> Result<TrainOutcome> {
                 );
             }
             let spent = budget_spent(&config, &state, batches_per_epoch);
-            adam.set_learning_rate(schedule.rate(state.step + 1, spent));
+            adam.set_learning_rate(learning_rate(training, state.step + 1, spent));
             adam.step(&loss.backward()?)?;
             if let Some(average) = &mut average {
                 average.update()?;
