@@ -64,6 +64,12 @@ Usage: python3 research/proxy_probe.py DATA_DIR MINUTES [flags]   (DATA_DIR: CLE
   --dilation D1,D2,...     block k's 3x3 convolution reads cells Dk apart (padding Dk), so
                           that two blocks see further across the 8x8 grid: 1,3 reach four
                           cells either way instead of two
+  --intermediate W       two auxiliary heads on the classifier's hidden layer predict the
+                          program's intermediate answers (weight W): the two attributes an
+                          attribute comparison compares, the two counts a number comparison
+                          or a count of a union/intersection reads, the count behind an
+                          exist, and the attribute a 'same as' step copies from its
+                          reference object; questions without one are not supervised
   --threads T, --seed S
 """
 import argparse, json, re, sys, time, os
@@ -99,6 +105,7 @@ ap.add_argument('--film-classifier', action='store_true')  # FiLM also on the cl
 ap.add_argument('--last-skip', default='')  # the last block's residual, if not --skip's
 ap.add_argument('--prioritize', type=float, default=0.0)
 ap.add_argument('--word-attention', default='')  # '', add, replace
+ap.add_argument('--intermediate', type=float, default=0.0)
 ap.add_argument('--dilation', default='')  # D1,D2,...: each block's 3x3 convolution reads cells D apart (1: the paper's)
 ap.add_argument('--reference', required=True, help='folder holding the PyTorch reference torch_film.py')
 a = ap.parse_args()
@@ -156,6 +163,36 @@ def relevant(prog, outs, i):
     for j in prog[i]['inputs']: r |= relevant(prog, outs, j)
     return r
 
+def intermediate_answers(prog, outs, objs):
+    """The (A, B) intermediate answers --intermediate supervises, as answer strings or None."""
+    def value(i):
+        f, ins = prog[i]['function'], prog[i]['inputs']
+        if f.startswith('query_'): return objs[next(iter(outs[ins[0]]))][f[6:]]
+        if f == 'count': return str(len(outs[ins[0]]))
+        return None
+    f, ins = prog[-1]['function'], prog[-1]['inputs']
+    slots = []
+    if f.startswith('equal_') or f in ('less_than', 'greater_than'):
+        slots = [value(ins[0]), value(ins[1])]
+    elif f == 'exist':
+        slots = [str(len(outs[ins[0]]))]
+    elif f == 'count' and prog[ins[0]]['function'] in ('union', 'intersect'):
+        slots = [str(len(outs[j])) for j in prog[ins[0]]['inputs']]
+    for n in prog:
+        if n['function'].startswith('same_') and len(slots) < 2:
+            slots.append(objs[next(iter(outs[n['inputs'][0]]))][n['function'][5:]])
+    slots += [None] * (2 - len(slots))
+    return slots[:2]
+
+def intermediate_targets(split, qs, answers):
+    sc = json.load(open(f'{data}/scenes/CLEVR_{split}_scenes.json'))['scenes']
+    t = torch.full((len(qs), 2), -100, dtype=torch.long)
+    for k, q in enumerate(qs):
+        objs = sc[q['image_index']]['objects']; prog = q['program']
+        for j, v in enumerate(intermediate_answers(prog, execute(prog, sc[q['image_index']]), objs)):
+            if v is not None and v in answers: t[k, j] = answers[v]
+    return t
+
 def attend_maps(split, qs):
     sc = json.load(open(f'{data}/scenes/CLEVR_{split}_scenes.json'))['scenes']
     nb = 4 if a.attend_blocks else 1
@@ -208,7 +245,8 @@ def load(split, vocab=None, answers=None, path=None):
     kind = [qtype(q['program'][-1]['function']) + '/h%d' % min(2, sum(n['function'] == 'relate' for n in q['program']))
             + ('/same' if any(n['function'].startswith('same_') for n in q['program']) else '') for q in qs]
     att = attend_maps(split, qs) if a.attend and split == 'train' else None
-    return toks, lens, ans, img, fam, vocab, answers, att, kind, ptok
+    inter = intermediate_targets(split, qs, answers) if a.intermediate and split == 'train' else None
+    return toks, lens, ans, img, fam, vocab, answers, att, kind, ptok, inter
 
 PVOCAB = {}
 tr0 = load('train')
@@ -230,7 +268,7 @@ if a.only:
 print(json.dumps(dict(train_questions=len(tr[0]), val_questions=len(va[0]), vocab=len(tr[5]), batch=B,
                       lr=a.lr, warmup=a.warmup, curriculum=a.curriculum,
                       attend=a.attend, attend_blocks=a.attend_blocks, pool=a.pool, channels=a.channels,
-                      hidden=a.hidden, curriculum_steps=a.curriculum_steps, difficulty=a.difficulty, program_aux=a.program_aux, oracle=a.oracle_program, blocks=a.blocks, global_context=a.global_context, directional=a.directional, directional_init=a.directional_init, directional_source=a.directional_source, directional_gate=a.directional_gate, directional_detach=a.directional_detach, bow=a.bow, film_pos=a.film_pos, only=a.only, skip=a.skip, last_skip=a.last_skip, film_classifier=a.film_classifier, word_attention=a.word_attention, prioritize=a.prioritize, dilation=a.dilation, seed=a.seed, pvocab=len(PVOCAB))), flush=True)
+                      hidden=a.hidden, curriculum_steps=a.curriculum_steps, difficulty=a.difficulty, program_aux=a.program_aux, oracle=a.oracle_program, blocks=a.blocks, global_context=a.global_context, directional=a.directional, directional_init=a.directional_init, directional_source=a.directional_source, directional_gate=a.directional_gate, directional_detach=a.directional_detach, bow=a.bow, film_pos=a.film_pos, only=a.only, skip=a.skip, last_skip=a.last_skip, film_classifier=a.film_classifier, word_attention=a.word_attention, prioritize=a.prioritize, dilation=a.dilation, intermediate=a.intermediate, seed=a.seed, pvocab=len(PVOCAB))), flush=True)
 mtr, mva = maps('train'), maps('val')
 tf.VOCAB = len(tr[5]) + 1; tf.NUM_ANSWERS = len(tr[6])
 cfg = dict(tf.CONFIGS['small']); cfg.update(inp=(17, G, G), stem='feat', C=a.channels, H=a.hidden)
@@ -317,6 +355,8 @@ class Probe(tf.FiLM):
         self.att = nn.ModuleList(nn.Conv2d(cfg['C'], 1, 1) for _ in range(a.blocks if a.attend_blocks else 1))
         if a.pool in ('max-mean', 'max-tanh'):  # only when used, so that other runs keep their random stream
             self.net.fc1 = nn.Linear(2 * cfg['P'], self.net.fc1.out_features)
+        if a.intermediate:  # only when used, so that other runs keep their random stream
+            self.intermediate = nn.ModuleList(nn.Linear(self.net.fc1.out_features, tf.NUM_ANSWERS) for _ in range(2))
         if 'attn' in a.pool:  # only when used, so that other runs keep their random stream
             self.pool_score = nn.Conv2d(cfg['P'], a.pool_heads, 1)
             if a.pool == 'max-attn':
@@ -377,7 +417,8 @@ class Probe(tf.FiLM):
             h = torch.cat([torch.amax(h, dim=(2, 3)), torch.tanh(h).mean(dim=(2, 3))], 1)
         else:
             h = torch.amax(h, dim=(2, 3)) if a.pool == 'max' else h.mean(dim=(2, 3))
-        logits = n.fc2(F.relu(n.fc_bn(n.fc1(h))))
+        self.hidden = F.relu(n.fc_bn(n.fc1(h)))
+        logits = n.fc2(self.hidden)
         return (logits, torch.cat(maps, 1)) if with_att else logits
 
 model = Probe(cfg)
@@ -451,6 +492,11 @@ for idx in epochs():
     if a.program_aux:
         pl = model.paux(model.h_last).view(-1, 32, 64)
         loss = loss + a.program_aux * F.cross_entropy(pl.reshape(-1, 64), tr[9][idx].reshape(-1), ignore_index=-100)
+    if a.intermediate:
+        target = tr[10][idx]
+        for j in range(2):
+            if (target[:, j] >= 0).any():
+                loss = loss + a.intermediate * F.cross_entropy(model.intermediate[j](model.hidden), target[:, j], ignore_index=-100)
     opt.zero_grad(); loss.backward(); opt.step()
     step += 1; seen += B
     correct = (out.argmax(1) == tr[2][idx])

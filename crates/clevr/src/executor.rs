@@ -216,6 +216,54 @@ pub fn answer_objects(program: &[ProgramNode], scene: &Scene) -> Result<Vec<usiz
     Ok(objects.into_iter().collect())
 }
 
+/// The answers a program computes on the way to its own, at most two: the two attributes
+/// an attribute comparison compares, the two counts a number comparison compares or a count
+/// of a union or intersection adds up, the count an `exist` tests for zero, and the
+/// attribute each `same_*` step copies from its reference object, in program order, while
+/// fewer than two are found. Unused slots are `None`; a plain lookup or count has none.
+pub fn intermediate_answers(
+    program: &[ProgramNode],
+    scene: &Scene,
+) -> Result<[Option<Answer>; 2], ExecError> {
+    let values = execute_nodes(program, scene)?;
+    let last = program.len().checked_sub(1).ok_or(ExecError::Empty)?;
+    let as_answer = |node: usize| match &values[node] {
+        Value::Integer(n) => Some(Answer::Count(*n)),
+        Value::Attribute(v) => Some(Answer::Attribute(*v)),
+        Value::Objects(set) => Some(Answer::Count(set.len())),
+        Value::Object(_) | Value::Bool(_) => None,
+    };
+    let function =
+        |node: usize| Function::parse(&program[node]).map_err(|source| ExecError::Function { node, source });
+    let inputs = &program[last].inputs;
+    let mut found: Vec<Answer> = match function(last)? {
+        Function::Equal(_) | Function::EqualInteger | Function::LessThan | Function::GreaterThan => {
+            inputs.iter().filter_map(|&i| as_answer(i)).collect()
+        }
+        Function::Exist => inputs.iter().filter_map(|&i| as_answer(i)).collect(),
+        Function::Count => match function(inputs[0])? {
+            Function::Union | Function::Intersect => program[inputs[0]]
+                .inputs
+                .iter()
+                .filter_map(|&i| as_answer(i))
+                .collect(),
+            _ => Vec::new(),
+        },
+        _ => Vec::new(),
+    };
+    for (index, node) in program.iter().enumerate() {
+        if let Function::Same(kind) = function(index)? {
+            if found.len() < 2 {
+                if let Value::Object(reference) = values[node.inputs[0]] {
+                    found.push(Answer::Attribute(scene.objects[reference].attribute(kind)));
+                }
+            }
+        }
+    }
+    let mut slots = found.into_iter();
+    Ok([slots.next(), slots.next()])
+}
+
 /// The value of every node of `program` on `scene`, in order.
 fn execute_nodes(program: &[ProgramNode], scene: &Scene) -> Result<Vec<Value>, ExecError> {
     let mut values: Vec<Value> = Vec::with_capacity(program.len());
@@ -424,6 +472,94 @@ mod tests {
             assert_eq!(answer_objects(&program, scene).unwrap(), expected, "{program:?}");
         }
         assert!(matches!(answer_objects(&[], scene), Err(ExecError::Empty)));
+    }
+
+    /// Real val scene 0, as described below `answers_hand_checked_questions_on_real_scene_0`.
+    #[test]
+    fn intermediate_answers_are_what_the_last_step_reads_then_same_as_references() {
+        use crate::attributes::Material;
+        let scenes = real_scenes();
+        let scene = &scenes[0];
+        let attribute = |v: AttributeValue| Some(Answer::Attribute(v));
+        let count = |c: usize| Some(Answer::Count(c));
+        let cases: Vec<(Vec<ProgramNode>, [Option<Answer>; 2])> = vec![
+            // Is the sphere the same material as the large cube? Metal and rubber.
+            (
+                vec![
+                    n("scene", &[]),
+                    v("filter_shape", &[0], "sphere"),
+                    n("unique", &[1]),
+                    n("query_material", &[2]),
+                    n("scene", &[]),
+                    v("filter_size", &[4], "large"),
+                    v("filter_shape", &[5], "cube"),
+                    n("unique", &[6]),
+                    n("query_material", &[7]),
+                    n("equal_material", &[3, 8]),
+                ],
+                [
+                    attribute(AttributeValue::Material(Material::Metal)),
+                    attribute(AttributeValue::Material(Material::Rubber)),
+                ],
+            ),
+            // Are there more cylinders than metal things? Two and two.
+            (
+                vec![
+                    n("scene", &[]),
+                    v("filter_shape", &[0], "cylinder"),
+                    n("count", &[1]),
+                    n("scene", &[]),
+                    v("filter_material", &[3], "metal"),
+                    n("count", &[4]),
+                    n("greater_than", &[2, 5]),
+                ],
+                [count(2), count(2)],
+            ),
+            // How many things are cylinders or spheres? Two and one.
+            (
+                vec![
+                    n("scene", &[]),
+                    v("filter_shape", &[0], "cylinder"),
+                    n("scene", &[]),
+                    v("filter_shape", &[2], "sphere"),
+                    n("union", &[1, 3]),
+                    n("count", &[4]),
+                ],
+                [count(2), count(1)],
+            ),
+            // Is there anything else the same color as the small metal cube? One gray
+            // object, and the colour the question asks about: gray.
+            (
+                vec![
+                    n("scene", &[]),
+                    v("filter_size", &[0], "small"),
+                    v("filter_material", &[1], "metal"),
+                    v("filter_shape", &[2], "cube"),
+                    n("unique", &[3]),
+                    n("same_color", &[4]),
+                    n("exist", &[5]),
+                ],
+                [count(1), attribute(AttributeValue::Color(Color::Gray))],
+            ),
+            // What material is the sphere? A plain lookup has none.
+            (
+                vec![
+                    n("scene", &[]),
+                    v("filter_shape", &[0], "sphere"),
+                    n("unique", &[1]),
+                    n("query_material", &[2]),
+                ],
+                [None, None],
+            ),
+        ];
+        for (program, expected) in cases {
+            assert_eq!(
+                intermediate_answers(&program, scene).unwrap(),
+                expected,
+                "{program:?}"
+            );
+        }
+        assert_eq!(intermediate_answers(&[], scene), Err(ExecError::Empty));
     }
 
     /// Real val scene 0: 0 large brown rubber cylinder, 1 large gray rubber cube,

@@ -14,6 +14,7 @@ pub mod evaluate;
 pub mod extract;
 pub mod fresh_questions;
 pub mod gpu;
+pub mod intermediate_answers;
 pub mod learning_rate;
 pub mod limits;
 pub mod metrics_file;

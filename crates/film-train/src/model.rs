@@ -6,6 +6,7 @@ use film_question::QuestionEncoder;
 use film_vision::FilmedNetwork;
 
 use crate::answer_attention::AttentionHead;
+use crate::intermediate_answers::IntermediateHeads;
 use crate::perception::PerceptionHead;
 use crate::presets::ModelConfig;
 use crate::scene_bottleneck::SceneBottleneck;
@@ -23,15 +24,20 @@ pub struct FilmModel {
     /// Training-only supervision of where the answer lies on the last block's output
     /// (`attention.` in the files).
     pub attention: Option<AttentionHead>,
+    /// Training-only prediction of the program's intermediate answers from the
+    /// classifier's hidden layer (`intermediate.` in the files).
+    pub intermediate: Option<IntermediateHeads>,
     question_only: bool,
 }
 
 /// What one training forward pass gives: the answer logits (N, answers), the stem's output
-/// for the distinct images (M, C, h, w) and the last block's output (N, C, h, w).
+/// for the distinct images (M, C, h, w), the last block's output (N, C, h, w) and the
+/// classifier's hidden layer (N, F).
 pub struct SharedForward {
     pub logits: Tensor,
     pub stem: Tensor,
     pub blocks: Tensor,
+    pub hidden: Tensor,
 }
 
 impl FilmModel {
@@ -53,6 +59,15 @@ impl FilmModel {
             },
             attention: if config.attention_head {
                 Some(AttentionHead::new(config.vision.channels, vb.pp("attention"))?)
+            } else {
+                None
+            },
+            intermediate: if config.intermediate_heads {
+                Some(IntermediateHeads::new(
+                    config.vision.classifier_hidden,
+                    config.vision.num_answers,
+                    vb.pp("intermediate"),
+                )?)
             } else {
                 None
             },
@@ -155,10 +170,12 @@ impl FilmModel {
             input.index_select(image_rows, 0)?
         };
         let blocks = self.network.blocks_t(&per_question, &params, train)?;
+        let hidden = self.network.classifier_hidden_t(&blocks, train)?;
         Ok(SharedForward {
-            logits: self.network.classifier_t(&blocks, train)?,
+            logits: self.network.classifier_output(&hidden)?,
             stem,
             blocks,
+            hidden,
         })
     }
 

@@ -31,6 +31,11 @@ pub struct ModelConfig {
     /// `answer_attention.rs`).
     #[serde(default)]
     pub attention_head: bool,
+    /// Two heads on the classifier's hidden layer that predict the answers a question's
+    /// program computes on the way to its own, during training (`--intermediate-weight`;
+    /// see `intermediate_answers.rs`).
+    #[serde(default)]
+    pub intermediate_heads: bool,
 }
 
 /// How a preset trains by default.
@@ -82,6 +87,10 @@ pub struct TrainingConfig {
     /// (`--attention-weight`; needs programs and the scene file).
     #[serde(default)]
     pub attention_weight: f64,
+    /// Weight of the intermediate-answer heads' loss, added to the answer's
+    /// (`--intermediate-weight`; needs programs and the scene file).
+    #[serde(default)]
+    pub intermediate_weight: f64,
     /// Raise the learning rate linearly from 0 to `learning_rate` over this many steps
     /// (`--warmup-steps`; 0: the full rate from the first step).
     #[serde(default)]
@@ -150,6 +159,7 @@ fn paper_training(minutes: f64, eval_every: usize) -> TrainingConfig {
         curriculum_steps: None,
         perception_weight: 0.0,
         attention_weight: 0.0,
+        intermediate_weight: 0.0,
         warmup_steps: 0,
         lr_decay_from: None,
         weight_average: None,
@@ -194,6 +204,7 @@ fn pixels(
         question_only: false,
         perception_head: false,
         attention_head: false,
+        intermediate_heads: false,
         scene_bottleneck: false,
     }
 }
@@ -254,6 +265,7 @@ pub fn all() -> Vec<Preset> {
                 question_only: false,
                 perception_head: false,
                 attention_head: false,
+                intermediate_heads: false,
                 scene_bottleneck: false,
             },
             training: paper_training(600.0, 2000),
@@ -270,11 +282,12 @@ fn default_preset() -> Preset {
     model.set_blocks(2);
     model.perception_head = true;
     model.scene_bottleneck = true;
+    model.intermediate_heads = true;
     Preset {
         name: "default".into(),
         description: "mini's 64x64 trunk with 2 blocks reading a scene-supervised perception \
                       head, fresh questions with lookups first, 8 questions per image, easy \
-                      questions first, mirrored images: the default run"
+                      questions first, mirrored images, intermediate answers: the default run"
             .into(),
         model,
         training: TrainingConfig {
@@ -291,6 +304,11 @@ fn default_preset() -> Preset {
             questions_per_image: 8,
             curriculum_steps: Some(3000),
             perception_weight: 1.0,
+            // The answers a comparison or a count reads, predicted beside the answer: the
+            // hidden layer learns to hold both sides of a comparison. A lower weight than
+            // the answer's, so that the heads' first random guesses do not knock back
+            // what the lookups taught (docs/results.md, "The answers on the way").
+            intermediate_weight: 0.3,
             warmup_steps: 0,
             // Scored and kept as best in place of the weights as trained: a point or two
             // more at equal questions, training unchanged (docs/results.md, "A weight
@@ -343,6 +361,12 @@ mod tests {
             assert_eq!(
                 preset.model.attention_head,
                 preset.training.attention_weight > 0.0,
+                "{}",
+                preset.name
+            );
+            assert_eq!(
+                preset.model.intermediate_heads,
+                preset.training.intermediate_weight > 0.0,
                 "{}",
                 preset.name
             );

@@ -18,6 +18,7 @@ use crate::answer_attention::AnswerTargets;
 use crate::data::{load_split, load_split_files, load_split_with, split_files, ImageSource, Split};
 use crate::evaluate::{evaluate, loss_and_accuracy, Evaluation};
 use crate::fresh_questions::{FirstStages, FreshQuestions, Stage};
+use crate::intermediate_answers::IntermediateTargets;
 use crate::learning_rate::{budget_spent, learning_rate};
 use crate::model::{FilmModel, SharedForward};
 use crate::perception::{SceneTargets, StemImage};
@@ -136,9 +137,10 @@ pub fn train(request: &TrainRequest, device: &Device) -> Result<TrainOutcome> {
         request.cache_dir.as_deref(),
         request.features_dir.as_deref(),
     );
-    // Attention targets run the programs of the questions trained on: the file's, unless
-    // fresh questions (which always carry theirs) replace them.
-    let keep_programs = config.training.attention_weight > 0.0 && config.training.fresh_questions.is_none();
+    // Attention and intermediate-answer targets run the programs of the questions trained
+    // on: the file's, unless fresh questions (which always carry theirs) replace them.
+    let keep_programs = (config.training.attention_weight > 0.0 || config.training.intermediate_weight > 0.0)
+        && config.training.fresh_questions.is_none();
     let train_split = load_split_with(
         &config.data,
         "train",
@@ -153,6 +155,7 @@ pub fn train(request: &TrainRequest, device: &Device) -> Result<TrainOutcome> {
         (config.training.curriculum_steps.is_some(), "--curriculum-steps"),
         (config.training.perception_weight > 0.0, "--perception-weight"),
         (config.training.attention_weight > 0.0, "--attention-weight"),
+        (config.training.intermediate_weight > 0.0, "--intermediate-weight"),
     ]
     .into_iter()
     .filter_map(|(on, name)| on.then_some(name))
@@ -288,6 +291,11 @@ pub fn train(request: &TrainRequest, device: &Device) -> Result<TrainOutcome> {
         (None, true) => bail!("--attention-weight needs a model with an attention head"),
         _ => None,
     };
+    let intermediate_targets = match (&model.intermediate, training.intermediate_weight > 0.0) {
+        (Some(_), true) => Some(IntermediateTargets::new(&scenes, &vocab.answers)),
+        (None, true) => bail!("--intermediate-weight needs a model with intermediate-answer heads"),
+        _ => None,
+    };
     let object_counts = curriculum.map(|_| crate::curriculum::object_counts(&scenes));
     let session_start = Instant::now();
     let seconds_before = state.train_seconds;
@@ -355,7 +363,12 @@ pub fn train(request: &TrainRequest, device: &Device) -> Result<TrainOutcome> {
             };
             let (images, rows) = (images.to_device(device)?, rows.to_device(device)?);
             let questions = batch.questions.to_device(device)?;
-            let SharedForward { logits, stem, blocks } = if stem_frozen(training, state.epoch) {
+            let SharedForward {
+                logits,
+                stem,
+                blocks,
+                hidden,
+            } = if stem_frozen(training, state.epoch) {
                 model.forward_shared_frozen_stem_t(&images, &rows, &questions, &lengths)?
             } else {
                 model.forward_shared_t(&images, &rows, &questions, &lengths, true)?
@@ -377,6 +390,12 @@ pub fn train(request: &TrainRequest, device: &Device) -> Result<TrainOutcome> {
                 )?;
                 let attention_loss = crate::answer_attention::loss(&head.forward(&blocks)?, &targets)?;
                 loss = (loss + (attention_loss * training.attention_weight)?)?;
+            }
+            if let (Some(targets), Some(heads)) = (&intermediate_targets, &model.intermediate) {
+                let targets = targets.batch(batcher.questions(), &batch.positions, device)?;
+                if let Some(intermediate_loss) = heads.loss(&hidden, &targets)? {
+                    loss = (loss + (intermediate_loss * training.intermediate_weight)?)?;
+                }
             }
             if let (Some(targets), Some(head), true) = (
                 &scene_targets,

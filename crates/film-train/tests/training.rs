@@ -401,7 +401,8 @@ fn generated_dataset(dir: &Path) -> std::path::PathBuf {
 }
 
 /// `tiny` on the generated dataset with every scene-graph switch: the perception head,
-/// the answer-attention head, mirrored images; fresh questions or the file's.
+/// the answer-attention head, the intermediate-answer heads, mirrored images; fresh
+/// questions or the file's.
 fn scene_request(data: &Path, fresh: bool) -> impl Fn(&Path, &Path, usize) -> TrainRequest + '_ {
     move |out, cache, epochs| {
         let mut r = request(out, cache, epochs);
@@ -411,6 +412,8 @@ fn scene_request(data: &Path, fresh: bool) -> impl Fn(&Path, &Path, usize) -> Tr
         training.perception_weight = 1.0;
         model.attention_head = true;
         training.attention_weight = 1.0;
+        model.intermediate_heads = true;
+        training.intermediate_weight = 1.0;
         training.mirror = true;
         training.questions_per_image = 2;
         training.fresh_questions = fresh.then_some(6);
@@ -419,7 +422,7 @@ fn scene_request(data: &Path, fresh: bool) -> impl Fn(&Path, &Path, usize) -> Tr
 }
 
 #[test]
-fn attention_and_perception_targets_train_and_resume_exactly_with_mirrored_images() {
+fn attention_intermediate_and_perception_targets_train_and_resume_exactly_with_mirrored_images() {
     let dir = tempfile::tempdir().unwrap();
     let data = generated_dataset(dir.path());
     for fresh in [true, false] {
@@ -429,9 +432,17 @@ fn attention_and_perception_targets_train_and_resume_exactly_with_mirrored_image
     let run = dir.path().join("run");
     let cache = dir.path().join("cache");
     train(&scene_request(&data, false)(&run, &cache, 1), &Device::Cpu).unwrap();
-    let first = last_checkpoint(&run)["attention.weight"].clone();
+    let heads = [
+        "attention.weight",
+        "intermediate.first.weight",
+        "intermediate.second.weight",
+    ];
+    let first = last_checkpoint(&run);
     train(&scene_request(&data, false)(&run, &cache, 3), &Device::Cpu).unwrap();
-    assert_ne!(last_checkpoint(&run)["attention.weight"], first);
+    let later = last_checkpoint(&run);
+    for head in heads {
+        assert_ne!(later[head], first[head], "{head}");
+    }
 }
 
 /// The last checkpoint's weights, flattened, by name.

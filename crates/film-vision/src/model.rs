@@ -217,6 +217,12 @@ impl Classifier {
     }
 
     pub fn forward_t(&self, x: &Tensor, coords: &Tensor, train: bool) -> Result<Tensor> {
+        self.output.forward(&self.hidden_t(x, coords, train)?)
+    }
+
+    /// The hidden layer (N, F) that the output layer reads: pooled features through the
+    /// linear layer, BatchNorm and ReLU.
+    pub fn hidden_t(&self, x: &Tensor, coords: &Tensor, train: bool) -> Result<Tensor> {
         let x = self.feature_map_t(x, coords, train)?;
         let pooled = match self.pool {
             Pool::Max => crate::pool::global_max_pool(&x)?,
@@ -237,10 +243,13 @@ impl Classifier {
                 )?
             }
         };
-        let hidden = self
-            .hidden_norm
-            .forward_relu_t(&self.hidden.forward(&pooled)?, train)?;
-        self.output.forward(&hidden)
+        self.hidden_norm
+            .forward_relu_t(&self.hidden.forward(&pooled)?, train)
+    }
+
+    /// Answer logits (N, answers) from the hidden layer of [`Self::hidden_t`].
+    pub fn output(&self, hidden: &Tensor) -> Result<Tensor> {
+        self.output.forward(hidden)
     }
 
     /// The projection's (N, P, h, w) maps that the global pool reduces: what analysis
@@ -337,6 +346,17 @@ impl FilmedNetwork {
     /// The classifier on the last block's output: answer logits (N, answers).
     pub fn classifier_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         self.classifier.forward_t(x, &Self::coords(x)?, train)
+    }
+
+    /// The classifier's hidden layer (N, F) on the last block's output: what its output
+    /// layer reads, and what auxiliary heads trained beside the answer can read too.
+    pub fn classifier_hidden_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        self.classifier.hidden_t(x, &Self::coords(x)?, train)
+    }
+
+    /// Answer logits (N, answers) from [`Self::classifier_hidden_t`]'s hidden layer.
+    pub fn classifier_output(&self, hidden: &Tensor) -> Result<Tensor> {
+        self.classifier.output(hidden)
     }
 
     /// The classifier's (N, P, h, w) maps before its global pool, on the last block's output.

@@ -70,6 +70,14 @@ pub(super) struct TrainArgs {
     /// (training only); 0 turns it off. Needs programs and scenes/CLEVR_train_scenes.json.
     #[arg(long, value_name = "W")]
     attention_weight: Option<f64>,
+    /// Supervise the answers on the way to the answer: two heads on the classifier's
+    /// hidden layer predict what the question's program computes before its last step (the
+    /// two attributes a comparison compares, the two counts a number comparison compares,
+    /// the count behind an exist, the attribute a "same as" copies), their loss weighted by
+    /// W and added to the answer's (training only); 0 turns it off. Needs programs and
+    /// scenes/CLEVR_train_scenes.json.
+    #[arg(long, value_name = "W")]
+    intermediate_weight: Option<f64>,
     /// The blocks read the perception head's per-cell object and attribute probabilities
     /// instead of the stem's features (needs --perception-weight; see docs/training.md).
     #[arg(long)]
@@ -265,6 +273,13 @@ pub(super) fn train_request(args: &TrainArgs) -> Result<TrainRequest> {
         }
         training.attention_weight = weight;
         model.attention_head = weight > 0.0;
+    }
+    if let Some(weight) = args.intermediate_weight {
+        if !(weight >= 0.0 && weight.is_finite()) {
+            bail!("--intermediate-weight {weight}: expected a finite weight of 0 or more");
+        }
+        training.intermediate_weight = weight;
+        model.intermediate_heads = weight > 0.0;
     }
     model.scene_bottleneck |= args.scene_bottleneck;
     if model.scene_bottleneck && !model.perception_head {
@@ -635,6 +650,20 @@ mod tests {
                 "{err}"
             );
         }
+    }
+
+    /// docs/training.md names the flags that turn `mini` into `default`: they must.
+    #[test]
+    fn mini_with_the_documented_flags_is_the_default_preset() {
+        let flags = "--preset mini --lr 2e-3 --blocks 2 --perception-weight 1 --scene-bottleneck \
+                     --fresh-questions 10 --lookups-first 6 --questions-per-image 8 \
+                     --curriculum-steps 3000 --weight-average 0.995 --mirror true \
+                     --intermediate-weight 0.3";
+        let flags: Vec<&str> = flags.split_whitespace().collect();
+        let from_mini = train_request(&train_args(&flags).unwrap()).unwrap().preset;
+        let default = train_request(&train_args(&[]).unwrap()).unwrap().preset;
+        assert_eq!(from_mini.model, default.model);
+        assert_eq!(from_mini.training, default.training);
     }
 
     #[test]
