@@ -237,10 +237,11 @@ pub fn intermediate_answers(
         |node: usize| Function::parse(&program[node]).map_err(|source| ExecError::Function { node, source });
     let inputs = &program[last].inputs;
     let mut found: Vec<Answer> = match function(last)? {
-        Function::Equal(_) | Function::EqualInteger | Function::LessThan | Function::GreaterThan => {
-            inputs.iter().filter_map(|&i| as_answer(i)).collect()
-        }
-        Function::Exist => inputs.iter().filter_map(|&i| as_answer(i)).collect(),
+        Function::Equal(_)
+        | Function::EqualInteger
+        | Function::LessThan
+        | Function::GreaterThan
+        | Function::Exist => inputs.iter().filter_map(|&i| as_answer(i)).collect(),
         Function::Count => match function(inputs[0])? {
             Function::Union | Function::Intersect => program[inputs[0]]
                 .inputs
