@@ -9,9 +9,7 @@
 //! at every cell, where the answer alone says only whether the end result was right. A
 //! counted set marked on the grid is also what a mean over the grid can count.
 
-use std::collections::HashMap;
-
-use anyhow::{bail, Context, Result};
+use anyhow::Result;
 use candle_core::{Device, Tensor};
 use candle_nn::{Linear, Module, VarBuilder};
 use clevr::dataset::QuestionSet;
@@ -19,6 +17,7 @@ use clevr::executor::answer_objects;
 use clevr::Scene;
 
 use crate::perception::{SceneTargets, StemImage};
+use crate::program_scenes::ProgramScenes;
 
 /// A 1x1 convolution from the last block's channels to one score per cell.
 pub struct AttentionHead {
@@ -43,13 +42,13 @@ impl AttentionHead {
 
 /// The training scenes, by `image_index`, whose objects the programs select.
 pub struct AnswerTargets<'a> {
-    scenes: HashMap<usize, &'a Scene>,
+    scenes: ProgramScenes<'a>,
 }
 
 impl<'a> AnswerTargets<'a> {
     pub fn new(scenes: &'a [Scene]) -> Self {
         AnswerTargets {
-            scenes: scenes.iter().map(|s| (s.image_index, s)).collect(),
+            scenes: ProgramScenes::new(scenes),
         }
     }
 
@@ -64,27 +63,11 @@ impl<'a> AnswerTargets<'a> {
         (h, w): (usize, usize),
         device: &Device,
     ) -> Result<Tensor> {
-        let programs = set.programs.as_ref().context(
-            "--attention-weight runs each training question's program, and these questions were loaded without programs",
-        )?;
         let mut targets = vec![0f32; positions.len() * h * w];
         for (row, (&position, &image)) in positions.iter().zip(images).enumerate() {
-            let program = &programs[position];
-            if program.is_empty() {
-                bail!("--attention-weight: training question {position} has no program");
-            }
-            let Some(scene) = self.scenes.get(&image.image_index) else {
-                bail!(
-                    "--attention-weight: question {position} is about image_index {}, which the scene file does not have",
-                    image.image_index
-                );
-            };
-            let objects = answer_objects(program, scene).with_context(|| {
-                format!(
-                    "--attention-weight: running the program of training question {position} on scene {}",
-                    scene.image_filename
-                )
-            })?;
+            let objects = self
+                .scenes
+                .run(set, position, "--attention-weight", answer_objects)?;
             for cell in cells.object_cells(image, &objects, (h, w))? {
                 targets[row * h * w + cell] = 1.0;
             }

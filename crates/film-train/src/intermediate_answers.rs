@@ -10,15 +10,15 @@
 //! and the sphere's, the hidden layer must hold both, each in a place of its own, which
 //! is what the comparison needs: the question teaches two lookups as well as its answer.
 
-use std::collections::HashMap;
-
-use anyhow::{bail, Context, Result};
+use anyhow::Result;
 use candle_core::{Device, Tensor};
 use candle_nn::{Linear, Module, VarBuilder};
 use clevr::dataset::QuestionSet;
 use clevr::executor::intermediate_answers;
 use clevr::vocab::AnswerIndex;
 use clevr::Scene;
+
+use crate::program_scenes::ProgramScenes;
 
 /// Two linear maps from the classifier's hidden layer to answer logits: the first and the
 /// second intermediate answer.
@@ -62,14 +62,14 @@ pub struct IntermediateBatch {
 
 /// The training scenes, by `image_index`, that the programs run on, and the answer ids.
 pub struct IntermediateTargets<'a> {
-    scenes: HashMap<usize, &'a Scene>,
+    scenes: ProgramScenes<'a>,
     answers: &'a AnswerIndex,
 }
 
 impl<'a> IntermediateTargets<'a> {
     pub fn new(scenes: &'a [Scene], answers: &'a AnswerIndex) -> Self {
         IntermediateTargets {
-            scenes: scenes.iter().map(|s| (s.image_index, s)).collect(),
+            scenes: ProgramScenes::new(scenes),
             answers,
         }
     }
@@ -82,27 +82,11 @@ impl<'a> IntermediateTargets<'a> {
         positions: &[usize],
         device: &Device,
     ) -> Result<IntermediateBatch> {
-        let programs = set.programs.as_ref().context(
-            "--intermediate-weight runs each training question's program, and these questions were loaded without programs",
-        )?;
         let mut slots: [(Vec<u32>, Vec<u32>); 2] = Default::default();
         for (row, &position) in positions.iter().enumerate() {
-            let program = &programs[position];
-            if program.is_empty() {
-                bail!("--intermediate-weight: training question {position} has no program");
-            }
-            let image_index = set.image_index[position] as usize;
-            let Some(scene) = self.scenes.get(&image_index) else {
-                bail!(
-                    "--intermediate-weight: question {position} is about image_index {image_index}, which the scene file does not have"
-                );
-            };
-            let found = intermediate_answers(program, scene).with_context(|| {
-                format!(
-                    "--intermediate-weight: running the program of training question {position} on scene {}",
-                    scene.image_filename
-                )
-            })?;
+            let found = self
+                .scenes
+                .run(set, position, "--intermediate-weight", intermediate_answers)?;
             for (slot, answer) in slots.iter_mut().zip(found) {
                 if let Some(id) = answer.and_then(|a| self.answers.id(&a.to_string())) {
                     slot.0.push(row as u32);

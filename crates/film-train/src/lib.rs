@@ -23,6 +23,7 @@ pub mod perception;
 pub mod plots;
 pub mod presets;
 pub mod profile;
+pub mod program_scenes;
 pub mod run_dir;
 pub mod runtime;
 pub mod scene_bottleneck;
