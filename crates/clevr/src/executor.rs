@@ -265,6 +265,32 @@ pub fn intermediate_answers(
     Ok([slots.next(), slots.next()])
 }
 
+/// The objects a program picks out on its way to the answer, nearest the last node first,
+/// at most two and each once: the object a lookup reads, the two objects an attribute
+/// comparison compares, the object a relation or a "same as" step starts from. Found
+/// breadth-first from the last node through every node's inputs, so an object one step
+/// from the answer comes before one two steps away. Unused slots are `None`; a question
+/// with no `unique` step (a plain count or Exist) has none.
+pub fn referents(program: &[ProgramNode], scene: &Scene) -> Result<[Option<usize>; 2], ExecError> {
+    let values = execute_nodes(program, scene)?;
+    let last = values.len().checked_sub(1).ok_or(ExecError::Empty)?;
+    let mut found: Vec<usize> = Vec::with_capacity(2);
+    let mut visited = vec![false; values.len()];
+    let mut queue = std::collections::VecDeque::from([last]);
+    while let Some(node) = queue.pop_front() {
+        if std::mem::replace(&mut visited[node], true) {
+            continue;
+        }
+        if let Value::Object(object) = values[node] {
+            if !found.contains(&object) {
+                found.push(object);
+            }
+        }
+        queue.extend(&program[node].inputs);
+    }
+    Ok([found.first().copied(), found.get(1).copied()])
+}
+
 /// The value of every node of `program` on `scene`, in order.
 fn execute_nodes(program: &[ProgramNode], scene: &Scene) -> Result<Vec<Value>, ExecError> {
     let mut values: Vec<Value> = Vec::with_capacity(program.len());
@@ -561,6 +587,79 @@ mod tests {
             );
         }
         assert_eq!(intermediate_answers(&[], scene), Err(ExecError::Empty));
+    }
+
+    /// Real val scene 0, as described below `answers_hand_checked_questions_on_real_scene_0`.
+    #[test]
+    fn referents_are_the_objects_picked_out_nearest_the_answer_first() {
+        let scenes = real_scenes();
+        let scene = &scenes[0];
+        let sphere_right_of_green_cylinder = || {
+            vec![
+                n("scene", &[]),
+                v("filter_color", &[0], "green"),
+                n("unique", &[1]),
+                v("relate", &[2], "right"),
+                v("filter_shape", &[3], "sphere"),
+                n("unique", &[4]),
+            ]
+        };
+        let mut what_color = sphere_right_of_green_cylinder();
+        what_color.push(n("query_color", &[5]));
+        // Same size as the large cube? The two compared objects come before the green
+        // cylinder that one of them was found from.
+        let mut same_size = sphere_right_of_green_cylinder();
+        same_size.extend([
+            n("query_size", &[5]),
+            n("scene", &[]),
+            v("filter_size", &[7], "large"),
+            v("filter_shape", &[8], "cube"),
+            n("unique", &[9]),
+            n("query_size", &[10]),
+            n("equal_size", &[6, 11]),
+        ]);
+        let cases: Vec<(Vec<ProgramNode>, [Option<usize>; 2])> = vec![
+            // What material is the sphere? The sphere.
+            (
+                vec![
+                    n("scene", &[]),
+                    v("filter_shape", &[0], "sphere"),
+                    n("unique", &[1]),
+                    n("query_material", &[2]),
+                ],
+                [Some(3), None],
+            ),
+            // What color is the sphere right of the green cylinder? The sphere, then the
+            // cylinder.
+            (what_color, [Some(3), Some(2)]),
+            (same_size, [Some(3), Some(1)]),
+            // Is there anything else the same color as the small metal cube? The cube.
+            (
+                vec![
+                    n("scene", &[]),
+                    v("filter_size", &[0], "small"),
+                    v("filter_material", &[1], "metal"),
+                    v("filter_shape", &[2], "cube"),
+                    n("unique", &[3]),
+                    n("same_color", &[4]),
+                    n("exist", &[5]),
+                ],
+                [Some(4), None],
+            ),
+            // How many cylinders are there? No object is picked out.
+            (
+                vec![
+                    n("scene", &[]),
+                    v("filter_shape", &[0], "cylinder"),
+                    n("count", &[1]),
+                ],
+                [None, None],
+            ),
+        ];
+        for (program, expected) in cases {
+            assert_eq!(referents(&program, scene).unwrap(), expected, "{program:?}");
+        }
+        assert_eq!(referents(&[], scene), Err(ExecError::Empty));
     }
 
     /// Real val scene 0: 0 large brown rubber cylinder, 1 large gray rubber cube,

@@ -6,7 +6,7 @@ use film_question::QuestionEncoder;
 use film_vision::FilmedNetwork;
 
 use crate::answer_attention::AttentionHead;
-use crate::intermediate_answers::IntermediateHeads;
+use crate::intermediate_answers::{IntermediateHeads, Trace};
 use crate::perception::PerceptionHead;
 use crate::presets::ModelConfig;
 use crate::scene_bottleneck::SceneBottleneck;
@@ -27,6 +27,9 @@ pub struct FilmModel {
     /// Training-only prediction of the program's intermediate answers from the
     /// classifier's hidden layer (`intermediate.` in the files).
     pub intermediate: Option<IntermediateHeads>,
+    /// Training-only prediction of the attributes of the objects the program picks out,
+    /// from the classifier's hidden layer (`referents.` in the files).
+    pub referents: Option<IntermediateHeads>,
     question_only: bool,
 }
 
@@ -66,7 +69,18 @@ impl FilmModel {
                 Some(IntermediateHeads::new(
                     config.vision.classifier_hidden,
                     config.vision.num_answers,
+                    Trace::IntermediateAnswers,
                     vb.pp("intermediate"),
+                )?)
+            } else {
+                None
+            },
+            referents: if config.referent_heads {
+                Some(IntermediateHeads::new(
+                    config.vision.classifier_hidden,
+                    config.vision.num_answers,
+                    Trace::Referents,
+                    vb.pp("referents"),
                 )?)
             } else {
                 None

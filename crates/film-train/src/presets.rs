@@ -36,6 +36,11 @@ pub struct ModelConfig {
     /// see `intermediate_answers.rs`).
     #[serde(default)]
     pub intermediate_heads: bool,
+    /// Eight heads on the classifier's hidden layer that predict the four attributes of
+    /// each of the two objects a question's program picks out, during training
+    /// (`--referent-weight`; see `intermediate_answers.rs`).
+    #[serde(default)]
+    pub referent_heads: bool,
 }
 
 /// How a preset trains by default.
@@ -91,6 +96,10 @@ pub struct TrainingConfig {
     /// (`--intermediate-weight`; needs programs and the scene file).
     #[serde(default)]
     pub intermediate_weight: f64,
+    /// Weight of the referent heads' loss, added to the answer's (`--referent-weight`;
+    /// needs programs and the scene file).
+    #[serde(default)]
+    pub referent_weight: f64,
     /// Raise the learning rate linearly from 0 to `learning_rate` over this many steps
     /// (`--warmup-steps`; 0: the full rate from the first step).
     #[serde(default)]
@@ -160,6 +169,7 @@ fn paper_training(minutes: f64, eval_every: usize) -> TrainingConfig {
         perception_weight: 0.0,
         attention_weight: 0.0,
         intermediate_weight: 0.0,
+        referent_weight: 0.0,
         warmup_steps: 0,
         lr_decay_from: None,
         weight_average: None,
@@ -205,6 +215,7 @@ fn pixels(
         perception_head: false,
         attention_head: false,
         intermediate_heads: false,
+        referent_heads: false,
         scene_bottleneck: false,
     }
 }
@@ -266,6 +277,7 @@ pub fn all() -> Vec<Preset> {
                 perception_head: false,
                 attention_head: false,
                 intermediate_heads: false,
+                referent_heads: false,
                 scene_bottleneck: false,
             },
             training: paper_training(600.0, 2000),
@@ -367,6 +379,12 @@ mod tests {
             assert_eq!(
                 preset.model.intermediate_heads,
                 preset.training.intermediate_weight > 0.0,
+                "{}",
+                preset.name
+            );
+            assert_eq!(
+                preset.model.referent_heads,
+                preset.training.referent_weight > 0.0,
                 "{}",
                 preset.name
             );

@@ -1,5 +1,6 @@
 //! The training scenes by `image_index`, for the switches that run each training
-//! question's program on its scene (`--attention-weight`, `--intermediate-weight`).
+//! question's program on its scene (`--attention-weight`, `--intermediate-weight`,
+//! `--referent-weight`).
 
 use std::collections::HashMap;
 

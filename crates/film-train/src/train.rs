@@ -18,7 +18,7 @@ use crate::answer_attention::AnswerTargets;
 use crate::data::{load_split, load_split_files, load_split_with, split_files, ImageSource, Split};
 use crate::evaluate::{evaluate, loss_and_accuracy, Evaluation};
 use crate::fresh_questions::{FirstStages, FreshQuestions, Stage};
-use crate::intermediate_answers::IntermediateTargets;
+use crate::intermediate_answers::{IntermediateTargets, Trace};
 use crate::learning_rate::{budget_spent, learning_rate};
 use crate::model::{FilmModel, SharedForward};
 use crate::perception::{SceneTargets, StemImage};
@@ -137,9 +137,12 @@ pub fn train(request: &TrainRequest, device: &Device) -> Result<TrainOutcome> {
         request.cache_dir.as_deref(),
         request.features_dir.as_deref(),
     );
-    // Attention and intermediate-answer targets run the programs of the questions trained
-    // on: the file's, unless fresh questions (which always carry theirs) replace them.
-    let keep_programs = (config.training.attention_weight > 0.0 || config.training.intermediate_weight > 0.0)
+    // Attention, intermediate-answer and referent targets run the programs of the
+    // questions trained on: the file's, unless fresh questions (which always carry theirs)
+    // replace them.
+    let keep_programs = (config.training.attention_weight > 0.0
+        || config.training.intermediate_weight > 0.0
+        || config.training.referent_weight > 0.0)
         && config.training.fresh_questions.is_none();
     let train_split = load_split_with(
         &config.data,
@@ -156,6 +159,7 @@ pub fn train(request: &TrainRequest, device: &Device) -> Result<TrainOutcome> {
         (config.training.perception_weight > 0.0, "--perception-weight"),
         (config.training.attention_weight > 0.0, "--attention-weight"),
         (config.training.intermediate_weight > 0.0, "--intermediate-weight"),
+        (config.training.referent_weight > 0.0, "--referent-weight"),
     ]
     .into_iter()
     .filter_map(|(on, name)| on.then_some(name))
@@ -291,11 +295,27 @@ pub fn train(request: &TrainRequest, device: &Device) -> Result<TrainOutcome> {
         (None, true) => bail!("--attention-weight needs a model with an attention head"),
         _ => None,
     };
-    let intermediate_targets = match (&model.intermediate, training.intermediate_weight > 0.0) {
-        (Some(_), true) => Some(IntermediateTargets::new(&scenes, &vocab.answers)),
-        (None, true) => bail!("--intermediate-weight needs a model with intermediate-answer heads"),
-        _ => None,
-    };
+    // Heads on the classifier's hidden layer that predict what each question's program
+    // computes besides its answer, each set with its loss weight.
+    let mut program_traces = Vec::new();
+    for (trace, heads, weight) in [
+        (
+            Trace::IntermediateAnswers,
+            &model.intermediate,
+            training.intermediate_weight,
+        ),
+        (Trace::Referents, &model.referents, training.referent_weight),
+    ] {
+        match (heads, weight > 0.0) {
+            (Some(heads), true) => program_traces.push((
+                IntermediateTargets::new(&scenes, &vocab.answers, trace),
+                heads,
+                weight,
+            )),
+            (None, true) => bail!("{} needs a model with those heads", trace.switch()),
+            _ => {}
+        }
+    }
     let object_counts = curriculum.map(|_| crate::curriculum::object_counts(&scenes));
     let session_start = Instant::now();
     let seconds_before = state.train_seconds;
@@ -391,10 +411,10 @@ pub fn train(request: &TrainRequest, device: &Device) -> Result<TrainOutcome> {
                 let attention_loss = crate::answer_attention::loss(&head.forward(&blocks)?, &targets)?;
                 loss = (loss + (attention_loss * training.attention_weight)?)?;
             }
-            if let (Some(targets), Some(heads)) = (&intermediate_targets, &model.intermediate) {
+            for (targets, heads, weight) in &program_traces {
                 let targets = targets.batch(batcher.questions(), &batch.positions, device)?;
-                if let Some(intermediate_loss) = heads.loss(&hidden, &targets)? {
-                    loss = (loss + (intermediate_loss * training.intermediate_weight)?)?;
+                if let Some(trace_loss) = heads.loss(&hidden, &targets)? {
+                    loss = (loss + (trace_loss * *weight)?)?;
                 }
             }
             if let (Some(targets), Some(head), true) = (

@@ -401,7 +401,7 @@ fn generated_dataset(dir: &Path) -> std::path::PathBuf {
 }
 
 /// `tiny` on the generated dataset with every scene-graph switch: the perception head,
-/// the answer-attention head, the intermediate-answer heads, mirrored images; fresh
+/// the answer-attention head, the intermediate-answer and referent heads, mirrored images; fresh
 /// questions or the file's.
 fn scene_request(data: &Path, fresh: bool) -> impl Fn(&Path, &Path, usize) -> TrainRequest + '_ {
     move |out, cache, epochs| {
@@ -414,6 +414,8 @@ fn scene_request(data: &Path, fresh: bool) -> impl Fn(&Path, &Path, usize) -> Tr
         training.attention_weight = 1.0;
         model.intermediate_heads = true;
         training.intermediate_weight = 1.0;
+        model.referent_heads = true;
+        training.referent_weight = 1.0;
         training.mirror = true;
         training.questions_per_image = 2;
         training.fresh_questions = fresh.then_some(6);
@@ -422,13 +424,13 @@ fn scene_request(data: &Path, fresh: bool) -> impl Fn(&Path, &Path, usize) -> Tr
 }
 
 #[test]
-fn attention_intermediate_and_perception_targets_train_and_resume_exactly_with_mirrored_images() {
+fn attention_intermediate_referent_and_perception_targets_train_and_resume_exactly_with_mirrored_images() {
     let dir = tempfile::tempdir().unwrap();
     let data = generated_dataset(dir.path());
     for fresh in [true, false] {
         assert_resume_is_exact(scene_request(&data, fresh));
     }
-    // The attention head is trained: its weights move from their initial values.
+    // The heads are trained: their weights move from their initial values.
     let run = dir.path().join("run");
     let cache = dir.path().join("cache");
     train(&scene_request(&data, false)(&run, &cache, 1), &Device::Cpu).unwrap();
@@ -436,6 +438,8 @@ fn attention_intermediate_and_perception_targets_train_and_resume_exactly_with_m
         "attention.weight",
         "intermediate.first.weight",
         "intermediate.second.weight",
+        "referents.first_color.weight",
+        "referents.second_size.weight",
     ];
     let first = last_checkpoint(&run);
     train(&scene_request(&data, false)(&run, &cache, 3), &Device::Cpu).unwrap();

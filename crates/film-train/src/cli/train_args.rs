@@ -78,6 +78,14 @@ pub(super) struct TrainArgs {
     /// scenes/CLEVR_train_scenes.json.
     #[arg(long, value_name = "W")]
     intermediate_weight: Option<f64>,
+    /// Supervise the objects a question refers to: eight heads on the classifier's hidden
+    /// layer predict the colour, shape, material and size of the (at most two) objects the
+    /// question's program picks out (the object a lookup reads, the two a comparison
+    /// compares, the object a relation starts from), their loss weighted by W and added to
+    /// the answer's (training only); 0 turns it off. Needs programs and
+    /// scenes/CLEVR_train_scenes.json.
+    #[arg(long, value_name = "W")]
+    referent_weight: Option<f64>,
     /// The blocks read the perception head's per-cell object and attribute probabilities
     /// instead of the stem's features (needs --perception-weight; see docs/training.md).
     #[arg(long)]
@@ -280,6 +288,13 @@ pub(super) fn train_request(args: &TrainArgs) -> Result<TrainRequest> {
         }
         training.intermediate_weight = weight;
         model.intermediate_heads = weight > 0.0;
+    }
+    if let Some(weight) = args.referent_weight {
+        if !(weight >= 0.0 && weight.is_finite()) {
+            bail!("--referent-weight {weight}: expected a finite weight of 0 or more");
+        }
+        training.referent_weight = weight;
+        model.referent_heads = weight > 0.0;
     }
     model.scene_bottleneck |= args.scene_bottleneck;
     if model.scene_bottleneck && !model.perception_head {
