@@ -11,7 +11,7 @@
 //!   of two lookups the network has not learnt yet. Told the cube's colour and the
 //!   sphere's, the hidden layer must hold both, each in a place of its own, which is what
 //!   the comparison needs: the question teaches two lookups as well as its answer.
-//! - `--referent-weight W` ([`Trace::Referents`]): the size, colour, material and shape
+//! - `--referent-weight W` ([`Trace::Referents`]): the colour, shape, material and size
 //!   of the (at most two) objects the program picks out ([`clevr::executor::referents`]).
 //!   "What colour is the thing left of the cube?" says which of eight colours; told all
 //!   four attributes of the thing and of the cube, the network learns which objects the
