@@ -364,30 +364,15 @@ mod tests {
             assert_eq!(preset.model.question.channels, vision.channels, "{}", preset.name);
             // The head trains exactly when its loss has a weight, and the bottleneck has
             // nothing to read without it.
-            assert_eq!(
-                preset.model.perception_head,
-                preset.training.perception_weight > 0.0,
-                "{}",
-                preset.name
-            );
-            assert_eq!(
-                preset.model.attention_head,
-                preset.training.attention_weight > 0.0,
-                "{}",
-                preset.name
-            );
-            assert_eq!(
-                preset.model.intermediate_heads,
-                preset.training.intermediate_weight > 0.0,
-                "{}",
-                preset.name
-            );
-            assert_eq!(
-                preset.model.referent_heads,
-                preset.training.referent_weight > 0.0,
-                "{}",
-                preset.name
-            );
+            let (model, training) = (&preset.model, &preset.training);
+            for (head, weight) in [
+                (model.perception_head, training.perception_weight),
+                (model.attention_head, training.attention_weight),
+                (model.intermediate_heads, training.intermediate_weight),
+                (model.referent_heads, training.referent_weight),
+            ] {
+                assert_eq!(head, weight > 0.0, "{}", preset.name);
+            }
             assert!(
                 preset.model.perception_head || !preset.model.scene_bottleneck,
                 "{}",

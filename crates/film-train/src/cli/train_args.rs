@@ -268,33 +268,41 @@ pub(super) fn train_request(args: &TrainArgs) -> Result<TrainRequest> {
         }
         training.questions_per_image = k;
     }
-    if let Some(weight) = args.perception_weight {
-        if !(weight >= 0.0 && weight.is_finite()) {
-            bail!("--perception-weight {weight}: expected a finite weight of 0 or more");
+    // Each auxiliary head exists exactly when its loss has a weight.
+    let heads = [
+        (
+            "--perception-weight",
+            args.perception_weight,
+            &mut training.perception_weight,
+            &mut model.perception_head,
+        ),
+        (
+            "--attention-weight",
+            args.attention_weight,
+            &mut training.attention_weight,
+            &mut model.attention_head,
+        ),
+        (
+            "--intermediate-weight",
+            args.intermediate_weight,
+            &mut training.intermediate_weight,
+            &mut model.intermediate_heads,
+        ),
+        (
+            "--referent-weight",
+            args.referent_weight,
+            &mut training.referent_weight,
+            &mut model.referent_heads,
+        ),
+    ];
+    for (flag, weight, training_weight, head) in heads {
+        if let Some(weight) = weight {
+            if !(weight >= 0.0 && weight.is_finite()) {
+                bail!("{flag} {weight}: expected a finite weight of 0 or more");
+            }
+            *training_weight = weight;
+            *head = weight > 0.0;
         }
-        training.perception_weight = weight;
-        model.perception_head = weight > 0.0;
-    }
-    if let Some(weight) = args.attention_weight {
-        if !(weight >= 0.0 && weight.is_finite()) {
-            bail!("--attention-weight {weight}: expected a finite weight of 0 or more");
-        }
-        training.attention_weight = weight;
-        model.attention_head = weight > 0.0;
-    }
-    if let Some(weight) = args.intermediate_weight {
-        if !(weight >= 0.0 && weight.is_finite()) {
-            bail!("--intermediate-weight {weight}: expected a finite weight of 0 or more");
-        }
-        training.intermediate_weight = weight;
-        model.intermediate_heads = weight > 0.0;
-    }
-    if let Some(weight) = args.referent_weight {
-        if !(weight >= 0.0 && weight.is_finite()) {
-            bail!("--referent-weight {weight}: expected a finite weight of 0 or more");
-        }
-        training.referent_weight = weight;
-        model.referent_heads = weight > 0.0;
     }
     model.scene_bottleneck |= args.scene_bottleneck;
     if model.scene_bottleneck && !model.perception_head {
