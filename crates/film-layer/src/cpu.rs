@@ -181,7 +181,7 @@ where
     F: Fn(Range<usize>, &mut [MaybeUninit<T>]) -> R + Sync,
 {
     let elements = rows * row_len;
-    let threads = candle_core::utils::get_num_threads()
+    let threads = kernel_launch::cpu::num_threads()
         .min(elements / MIN_ELEMENTS_PER_THREAD)
         .min(rows)
         .max(1);

@@ -1,6 +1,7 @@
 //! `film-train profile`: where a training step's time goes, on synthetic inputs shaped like
 //! the PyTorch reference harness's (`torch_film.py`, kept outside this repository), so the
-//! two can be timed side by side without any data.
+//! two can be timed side by side without any data. With several questions per image (the
+//! `default` preset's shared stem) the stem runs once per image, as in training.
 
 use std::time::Instant;
 
@@ -26,6 +27,8 @@ const SHORTEST_QUESTION: usize = 10;
 pub struct ProfileRequest {
     pub model: ModelConfig,
     pub batch: usize,
+    /// Questions about each image: the stem sees `batch / questions_per_image` images.
+    pub questions_per_image: usize,
     pub learning_rate: f64,
     pub weight_decay: f64,
     pub steps: usize,
@@ -36,6 +39,7 @@ pub struct ProfileRequest {
 #[derive(Clone, Debug, Serialize)]
 pub struct Profile {
     pub batch: usize,
+    pub questions_per_image: usize,
     pub steps: usize,
     pub threads: usize,
     /// The whole training step: forward, loss, backward, Adam.
@@ -63,19 +67,33 @@ pub struct Component {
 }
 
 struct Inputs {
+    /// The distinct images, one per `questions_per_image` questions.
     images: Tensor,
+    /// The image each question reads: u32 (N,).
+    image_rows: Tensor,
     questions: Tensor,
     lengths: Vec<usize>,
     answers: Tensor,
 }
 
-fn synthetic_inputs(model: &ModelConfig, batch: usize, device: &Device) -> Result<Inputs> {
+fn synthetic_inputs(
+    model: &ModelConfig,
+    batch: usize,
+    questions_per_image: usize,
+    device: &Device,
+) -> Result<Inputs> {
+    if questions_per_image == 0 || !batch.is_multiple_of(questions_per_image) {
+        anyhow::bail!(
+            "a batch of {batch} questions does not split into images of {questions_per_image} questions each"
+        );
+    }
+    let num_images = batch / questions_per_image;
     let mut rng = rand::rngs::StdRng::seed_from_u64(0);
     let (channels, side) = match model.vision.stem {
         film_vision::Stem::Pixels { .. } => (3, model.image_size),
         film_vision::Stem::Features { in_channels } => (in_channels, 14),
     };
-    let pixels: Vec<f32> = (0..batch * channels * side * side)
+    let pixels: Vec<f32> = (0..num_images * channels * side * side)
         .map(|_| rng.random_range(-1.0..1.0))
         .collect();
     let lengths: Vec<usize> = (0..batch)
@@ -93,8 +111,10 @@ fn synthetic_inputs(model: &ModelConfig, batch: usize, device: &Device) -> Resul
         })
         .collect();
     let answers: Vec<u32> = (0..batch).map(|_| rng.random_range(0..ANSWERS as u32)).collect();
+    let image_rows: Vec<u32> = (0..batch).map(|i| (i / questions_per_image) as u32).collect();
     Ok(Inputs {
-        images: Tensor::from_vec(pixels, (batch, channels, side, side), device)?,
+        images: Tensor::from_vec(pixels, (num_images, channels, side, side), device)?,
+        image_rows: Tensor::from_vec(image_rows, batch, device)?,
         questions: Tensor::from_vec(tokens, (batch, QUESTION_LEN), device)?,
         lengths,
         answers: Tensor::from_vec(answers, batch, device)?,
@@ -160,10 +180,12 @@ pub struct StepTimes {
 }
 
 impl TrainingStep {
-    /// `model` with the reference harness's vocabulary and answer count, seed 0.
+    /// `model` with the reference harness's vocabulary and answer count, seed 0, on
+    /// `batch` questions about `batch / questions_per_image` images.
     pub fn new(
         model: &ModelConfig,
         batch: usize,
+        questions_per_image: usize,
         learning_rate: f64,
         weight_decay: f64,
         device: &Device,
@@ -173,7 +195,7 @@ impl TrainingStep {
         config.vision.num_answers = ANSWERS;
         let (model, varmap) = build_model(&config, 0, device)?;
         let adam = Adam::new(trainable(&varmap), AdamConfig::new(learning_rate, weight_decay));
-        let inputs = synthetic_inputs(&config, batch, device)?;
+        let inputs = synthetic_inputs(&config, batch, questions_per_image, device)?;
         Ok(TrainingStep { model, adam, inputs })
     }
 
@@ -181,10 +203,14 @@ impl TrainingStep {
     pub fn run(&mut self) -> Result<StepTimes> {
         let inputs = &self.inputs;
         let start = Instant::now();
-        let logits = self
-            .model
-            .forward_t(&inputs.images, &inputs.questions, &inputs.lengths, true)?;
-        let (loss, _) = loss_and_accuracy(&logits, &inputs.answers)?;
+        let forward = self.model.forward_shared_t(
+            &inputs.images,
+            &inputs.image_rows,
+            &inputs.questions,
+            &inputs.lengths,
+            true,
+        )?;
+        let (loss, _) = loss_and_accuracy(&forward.logits, &inputs.answers)?;
         synchronize(&loss)?;
         let forward_ms = ms_since(start);
         let backward_start = Instant::now();
@@ -214,6 +240,7 @@ pub fn profile(request: &ProfileRequest, device: &Device) -> Result<Profile> {
     let mut step = TrainingStep::new(
         &request.model,
         request.batch,
+        request.questions_per_image,
         request.learning_rate,
         request.weight_decay,
         device,
@@ -238,8 +265,10 @@ pub fn profile(request: &ProfileRequest, device: &Device) -> Result<Profile> {
     // Each component alone: its inputs detached, so its backward stops at its own inputs.
     let network = &model.network;
     let params = model.film_params(&inputs.questions, &inputs.lengths)?;
-    let stem_out = model.trunk_input_t(&inputs.images, true)?;
-    let blocks_out = network.blocks_t(&stem_out.detach(), &params.detach(), true)?;
+    // The blocks read each question's image: the stem's rows picked out per question.
+    let per_question = |stem: &Tensor| stem.index_select(&inputs.image_rows, 0);
+    let stem_out = per_question(&model.trunk_input_t(&inputs.images, true)?)?.detach();
+    let blocks_out = network.blocks_t(&stem_out, &params.detach(), true)?;
     type Stage<'a> = Box<dyn Fn() -> candle_core::Result<Tensor> + 'a>;
     let stages: Vec<(&str, Stage)> = vec![
         (
@@ -249,7 +278,7 @@ pub fn profile(request: &ProfileRequest, device: &Device) -> Result<Profile> {
         ("stem", Box::new(|| model.trunk_input_t(&inputs.images, true))),
         (
             "FiLMed blocks",
-            Box::new(|| network.blocks_t(&stem_out.detach(), &params.detach(), true)),
+            Box::new(|| network.blocks_t(&stem_out, &params.detach(), true)),
         ),
         (
             "classifier + loss",
@@ -290,6 +319,7 @@ pub fn profile(request: &ProfileRequest, device: &Device) -> Result<Profile> {
     let step_ms = median(whole);
     Ok(Profile {
         batch: request.batch,
+        questions_per_image: request.questions_per_image,
         steps: request.steps,
         threads: candle_core::utils::get_num_threads(),
         step_ms,
@@ -307,9 +337,16 @@ impl std::fmt::Display for Profile {
         let share = |ms: f64| 100.0 * ms / self.step_ms;
         writeln!(
             f,
-            "training step, batch {}, {} threads, median of {} steps: {:.1} ms ({:.0} samples/s), \
-             {:.2} cores busy",
-            self.batch, self.threads, self.steps, self.step_ms, self.samples_per_s, self.step_cores
+            "training step, batch {} ({} images of {} questions), {} threads, median of {} steps: \
+             {:.1} ms ({:.0} samples/s), {:.2} cores busy",
+            self.batch,
+            self.batch / self.questions_per_image,
+            self.questions_per_image,
+            self.threads,
+            self.steps,
+            self.step_ms,
+            self.samples_per_s,
+            self.step_cores
         )?;
         writeln!(f, "  {:<22} {:>9} {:>7}", "part of the step", "ms", "share")?;
         for (name, ms) in [
@@ -336,5 +373,54 @@ impl std::fmt::Display for Profile {
             )?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::presets;
+
+    fn tiny_request(batch: usize, questions_per_image: usize) -> ProfileRequest {
+        let preset = presets::by_name("tiny").unwrap();
+        ProfileRequest {
+            model: preset.model,
+            batch,
+            questions_per_image,
+            learning_rate: 1e-3,
+            weight_decay: 0.0,
+            steps: 2,
+            warmup: 1,
+        }
+    }
+
+    #[test]
+    fn the_stem_sees_one_image_per_group_of_questions() {
+        let request = tiny_request(8, 4);
+        let step = TrainingStep::new(&request.model, 8, 4, 1e-3, 0.0, &Device::Cpu).unwrap();
+        assert_eq!(step.inputs.images.dim(0).unwrap(), 2);
+        assert_eq!(
+            step.inputs.image_rows.to_vec1::<u32>().unwrap(),
+            [0, 0, 0, 0, 1, 1, 1, 1]
+        );
+        let result = profile(&request, &Device::Cpu).unwrap();
+        assert_eq!(result.questions_per_image, 4);
+        let names: Vec<_> = result.components.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(
+            names,
+            ["question encoder", "stem", "FiLMed blocks", "classifier + loss"]
+        );
+        assert!(result.step_ms > 0.0 && result.step_ms.is_finite());
+        assert!(result.to_string().contains("2 images of 4 questions"));
+    }
+
+    #[test]
+    fn a_batch_must_split_into_whole_images() {
+        let request = tiny_request(6, 4);
+        let err = profile(&request, &Device::Cpu).err().unwrap().to_string();
+        assert!(
+            err.contains("batch of 6 questions") && err.contains("4 questions each"),
+            "{err}"
+        );
     }
 }

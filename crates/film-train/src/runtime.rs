@@ -1,11 +1,26 @@
 //! Process-wide settings that training speed depends on, applied first thing in `main`
 //! (and by the training-step benchmark, so that it measures what the binary runs).
 
-/// Applies [`keep_freed_memory`], [`single_thread_candle_pool`] and [`flush_denormals`].
+/// Applies [`keep_freed_memory`], [`single_thread_candle_pool`], [`fix_thread_count`] and
+/// [`flush_denormals`].
 pub fn tune_for_training() {
     keep_freed_memory();
     single_thread_candle_pool();
+    fix_thread_count();
     flush_denormals();
+}
+
+/// Sets `RAYON_NUM_THREADS` to candle's default thread count (the physical cores) unless
+/// the user set it. Left unset, candle counts the cores again, by parsing `/proc/cpuinfo`,
+/// on every matrix product: file reads on the training step's serial path (measured in
+/// docs/benchmarks.md, "The training step"). Rayon's pool then has the same count as
+/// candle's kernels. `--threads` still overrides it afterwards, before any pool starts.
+/// Call it first thing in `main`, before any thread starts.
+pub fn fix_thread_count() {
+    if std::env::var_os("RAYON_NUM_THREADS").is_none() {
+        let threads = candle_core::utils::get_num_threads();
+        std::env::set_var("RAYON_NUM_THREADS", threads.to_string());
+    }
 }
 
 /// Makes the CPU treat subnormal f32 values (below about 1.2e-38 in magnitude) as zero, in

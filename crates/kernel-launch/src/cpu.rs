@@ -2,6 +2,8 @@
 //! one contiguous slice, allocate an output without zero-filling it, and multiply strided
 //! matrices with the `gemm` crate.
 
+use std::sync::OnceLock;
+
 use candle_core::backend::{BackendDevice, BackendStorage};
 use candle_core::cpu_backend::CpuDevice;
 use candle_core::{CpuStorage, DType, Layout, Result, Shape, WithDType};
@@ -34,6 +36,16 @@ pub unsafe fn output_buffer(len: usize) -> Result<Vec<f32>> {
         CpuStorage::F32(buffer) => Ok(buffer),
         other => candle_core::bail!("alloc_uninit gave {:?} storage for F32", other.dtype()),
     }
+}
+
+/// The number of threads candle's CPU kernels use ([`candle_core::utils::get_num_threads`]),
+/// read once per process. Without `RAYON_NUM_THREADS` set, candle's own function counts
+/// the physical cores by parsing `/proc/cpuinfo` on every call, and the fused ops ask once
+/// per launch (the GRU once per time step): a file read on the training step's serial path.
+/// Like rayon's global pool, the count is fixed at first use.
+pub fn num_threads() -> usize {
+    static THREADS: OnceLock<usize> = OnceLock::new();
+    *THREADS.get_or_init(candle_core::utils::get_num_threads)
 }
 
 /// A strided f32 matrix: element (i, j) at `ptr + i * row_stride + j * col_stride`, so

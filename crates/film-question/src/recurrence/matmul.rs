@@ -6,7 +6,7 @@ use kernel_launch::cpu::gemm_f32;
 use rayon::prelude::*;
 
 pub(super) fn parallelism() -> Parallelism {
-    match candle_core::utils::get_num_threads() {
+    match kernel_launch::cpu::num_threads() {
         0 | 1 => Parallelism::None,
         n => Parallelism::Rayon(n),
     }

@@ -91,6 +91,10 @@ enum Command {
         preset: String,
         #[arg(long)]
         batch: Option<usize>,
+        /// Questions about each image: the stem runs once per image (the preset's by
+        /// default: 8 for `default`, 1 for the paper's presets).
+        #[arg(long, value_name = "K")]
+        questions_per_image: Option<usize>,
         /// Timed steps (the median is reported).
         #[arg(long, default_value_t = 10)]
         steps: usize,
@@ -265,6 +269,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Some(Command::Profile {
             preset,
             batch,
+            questions_per_image,
             steps,
             warmup,
             json,
@@ -278,6 +283,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             let request = ProfileRequest {
                 model: preset.model,
                 batch: batch.unwrap_or(preset.training.batch_size),
+                questions_per_image: questions_per_image.unwrap_or(preset.training.questions_per_image),
                 learning_rate: preset.training.learning_rate,
                 weight_decay: preset.training.weight_decay,
                 steps: steps.max(1),
