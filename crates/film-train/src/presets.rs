@@ -292,13 +292,17 @@ fn default_preset() -> Preset {
     let mut model = mini_model();
     // Two blocks reach the lookup questions sooner than four on the same budget.
     model.set_blocks(2);
+    // A GRU of 128: with the stem shared by 8 questions the encoder is the largest part of
+    // the step, and at 128 it learns as much per question in about a sixth more steps
+    // (docs/results.md, "A question encoder half as wide").
+    model.question.hidden_dim = 128;
     model.perception_head = true;
     model.scene_bottleneck = true;
     model.intermediate_heads = true;
     Preset {
         name: "default".into(),
         description: "mini's 64x64 trunk with 2 blocks reading a scene-supervised perception \
-                      head, fresh questions with lookups first, 8 questions per image, easy \
+                      head, GRU 128, fresh questions with lookups first, 8 questions per image, easy \
                       questions first, mirrored images, intermediate answers: the default run"
             .into(),
         model,
