@@ -681,7 +681,7 @@ mod tests {
         let flags = "--preset mini --lr 2e-3 --blocks 2 --perception-weight 1 --scene-bottleneck \
                      --fresh-questions 10 --lookups-first 6 --questions-per-image 8 \
                      --curriculum-steps 3000 --weight-average 0.995 --mirror true \
-                     --intermediate-weight 0.3";
+                     --intermediate-weight 0.3 --question-hidden 128";
         let flags: Vec<&str> = flags.split_whitespace().collect();
         let from_mini = train_request(&train_args(&flags).unwrap()).unwrap().preset;
         let default = train_request(&train_args(&[]).unwrap()).unwrap().preset;
