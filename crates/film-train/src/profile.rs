@@ -266,8 +266,10 @@ pub fn profile(request: &ProfileRequest, device: &Device) -> Result<Profile> {
     let network = &model.network;
     let params = model.film_params(&inputs.questions, &inputs.lengths)?;
     // The blocks read each question's image: the stem's rows picked out per question.
-    let per_question = |stem: &Tensor| stem.index_select(&inputs.image_rows, 0);
-    let stem_out = per_question(&model.trunk_input_t(&inputs.images, true)?)?.detach();
+    let stem_out = model
+        .trunk_input_t(&inputs.images, true)?
+        .index_select(&inputs.image_rows, 0)?
+        .detach();
     let blocks_out = network.blocks_t(&stem_out, &params.detach(), true)?;
     type Stage<'a> = Box<dyn Fn() -> candle_core::Result<Tensor> + 'a>;
     let stages: Vec<(&str, Stage)> = vec![
