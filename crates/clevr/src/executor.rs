@@ -273,22 +273,50 @@ pub fn intermediate_answers(
 /// with no `unique` step (a plain count or Exist) has none.
 pub fn referents(program: &[ProgramNode], scene: &Scene) -> Result<[Option<usize>; 2], ExecError> {
     let values = execute_nodes(program, scene)?;
-    let last = values.len().checked_sub(1).ok_or(ExecError::Empty)?;
     let mut found: Vec<usize> = Vec::with_capacity(2);
-    let mut visited = vec![false; values.len()];
-    let mut queue = std::collections::VecDeque::from([last]);
-    while let Some(node) = queue.pop_front() {
-        if std::mem::replace(&mut visited[node], true) {
-            continue;
-        }
+    for node in nearest_the_answer_first(program)? {
         if let Value::Object(object) = values[node] {
             if !found.contains(&object) {
                 found.push(object);
             }
         }
-        queue.extend(&program[node].inputs);
     }
     Ok([found.first().copied(), found.get(1).copied()])
+}
+
+/// How many objects each `relate` or `same_*` step of a program finds, nearest the last
+/// node first (in the order of [`referents`]), at most two: "What color is the cube left
+/// of the sphere?" finds the things left of the sphere, and their number says whether the
+/// relation was read right, which the answer alone does not. Unused slots are `None`; a
+/// question with neither step has none.
+pub fn relation_set_sizes(program: &[ProgramNode], scene: &Scene) -> Result<[Option<usize>; 2], ExecError> {
+    let values = execute_nodes(program, scene)?;
+    let mut found: Vec<usize> = Vec::with_capacity(2);
+    for node in nearest_the_answer_first(program)? {
+        let function =
+            Function::parse(&program[node]).map_err(|source| ExecError::Function { node, source })?;
+        if let (Function::Relate(_) | Function::Same(_), Value::Objects(set)) = (function, &values[node]) {
+            found.push(set.len());
+        }
+    }
+    Ok([found.first().copied(), found.get(1).copied()])
+}
+
+/// The nodes of `program` breadth-first from the last one through every node's inputs,
+/// each once: a node one step from the answer comes before one two steps away.
+fn nearest_the_answer_first(program: &[ProgramNode]) -> Result<Vec<usize>, ExecError> {
+    let last = program.len().checked_sub(1).ok_or(ExecError::Empty)?;
+    let mut order = Vec::with_capacity(program.len());
+    let mut visited = vec![false; program.len()];
+    let mut queue = std::collections::VecDeque::from([last]);
+    while let Some(node) = queue.pop_front() {
+        if std::mem::replace(&mut visited[node], true) {
+            continue;
+        }
+        order.push(node);
+        queue.extend(&program[node].inputs);
+    }
+    Ok(order)
 }
 
 /// The value of every node of `program` on `scene`, in order.
@@ -660,6 +688,75 @@ mod tests {
             assert_eq!(referents(&program, scene).unwrap(), expected, "{program:?}");
         }
         assert_eq!(referents(&[], scene), Err(ExecError::Empty));
+    }
+
+    /// Real val scene 0, as described below `answers_hand_checked_questions_on_real_scene_0`.
+    #[test]
+    fn relation_set_sizes_count_what_each_relation_finds_nearest_the_answer_first() {
+        let scenes = real_scenes();
+        let scene = &scenes[0];
+        let cases: Vec<(Vec<ProgramNode>, [Option<usize>; 2])> = vec![
+            // What color is the sphere right of the green cylinder? Three things are right
+            // of it.
+            (
+                vec![
+                    n("scene", &[]),
+                    v("filter_color", &[0], "green"),
+                    n("unique", &[1]),
+                    v("relate", &[2], "right"),
+                    v("filter_shape", &[3], "sphere"),
+                    n("unique", &[4]),
+                    n("query_color", &[5]),
+                ],
+                [Some(3), None],
+            ),
+            // How many things are behind the brown thing left of the gray metal thing?
+            // Two behind the brown cylinder, found among the four left of the cube.
+            (
+                vec![
+                    n("scene", &[]),
+                    v("filter_color", &[0], "gray"),
+                    v("filter_material", &[1], "metal"),
+                    n("unique", &[2]),
+                    v("relate", &[3], "left"),
+                    v("filter_color", &[4], "brown"),
+                    n("unique", &[5]),
+                    v("relate", &[6], "behind"),
+                    n("count", &[7]),
+                ],
+                [Some(2), Some(4)],
+            ),
+            // Is there anything else the same color as the small metal cube? One.
+            (
+                vec![
+                    n("scene", &[]),
+                    v("filter_size", &[0], "small"),
+                    v("filter_material", &[1], "metal"),
+                    v("filter_shape", &[2], "cube"),
+                    n("unique", &[3]),
+                    n("same_color", &[4]),
+                    n("exist", &[5]),
+                ],
+                [Some(1), None],
+            ),
+            // How many cylinders are there? No relation.
+            (
+                vec![
+                    n("scene", &[]),
+                    v("filter_shape", &[0], "cylinder"),
+                    n("count", &[1]),
+                ],
+                [None, None],
+            ),
+        ];
+        for (program, expected) in cases {
+            assert_eq!(
+                relation_set_sizes(&program, scene).unwrap(),
+                expected,
+                "{program:?}"
+            );
+        }
+        assert_eq!(relation_set_sizes(&[], scene), Err(ExecError::Empty));
     }
 
     /// Real val scene 0: 0 large brown rubber cylinder, 1 large gray rubber cube,

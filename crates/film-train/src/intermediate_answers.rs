@@ -16,12 +16,18 @@
 //!   "What colour is the thing left of the cube?" says which of eight colours; told all
 //!   four attributes of the thing and of the cube, the network learns which objects the
 //!   relation picked, several bits per question instead of about three.
+//! - `--relation-set-weight W` ([`Trace::RelationSets`]): how many objects each of the (at
+//!   most two) `relate` or "same as" steps finds ([`clevr::executor::relation_set_sizes`]).
+//!   A relation across the grid is what the network is slowest to learn, and the answer
+//!   says little about it: "What colour is the cube left of the sphere?" is answered from
+//!   one object. Told how many things are left of the sphere, the hidden layer must hold
+//!   the whole set the relation finds, on every question that has one.
 
 use anyhow::Result;
 use candle_core::{Device, Tensor};
 use candle_nn::{Linear, Module, VarBuilder};
 use clevr::dataset::QuestionSet;
-use clevr::executor::{intermediate_answers, referents, Answer, ExecError};
+use clevr::executor::{intermediate_answers, referents, relation_set_sizes, Answer, ExecError};
 use clevr::vocab::AnswerIndex;
 use clevr::{AttributeKind, ProgramNode, Scene};
 
@@ -34,13 +40,15 @@ pub enum Trace {
     IntermediateAnswers,
     /// The four attributes of each of the (at most two) objects the program picks out.
     Referents,
+    /// How many objects each of the (at most two) relations of the program finds.
+    RelationSets,
 }
 
 impl Trace {
     /// The heads' names in the weight files, one per slot.
     pub fn slot_names(self) -> &'static [&'static str] {
         match self {
-            Trace::IntermediateAnswers => &["first", "second"],
+            Trace::IntermediateAnswers | Trace::RelationSets => &["first", "second"],
             Trace::Referents => &[
                 "first_color",
                 "first_shape",
@@ -59,6 +67,7 @@ impl Trace {
         match self {
             Trace::IntermediateAnswers => "--intermediate-weight",
             Trace::Referents => "--referent-weight",
+            Trace::RelationSets => "--relation-set-weight",
         }
     }
 
@@ -72,6 +81,10 @@ impl Trace {
                     AttributeKind::ALL
                         .map(|kind| object.map(|i| Answer::Attribute(scene.objects[i].attribute(kind))))
                 })
+                .collect(),
+            Trace::RelationSets => relation_set_sizes(program, scene)?
+                .into_iter()
+                .map(|size| size.map(Answer::Count))
                 .collect(),
         })
     }

@@ -30,6 +30,9 @@ pub struct FilmModel {
     /// Training-only prediction of the attributes of the objects the program picks out,
     /// from the classifier's hidden layer (`referents.` in the files).
     pub referents: Option<IntermediateHeads>,
+    /// Training-only prediction of how many objects each relation of the program finds,
+    /// from the classifier's hidden layer (`relation_sets.` in the files).
+    pub relation_sets: Option<IntermediateHeads>,
     question_only: bool,
 }
 
@@ -81,6 +84,16 @@ impl FilmModel {
                     config.vision.num_answers,
                     Trace::Referents,
                     vb.pp("referents"),
+                )?)
+            } else {
+                None
+            },
+            relation_sets: if config.relation_set_heads {
+                Some(IntermediateHeads::new(
+                    config.vision.classifier_hidden,
+                    config.vision.num_answers,
+                    Trace::RelationSets,
+                    vb.pp("relation_sets"),
                 )?)
             } else {
                 None

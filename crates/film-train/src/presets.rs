@@ -41,6 +41,11 @@ pub struct ModelConfig {
     /// (`--referent-weight`; see `intermediate_answers.rs`).
     #[serde(default)]
     pub referent_heads: bool,
+    /// Two heads on the classifier's hidden layer that predict how many objects each of
+    /// the (at most two) relations of a question's program finds, during training
+    /// (`--relation-set-weight`; see `intermediate_answers.rs`).
+    #[serde(default)]
+    pub relation_set_heads: bool,
 }
 
 /// How a preset trains by default.
@@ -100,6 +105,10 @@ pub struct TrainingConfig {
     /// needs programs and the scene file).
     #[serde(default)]
     pub referent_weight: f64,
+    /// Weight of the relation-set heads' loss, added to the answer's
+    /// (`--relation-set-weight`; needs programs and the scene file).
+    #[serde(default)]
+    pub relation_set_weight: f64,
     /// Raise the learning rate linearly from 0 to `learning_rate` over this many steps
     /// (`--warmup-steps`; 0: the full rate from the first step).
     #[serde(default)]
@@ -170,6 +179,7 @@ fn paper_training(minutes: f64, eval_every: usize) -> TrainingConfig {
         attention_weight: 0.0,
         intermediate_weight: 0.0,
         referent_weight: 0.0,
+        relation_set_weight: 0.0,
         warmup_steps: 0,
         lr_decay_from: None,
         weight_average: None,
@@ -216,6 +226,7 @@ fn pixels(
         attention_head: false,
         intermediate_heads: false,
         referent_heads: false,
+        relation_set_heads: false,
         scene_bottleneck: false,
     }
 }
@@ -278,6 +289,7 @@ pub fn all() -> Vec<Preset> {
                 attention_head: false,
                 intermediate_heads: false,
                 referent_heads: false,
+                relation_set_heads: false,
                 scene_bottleneck: false,
             },
             training: paper_training(600.0, 2000),
@@ -374,6 +386,7 @@ mod tests {
                 (model.attention_head, training.attention_weight),
                 (model.intermediate_heads, training.intermediate_weight),
                 (model.referent_heads, training.referent_weight),
+                (model.relation_set_heads, training.relation_set_weight),
             ] {
                 assert_eq!(head, weight > 0.0, "{}", preset.name);
             }

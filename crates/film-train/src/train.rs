@@ -137,12 +137,13 @@ pub fn train(request: &TrainRequest, device: &Device) -> Result<TrainOutcome> {
         request.cache_dir.as_deref(),
         request.features_dir.as_deref(),
     );
-    // Attention, intermediate-answer and referent targets run the programs of the
+    // Attention, intermediate-answer, referent and relation-set targets run the programs of the
     // questions trained on: the file's, unless fresh questions (which always carry theirs)
     // replace them.
     let keep_programs = (config.training.attention_weight > 0.0
         || config.training.intermediate_weight > 0.0
-        || config.training.referent_weight > 0.0)
+        || config.training.referent_weight > 0.0
+        || config.training.relation_set_weight > 0.0)
         && config.training.fresh_questions.is_none();
     let train_split = load_split_with(
         &config.data,
@@ -160,6 +161,7 @@ pub fn train(request: &TrainRequest, device: &Device) -> Result<TrainOutcome> {
         (config.training.attention_weight > 0.0, "--attention-weight"),
         (config.training.intermediate_weight > 0.0, "--intermediate-weight"),
         (config.training.referent_weight > 0.0, "--referent-weight"),
+        (config.training.relation_set_weight > 0.0, "--relation-set-weight"),
     ]
     .into_iter()
     .filter_map(|(on, name)| on.then_some(name))
@@ -305,6 +307,11 @@ pub fn train(request: &TrainRequest, device: &Device) -> Result<TrainOutcome> {
             training.intermediate_weight,
         ),
         (Trace::Referents, &model.referents, training.referent_weight),
+        (
+            Trace::RelationSets,
+            &model.relation_sets,
+            training.relation_set_weight,
+        ),
     ] {
         match (heads, weight > 0.0) {
             (Some(heads), true) => program_traces.push((

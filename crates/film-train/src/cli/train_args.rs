@@ -86,6 +86,12 @@ pub(super) struct TrainArgs {
     /// scenes/CLEVR_train_scenes.json.
     #[arg(long, value_name = "W")]
     referent_weight: Option<f64>,
+    /// Supervise what each relation finds: two heads on the classifier's hidden layer
+    /// predict how many objects each of the (at most two) `relate` or "same as" steps of
+    /// the question's program finds, their loss weighted by W and added to the answer's
+    /// (training only); 0 turns it off. Needs programs and scenes/CLEVR_train_scenes.json.
+    #[arg(long, value_name = "W")]
+    relation_set_weight: Option<f64>,
     /// The blocks read the perception head's per-cell object and attribute probabilities
     /// instead of the stem's features (needs --perception-weight; see docs/training.md).
     #[arg(long)]
@@ -293,6 +299,12 @@ pub(super) fn train_request(args: &TrainArgs) -> Result<TrainRequest> {
             args.referent_weight,
             &mut training.referent_weight,
             &mut model.referent_heads,
+        ),
+        (
+            "--relation-set-weight",
+            args.relation_set_weight,
+            &mut training.relation_set_weight,
+            &mut model.relation_set_heads,
         ),
     ];
     for (flag, weight, training_weight, head) in heads {
