@@ -471,6 +471,41 @@ mod tests {
         ProgramNode::with_value(function, inputs, value)
     }
 
+    /// What color is the sphere right of the green cylinder? (Real val scene 0.)
+    fn what_color_is_the_sphere_right_of_the_green_cylinder() -> Vec<ProgramNode> {
+        vec![
+            n("scene", &[]),
+            v("filter_color", &[0], "green"),
+            n("unique", &[1]),
+            v("relate", &[2], "right"),
+            v("filter_shape", &[3], "sphere"),
+            n("unique", &[4]),
+            n("query_color", &[5]),
+        ]
+    }
+
+    /// Is there anything else the same color as the small metal cube?
+    fn anything_else_the_color_of_the_small_metal_cube() -> Vec<ProgramNode> {
+        vec![
+            n("scene", &[]),
+            v("filter_size", &[0], "small"),
+            v("filter_material", &[1], "metal"),
+            v("filter_shape", &[2], "cube"),
+            n("unique", &[3]),
+            n("same_color", &[4]),
+            n("exist", &[5]),
+        ]
+    }
+
+    /// How many cylinders are there?
+    fn how_many_cylinders() -> Vec<ProgramNode> {
+        vec![
+            n("scene", &[]),
+            v("filter_shape", &[0], "cylinder"),
+            n("count", &[1]),
+        ]
+    }
+
     fn real_scenes() -> Vec<Scene> {
         ScenesFile::read(&reference_file(REFERENCE_SCENES))
             .unwrap()
@@ -585,15 +620,7 @@ mod tests {
             // Is there anything else the same color as the small metal cube? One gray
             // object, and the colour the question asks about: gray.
             (
-                vec![
-                    n("scene", &[]),
-                    v("filter_size", &[0], "small"),
-                    v("filter_material", &[1], "metal"),
-                    v("filter_shape", &[2], "cube"),
-                    n("unique", &[3]),
-                    n("same_color", &[4]),
-                    n("exist", &[5]),
-                ],
+                anything_else_the_color_of_the_small_metal_cube(),
                 [count(1), attribute(AttributeValue::Color(Color::Gray))],
             ),
             // What material is the sphere? A plain lookup has none.
@@ -622,21 +649,10 @@ mod tests {
     fn referents_are_the_objects_picked_out_nearest_the_answer_first() {
         let scenes = real_scenes();
         let scene = &scenes[0];
-        let sphere_right_of_green_cylinder = || {
-            vec![
-                n("scene", &[]),
-                v("filter_color", &[0], "green"),
-                n("unique", &[1]),
-                v("relate", &[2], "right"),
-                v("filter_shape", &[3], "sphere"),
-                n("unique", &[4]),
-            ]
-        };
-        let mut what_color = sphere_right_of_green_cylinder();
-        what_color.push(n("query_color", &[5]));
+        let what_color = what_color_is_the_sphere_right_of_the_green_cylinder();
         // Same size as the large cube? The two compared objects come before the green
         // cylinder that one of them was found from.
-        let mut same_size = sphere_right_of_green_cylinder();
+        let mut same_size = what_color[..6].to_vec();
         same_size.extend([
             n("query_size", &[5]),
             n("scene", &[]),
@@ -662,27 +678,9 @@ mod tests {
             (what_color, [Some(3), Some(2)]),
             (same_size, [Some(3), Some(1)]),
             // Is there anything else the same color as the small metal cube? The cube.
-            (
-                vec![
-                    n("scene", &[]),
-                    v("filter_size", &[0], "small"),
-                    v("filter_material", &[1], "metal"),
-                    v("filter_shape", &[2], "cube"),
-                    n("unique", &[3]),
-                    n("same_color", &[4]),
-                    n("exist", &[5]),
-                ],
-                [Some(4), None],
-            ),
+            (anything_else_the_color_of_the_small_metal_cube(), [Some(4), None]),
             // How many cylinders are there? No object is picked out.
-            (
-                vec![
-                    n("scene", &[]),
-                    v("filter_shape", &[0], "cylinder"),
-                    n("count", &[1]),
-                ],
-                [None, None],
-            ),
+            (how_many_cylinders(), [None, None]),
         ];
         for (program, expected) in cases {
             assert_eq!(referents(&program, scene).unwrap(), expected, "{program:?}");
@@ -699,15 +697,7 @@ mod tests {
             // What color is the sphere right of the green cylinder? Three things are right
             // of it.
             (
-                vec![
-                    n("scene", &[]),
-                    v("filter_color", &[0], "green"),
-                    n("unique", &[1]),
-                    v("relate", &[2], "right"),
-                    v("filter_shape", &[3], "sphere"),
-                    n("unique", &[4]),
-                    n("query_color", &[5]),
-                ],
+                what_color_is_the_sphere_right_of_the_green_cylinder(),
                 [Some(3), None],
             ),
             // How many things are behind the brown thing left of the gray metal thing?
@@ -727,27 +717,9 @@ mod tests {
                 [Some(2), Some(4)],
             ),
             // Is there anything else the same color as the small metal cube? One.
-            (
-                vec![
-                    n("scene", &[]),
-                    v("filter_size", &[0], "small"),
-                    v("filter_material", &[1], "metal"),
-                    v("filter_shape", &[2], "cube"),
-                    n("unique", &[3]),
-                    n("same_color", &[4]),
-                    n("exist", &[5]),
-                ],
-                [Some(1), None],
-            ),
+            (anything_else_the_color_of_the_small_metal_cube(), [Some(1), None]),
             // How many cylinders are there? No relation.
-            (
-                vec![
-                    n("scene", &[]),
-                    v("filter_shape", &[0], "cylinder"),
-                    n("count", &[1]),
-                ],
-                [None, None],
-            ),
+            (how_many_cylinders(), [None, None]),
         ];
         for (program, expected) in cases {
             assert_eq!(
