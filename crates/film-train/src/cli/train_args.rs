@@ -175,6 +175,14 @@ pub(super) struct TrainArgs {
     /// Width of the question encoder's GRU state (the preset's by default).
     #[arg(long, value_name = "H")]
     question_hidden: Option<usize>,
+    /// Channels of the classifier's 1x1 convolution, which the pool reads (the preset's by
+    /// default).
+    #[arg(long, value_name = "C")]
+    classifier_channels: Option<usize>,
+    /// Width of the classifier's hidden layer, which the answer and the auxiliary heads
+    /// read (the preset's by default).
+    #[arg(long, value_name = "H")]
+    classifier_hidden: Option<usize>,
     /// Each block reads the question through its own attention over the words: add (its
     /// (γ, β) are the paper's head's plus those of the words it attends to), replace (the
     /// attended words' alone) or off (the paper's head alone).
@@ -409,6 +417,25 @@ pub(super) fn train_request(args: &TrainArgs) -> Result<TrainRequest> {
         }
         model.question.hidden_dim = hidden;
     }
+    for (flag, value, width) in [
+        (
+            "--classifier-channels",
+            args.classifier_channels,
+            &mut model.vision.classifier_channels,
+        ),
+        (
+            "--classifier-hidden",
+            args.classifier_hidden,
+            &mut model.vision.classifier_hidden,
+        ),
+    ] {
+        if let Some(value) = value {
+            if !(1..=16_384).contains(&value) {
+                bail!("{flag} {value}: expected a width between 1 and 16384");
+            }
+            *width = value;
+        }
+    }
     if let Some(list) = &args.condition_blocks {
         let flags: Vec<bool> = list
             .split(',')
@@ -553,6 +580,21 @@ mod tests {
         let features = ["--preset", "paper-features", "--stem-width", "32"];
         let err = train_request(&train_args(&features).unwrap()).unwrap_err();
         assert!(err.to_string().contains("pre-extracted features"), "{err}");
+    }
+
+    #[test]
+    fn classifier_widths_set_the_pooled_channels_and_the_hidden_layer() {
+        let wide = train_request(
+            &train_args(&["--classifier-channels", "512", "--classifier-hidden", "384"]).unwrap(),
+        )
+        .unwrap();
+        let vision = &wide.preset.model.vision;
+        assert_eq!((vision.classifier_channels, vision.classifier_hidden), (512, 384));
+        let default = train_request(&train_args(&[]).unwrap()).unwrap();
+        let vision = &default.preset.model.vision;
+        assert_eq!((vision.classifier_channels, vision.classifier_hidden), (256, 256));
+        let err = train_request(&train_args(&["--classifier-hidden", "0"]).unwrap()).unwrap_err();
+        assert!(err.to_string().contains("--classifier-hidden 0"), "{err}");
     }
 
     #[test]
